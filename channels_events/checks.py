@@ -1,0 +1,81 @@
+"""Django system checks for the ``CHANNELS_EVENTS`` setting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+
+from .conf import DEFAULTS, SETTING_NAME
+
+__all__ = ["check_settings"]
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_namespace_or_none(value: Any) -> bool:
+    from .names import is_valid_name
+
+    return value is None or (is_valid_name(value) and "::" not in value)
+
+
+def _is_regex_list(value: Any) -> bool:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        return False
+    try:
+        for pattern in value:
+            re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+#: For each setting: a validator and what a valid value looks like.
+VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "STRICT": (_is_bool, "True or False"),
+    "DEBUG": (_is_bool, "True or False"),
+    "CACHE_SIZE": (_is_positive_int, "a positive int"),
+    "OBSERVER_NAMESPACE": (_is_namespace_or_none, "None or one name segment such as 'shop'"),
+    "SENSITIVE_FIELDS": (_is_regex_list, "a list of regular expressions that compile"),
+}
+
+
+@register()
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report every problem with ``settings.CHANNELS_EVENTS``, one message each."""
+    value = getattr(settings, SETTING_NAME, {})
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f"{SETTING_NAME} must be a dict, got {type(value).__name__} {value!r}.",
+                hint=f"Set {SETTING_NAME} = {{}} to use the defaults.",
+                id="channels_events.E001",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for key in sorted(value.keys() - DEFAULTS.keys(), key=str):
+        errors.append(
+            Error(
+                f"{SETTING_NAME} has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="channels_events.E002",
+            )
+        )
+    for key, (valid, description) in VALIDATORS.items():
+        if key in value and not valid(value[key]):
+            errors.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be {description}, got {value[key]!r}.",
+                    id="channels_events.E003",
+                )
+            )
+    return errors

@@ -1,0 +1,299 @@
+"""The event envelope of PROTOCOL.md section 2 as a Python class."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .exceptions import EventClassError, InvalidPayload
+from .names import namespace_of, validate_name
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+
+__all__ = ["Event", "event_class_for", "new_event_id"]
+
+E = TypeVar("E", bound="Event")
+
+_RESERVED = frozenset({"id", "name", "namespace", "payload", "timestamp", "instance", "local"})
+_ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+_id_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
+
+
+def new_event_id(when: float | None = None) -> str:
+    """Return a new 26-character event id, sortable by creation time.
+
+    The first 48 bits are the millisecond timestamp and the rest are random;
+    ids made in the same millisecond by one process increase by one, so they
+    stay unique and ordered (the ULID layout).
+    """
+    global _last_ms, _last_random
+    ms = int((time.time() if when is None else when) * 1000)
+    with _id_lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_random = (_last_random + 1) & ((1 << 80) - 1)
+        else:
+            _last_ms = ms
+            _last_random = random.getrandbits(79)
+        value = (ms << 80) | _last_random
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _format_timestamp(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).isoformat()
+
+
+_event_classes: dict[str, type[Event]] = {}
+
+
+def event_class_for(name: str) -> type[Event]:
+    """Return the Event subclass declared with this fixed name, or Event itself."""
+    return _event_classes.get(name, Event)
+
+
+class Event:
+    """Describe something that happened: a name, a JSON-safe payload, an id and a time.
+
+    Ad-hoc events are built as ``Event("billing::invoice::paid", {"invoice": 7})``.
+    Subclasses fix the name and declare typed fields, dataclass-style::
+
+        class InvoicePaid(Event):
+            name = "billing::invoice::paid"
+            invoice: int
+            amount: str = "0.00"
+
+        InvoicePaid(invoice=7).dispatch()
+
+    Field values make up the payload. ``instance`` carries a Python object (a
+    model instance) to in-process listeners only; it is never serialized.
+    """
+
+    name: str
+    #: Whether publication to other processes waits for the transaction to commit.
+    publish_on_commit: ClassVar[bool] = False
+    #: A Python object for in-process listeners only (model events set it).
+    instance: Any = None
+    #: When true, the event is delivered in this process only and never published.
+    local: bool = False
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _required: ClassVar[frozenset[str]] = frozenset()
+    _defaults: ClassVar[dict[str, Any]] = {}
+    _fixed_name: ClassVar[str | None] = None
+    _id: str | None = None
+    _timestamp: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = inspect.get_annotations(cls)
+        fields = list(cls._fields)
+        defaults = dict(cls._defaults)
+        for field, annotation in own.items():
+            if "ClassVar" in str(annotation):
+                continue
+            if field == "name":
+                continue
+            if field in _RESERVED or field.startswith("_"):
+                raise EventClassError(
+                    f"{cls.__qualname__} declares field {field!r}, which is reserved; "
+                    f"field names may not start with '_' or be one of {sorted(_RESERVED)}."
+                )
+            if field in cls.__dict__:
+                default = cls.__dict__[field]
+                if isinstance(default, (list, dict, set)):
+                    raise EventClassError(
+                        f"{cls.__qualname__}.{field} has a mutable default {default!r}; "
+                        "use an immutable value (a tuple, a frozenset, None)."
+                    )
+                defaults[field] = default
+            if field not in fields:
+                fields.append(field)
+        cls._fields = tuple(fields)
+        cls._defaults = defaults
+        cls._required = frozenset(f for f in fields if f not in defaults)
+
+        fixed = cls.__dict__.get("name")
+        if fixed is None:
+            return
+        if not isinstance(fixed, str):
+            raise EventClassError(
+                f"{cls.__qualname__}.name must be a str event name, got {fixed!r}."
+            )
+        validate_name(fixed)
+        cls._fixed_name = fixed
+        existing = _event_classes.get(fixed)
+        if existing is not None and (existing.__module__, existing.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise EventClassError(
+                f"Event name {fixed!r} is already declared by "
+                f"{existing.__module__}.{existing.__qualname__}; "
+                f"{cls.__module__}.{cls.__qualname__} must use another name."
+            )
+        # A re-declaration from the same module (a reload) replaces the old class.
+        _event_classes[fixed] = cls
+
+    def __init__(
+        self, name: str | None = None, payload: Mapping[str, Any] | None = None, **fields: Any
+    ) -> None:
+        cls = type(self)
+        self._time = time.time()
+        fixed = cls._fixed_name
+        if fixed is None:
+            if cls._fields:
+                raise EventClassError(
+                    f"{cls.__qualname__} declares fields but no name; subclass it with "
+                    "name = '...' to make an event you can construct."
+                )
+            if fields:
+                raise EventClassError(
+                    f"{cls.__qualname__}() takes a name and a payload dict, not keyword "
+                    f"fields {sorted(fields)!r}; declare a subclass to use typed fields."
+                )
+            if name is None:
+                raise EventClassError(f"{cls.__qualname__}() needs an event name.")
+            self.name = validate_name(name)
+            if payload is None:
+                payload = {}
+            elif not isinstance(payload, dict):
+                if not isinstance(payload, Mapping):
+                    raise InvalidPayload(
+                        f"Payload of event {name!r} must be a dict, got "
+                        f"{type(payload).__name__} {payload!r}."
+                    )
+                payload = dict(payload)
+            self._payload = payload
+            return
+        if name is not None and name != fixed:
+            raise EventClassError(
+                f"{cls.__qualname__} is always named {fixed!r}; got name {name!r}."
+            )
+        if payload is not None:
+            raise EventClassError(
+                f"{cls.__qualname__} takes its fields as keyword arguments, "
+                f"not a payload dict: {cls.__qualname__}(**payload)."
+            )
+        missing = cls._required.difference(fields)
+        if missing:
+            raise EventClassError(
+                f"{cls.__qualname__}() is missing required field(s) {sorted(missing)!r}."
+            )
+        unknown = fields.keys() - set(cls._fields)
+        if unknown:
+            raise EventClassError(
+                f"{cls.__qualname__}() got unknown field(s) {sorted(unknown)!r}; "
+                f"its fields are {list(cls._fields)!r}."
+            )
+        for field, default in cls._defaults.items():
+            if field not in fields:
+                setattr(self, field, default)
+        for field, value in fields.items():
+            setattr(self, field, value)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """Return the JSON-safe payload: the fields of a subclass, or the dict given."""
+        if self._fixed_name is None:
+            return self._payload
+        return {field: getattr(self, field) for field in self._fields}
+
+    @property
+    def namespace(self) -> str:
+        """Return the first segment of the name."""
+        return namespace_of(self.name)
+
+    @property
+    def id(self) -> str:
+        """Return the event's unique id, made on first use."""
+        if self._id is None:
+            self._id = new_event_id(self._time)
+        return self._id
+
+    @property
+    def timestamp(self) -> str:
+        """Return when the event was created, in ISO 8601 with a UTC offset."""
+        if self._timestamp is None:
+            self._timestamp = _format_timestamp(self._time)
+        return self._timestamp
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the envelope as a dict: id, name, namespace, payload, timestamp."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "namespace": self.namespace,
+            "payload": self.payload,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_dict(cls: type[E], data: Mapping[str, Any]) -> E:
+        """Rebuild an event from its envelope, as the subclass declared for its name.
+
+        Payload keys that the subclass does not declare are ignored, so that a
+        process running an older version of an event class still accepts it.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidPayload(f"An event envelope must be a dict, got {data!r}.")
+        missing = [key for key in _ENVELOPE_KEYS if key not in data]
+        if missing:
+            raise InvalidPayload(f"Event envelope {data!r} is missing key(s) {missing!r}.")
+        name = validate_name(data["name"])
+        payload = data["payload"]
+        if not isinstance(payload, dict):
+            raise InvalidPayload(f"Payload of event {name!r} must be a dict, got {payload!r}.")
+        for key in ("id", "timestamp"):
+            if not isinstance(data[key], str):
+                raise InvalidPayload(f"Envelope {key!r} must be a str, got {data[key]!r}.")
+        klass = event_class_for(name) if cls._fixed_name is None else cls
+        if klass._fixed_name is not None and klass._fixed_name != name:
+            raise InvalidPayload(
+                f"{klass.__qualname__} is named {klass._fixed_name!r}, not {name!r}."
+            )
+        if not issubclass(klass, cls):
+            klass = cls
+        event: Event
+        if klass._fixed_name is None:
+            event = Event.__new__(klass)
+            Event.__init__(event, name, payload)
+        else:
+            missing_fields = klass._required.difference(payload)
+            if missing_fields:
+                raise InvalidPayload(
+                    f"Payload of {name!r} lacks field(s) {sorted(missing_fields)!r} "
+                    f"that {klass.__qualname__} requires."
+                )
+            event = klass(**{f: payload[f] for f in klass._fields if f in payload})
+        event._id = data["id"]
+        event._timestamp = data["timestamp"]
+        return event  # type: ignore[return-value]
+
+    def dispatch(self, dispatcher: Dispatcher | None = None) -> Event:
+        """Dispatch this event through ``dispatcher`` (default: the default dispatcher)."""
+        from .dispatch import get_dispatcher
+
+        return (dispatcher or get_dispatcher()).dispatch(self)
+
+    async def adispatch(self, dispatcher: Dispatcher | None = None) -> Event:
+        """Dispatch this event from async code; see :meth:`Dispatcher.adispatch`."""
+        from .dispatch import get_dispatcher
+
+        return await (dispatcher or get_dispatcher()).adispatch(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {self.name!r} {self.payload!r}>"

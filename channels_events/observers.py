@@ -1,0 +1,473 @@
+"""Model observers: every save and delete of an observed model becomes an event."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.db import models
+from django.db.models.signals import (
+    m2m_changed,
+    post_delete,
+    post_init,
+    post_save,
+    pre_delete,
+    pre_save,
+)
+
+from .conf import events_settings
+from .dispatch import Dispatcher, get_dispatcher
+from .events import Event
+from .exceptions import ChannelsEventsError
+from .names import validate_namespace
+from .payloads import json_safe, model_label, select_fields, snapshot
+
+__all__ = [
+    "ACTIONS",
+    "LOCAL_ACTIONS",
+    "ModelEvent",
+    "Observation",
+    "Observer",
+    "ObserverError",
+    "get_observation",
+    "muted_model_events",
+    "observe",
+    "unobserve",
+]
+
+#: The six lifecycle actions, in the order they happen.
+ACTIONS = ("creating", "created", "updating", "updated", "deleting", "deleted")
+#: Actions that happen before the database write; they never leave the process.
+LOCAL_ACTIONS = frozenset({"creating", "updating", "deleting"})
+_HOOKS = (*ACTIONS, "m2m_changed")
+
+PayloadFunction = Callable[[models.Model, str], dict[str, Any]]
+
+# Values as loaded or last saved, kept on the instance to compute ``changed``
+# without a query per save.
+_LOADED = "_channels_events_loaded"
+_ADDING = "_channels_events_adding"
+_CLEARED = "_channels_events_cleared"
+
+_muted: contextvars.ContextVar[bool | frozenset[type[models.Model]]] = contextvars.ContextVar(
+    "channels_events_muted_models", default=frozenset()
+)
+
+
+class ObserverError(ChannelsEventsError, TypeError):
+    """Raised when a model is observed in a way that cannot work."""
+
+
+class ModelEvent(Event):
+    """An event about one model instance: ``<namespace>::<Model>::<action>``.
+
+    ``instance`` is the model instance (in-process listeners only), ``action``
+    the lifecycle action and ``using`` the database alias. Publication to
+    other processes waits for the transaction to commit.
+    """
+
+    publish_on_commit = True
+    action = ""
+    using = None
+    if TYPE_CHECKING:  # per-instance attributes, not payload fields
+        action: str
+        using: str | None
+
+
+@contextlib.contextmanager
+def muted_model_events(*models_: type[models.Model]) -> Iterator[None]:
+    """Dispatch no model events inside the block, for the given models or all of them.
+
+    Meant for data migrations, fixtures and bulk imports. The setting is
+    context-local: other threads and tasks keep their events.
+    """
+    current = _muted.get()
+    if not models_ or current is True:
+        token = _muted.set(True)
+    else:
+        token = _muted.set(frozenset(current) | frozenset(models_))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _muted.reset(token)
+
+
+def _is_muted(model: type[models.Model]) -> bool:
+    muted = _muted.get()
+    return muted is True or (bool(muted) and model in muted)  # type: ignore[operator]
+
+
+@dataclass(eq=False)
+class Observation:
+    """How one model's changes become events: namespace, fields and payload."""
+
+    model: type[models.Model]
+    namespace: str
+    fields: tuple[str, ...] | None
+    exclude: tuple[str, ...]
+    payload: PayloadFunction | None
+    m2m: bool
+    dispatcher: Dispatcher | None
+    names: dict[str, str] = field(init=False)
+    _selected: tuple[tuple[str, str], ...] = field(init=False, default=())
+    _attnames: tuple[str, ...] = field(init=False, default=())
+    _version: int = field(init=False, default=-1)
+
+    def __post_init__(self) -> None:
+        prefix = f"{self.namespace}::{self.model.__name__}::"
+        self.names = {action: prefix + action for action in _HOOKS}
+        self.selected  # noqa: B018 - validate field names now, not at the first save
+
+    @property
+    def label(self) -> str:
+        """Return ``app_label.model_name`` of the observed model."""
+        return model_label(self.model)
+
+    @property
+    def selected(self) -> tuple[tuple[str, str], ...]:
+        """Return ``(name, attname)`` of the fields payloads carry (follows settings)."""
+        if self._version != events_settings.version:
+            self._selected = select_fields(self.model, self.fields, self.exclude)
+            self._attnames = tuple(attname for _name, attname in self._selected)
+            self._version = events_settings.version
+        return self._selected
+
+    @property
+    def attnames(self) -> tuple[str, ...]:
+        """Return the attribute names of :attr:`selected`, the values tracked per instance."""
+        self.selected  # noqa: B018 - refreshes the cache after a settings change
+        return self._attnames
+
+    def same_as(self, other: Observation) -> bool:
+        """Return whether two observations of a model would produce the same events."""
+        return (self.namespace, self.fields, self.exclude, self.payload, self.m2m) == (
+            other.namespace,
+            other.fields,
+            other.exclude,
+            other.payload,
+            other.m2m,
+        )
+
+    def build_payload(
+        self,
+        instance: models.Model,
+        action: str,
+        changed: list[str] | None = None,
+        previous: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Return the payload for ``action`` on ``instance``."""
+        if self.payload is not None:
+            return self.payload(instance, action)
+        values = instance.__dict__
+        payload: dict[str, Any] = {
+            "model": self.label,
+            "pk": json_safe(instance.pk),
+            "fields": {
+                name: json_safe(values[attname])
+                for name, attname in self.selected
+                if attname in values
+            },
+        }
+        if changed is not None:
+            payload["changed"] = changed
+            payload["previous"] = previous or {}
+        return payload
+
+    def emit(
+        self,
+        action: str,
+        instance: models.Model | None,
+        using: str | None,
+        payload: dict[str, Any] | None = None,
+        **payload_kwargs: Any,
+    ) -> ModelEvent | None:
+        """Build and dispatch the event for ``action``, unless nothing would see it."""
+        dispatcher = self.dispatcher or get_dispatcher()
+        name = self.names.get(action) or f"{self.namespace}::{self.model.__name__}::{action}"
+        local = action in LOCAL_ACTIONS
+        if local and not dispatcher.has_receivers(name):
+            return None
+        if payload is None:
+            assert instance is not None
+            payload = self.build_payload(instance, action, **payload_kwargs)
+        event = ModelEvent(name, payload)
+        event.action = action
+        event.instance = instance
+        event.using = using
+        event.local = local
+        dispatcher.dispatch(event)
+        return event
+
+
+_observations: dict[type[models.Model], Observation] = {}
+_m2m_fields: dict[type[models.Model], tuple[Observation, models.ManyToManyField[Any, Any]]] = {}
+
+
+def get_observation(model: type[models.Model]) -> Observation | None:
+    """Return how ``model`` is observed, or None."""
+    return _observations.get(model)
+
+
+def observe(
+    model: type[models.Model],
+    fields: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    namespace: str | None = None,
+    payload: PayloadFunction | None = None,
+    *,
+    m2m: bool = False,
+    dispatcher: Dispatcher | None = None,
+) -> Observation:
+    """Dispatch ``creating`` ... ``deleted`` events for every change of ``model``.
+
+    ``fields`` and ``exclude`` choose the payload's fields (secret-looking
+    names are left out unless listed in ``fields``); ``namespace`` defaults to
+    the ``OBSERVER_NAMESPACE`` setting, else the app label; ``payload`` may
+    replace the default payload with ``payload(instance, action) -> dict``;
+    ``m2m=True`` also dispatches ``m2m_changed`` for the model's many-to-many
+    fields. Observing a model again with the same options is a no-op; with
+    different options it raises ObserverError.
+    """
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ObserverError(f"observe() needs a model class, got {model!r}.")
+    if model._meta.abstract:
+        raise ObserverError(f"{model.__qualname__} is abstract; observe its concrete subclasses.")
+    if isinstance(fields, str) or isinstance(exclude, str):
+        raise ObserverError("fields and exclude must be lists of field names, not a str.")
+    if payload is not None and not callable(payload):
+        raise ObserverError(f"payload must be callable(instance, action), got {payload!r}.")
+    ns = namespace or events_settings.OBSERVER_NAMESPACE or model._meta.app_label
+    try:
+        validate_namespace(ns)
+    except ValueError as exc:
+        raise ObserverError(f"Cannot observe {model._meta.label}: {exc}") from None
+    try:
+        observation = Observation(
+            model=model,
+            namespace=ns,
+            fields=None if fields is None else tuple(fields),
+            exclude=tuple(exclude or ()),
+            payload=payload,
+            m2m=m2m,
+            dispatcher=dispatcher,
+        )
+    except ValueError as exc:
+        raise ObserverError(str(exc)) from None
+    existing = _observations.get(model)
+    if existing is not None:
+        if existing.same_as(observation):
+            return existing
+        raise ObserverError(
+            f"{model._meta.label} is already observed in namespace {existing.namespace!r} "
+            f"with fields={existing.fields!r}, exclude={existing.exclude!r}; observe it once, "
+            "or call unobserve() first."
+        )
+    _observations[model] = observation
+    uid = f"channels_events:{model._meta.label}"
+    post_init.connect(_post_init, sender=model, weak=False, dispatch_uid=uid)
+    pre_save.connect(_pre_save, sender=model, weak=False, dispatch_uid=uid)
+    post_save.connect(_post_save, sender=model, weak=False, dispatch_uid=uid)
+    pre_delete.connect(_pre_delete, sender=model, weak=False, dispatch_uid=uid)
+    post_delete.connect(_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    if m2m:
+        for m2m_field in model._meta.local_many_to_many:
+            through = m2m_field.remote_field.through  # type: ignore[attr-defined]
+            _m2m_fields[through] = (observation, m2m_field)
+            m2m_changed.connect(_m2m_changed, sender=through, weak=False, dispatch_uid=uid)
+    return observation
+
+
+def unobserve(model: type[models.Model]) -> bool:
+    """Stop dispatching events for ``model``; return whether it was observed."""
+    observation = _observations.pop(model, None)
+    if observation is None:
+        return False
+    uid = f"channels_events:{model._meta.label}"
+    for signal in (post_init, pre_save, post_save, pre_delete, post_delete):
+        signal.disconnect(sender=model, dispatch_uid=uid)
+    for through, (obs, _field) in list(_m2m_fields.items()):
+        if obs is observation:
+            del _m2m_fields[through]
+            m2m_changed.disconnect(sender=through, dispatch_uid=uid)
+    return True
+
+
+def _remember(observation: Observation, instance: models.Model) -> None:
+    instance.__dict__[_LOADED] = snapshot(instance, observation.attnames)
+
+
+def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    observation = _observations.get(sender)
+    if observation is not None:
+        _remember(observation, instance)
+
+
+def _pre_save(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    observation = _observations.get(sender)
+    if observation is None or _is_muted(sender):
+        return
+    # _state.adding, not a missing pk: models with preset keys are new too.
+    adding = instance._state.adding
+    instance.__dict__[_ADDING] = adding
+    observation.emit("creating" if adding else "updating", instance, using)
+
+
+def _post_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    using: str,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    observation = _observations.get(sender)
+    if observation is None or _is_muted(sender):
+        return
+    adding = instance.__dict__.pop(_ADDING, created)
+    if adding:
+        observation.emit("created", instance, using)
+        _remember(observation, instance)
+        return
+    loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
+    current = instance.__dict__
+    changed: list[str] = []
+    previous: dict[str, Any] = {}
+    saved = {}
+    for name, attname in observation.selected:
+        if attname not in current:
+            continue
+        if update_fields is not None and name not in update_fields:
+            continue
+        value = current[attname]
+        saved[attname] = json_safe(value) if isinstance(value, (dict, list)) else value
+        if attname in loaded:
+            if loaded[attname] != saved[attname]:
+                changed.append(name)
+                previous[name] = json_safe(loaded[attname])
+        elif update_fields is not None:
+            changed.append(name)
+    observation.emit("updated", instance, using, changed=changed, previous=previous)
+    instance.__dict__[_LOADED] = {**loaded, **saved}
+
+
+def _pre_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    observation = _observations.get(sender)
+    if observation is not None and not _is_muted(sender):
+        observation.emit("deleting", instance, using)
+
+
+def _post_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    observation = _observations.get(sender)
+    if observation is not None and not _is_muted(sender):
+        observation.emit("deleted", instance, using)
+
+
+def _m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    entry = _m2m_fields.get(sender)
+    if entry is None:
+        return
+    observation, m2m_field = entry
+    if _is_muted(observation.model):
+        return
+    if action == "pre_clear":
+        # post_clear carries no pks; read them while they still exist.
+        source = m2m_field.m2m_field_name()  # type: ignore[attr-defined]
+        target = m2m_field.m2m_reverse_field_name()  # type: ignore[attr-defined]
+        mine, theirs = (target, source) if reverse else (source, target)
+        instance.__dict__[_CLEARED] = list(
+            sender._default_manager.using(using)
+            .filter(**{mine: instance.pk})
+            .values_list(theirs, flat=True)
+        )
+        return
+    if not action.startswith("post_"):
+        return
+    pks = instance.__dict__.pop(_CLEARED, []) if action == "post_clear" else list(pk_set or ())
+    payload = {
+        "model": model_label(type(instance)),
+        "pk": json_safe(instance.pk),
+        "field": m2m_field.name,
+        "action": action[len("post_") :],
+        "reverse": reverse,
+        "related_model": model_label(model),
+        "pks": sorted((json_safe(pk) for pk in pks), key=str),
+    }
+    observation.emit("m2m_changed", instance, using, payload=payload)
+
+
+class Observer:
+    """Subclass with ``model = Order`` and any of the methods ``creating`` ... ``deleted``.
+
+    Each method receives the :class:`ModelEvent`. The class is registered when
+    it is defined: put observers in an ``observers`` module of an installed
+    app, which channels-events imports when Django starts. Class attributes
+    ``namespace``, ``fields``, ``exclude`` and ``m2m`` are passed to
+    :func:`observe`; define ``payload(self, instance, action)`` to build the
+    payload yourself. ``after_commit = True`` runs ``created``, ``updated``,
+    ``deleted`` and ``m2m_changed`` only once the transaction commits.
+    """
+
+    model: ClassVar[type[models.Model]]
+    namespace: ClassVar[str | None] = None
+    fields: ClassVar[Sequence[str] | None] = None
+    exclude: ClassVar[Sequence[str]] = ()
+    m2m: ClassVar[bool] = False
+    after_commit: ClassVar[bool] = False
+    priority: ClassVar[int] = 0
+    dispatcher: ClassVar[Dispatcher | None] = None
+    observation: ClassVar[Observation]
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        model = cls.__dict__.get("model") or getattr(cls, "model", None)
+        if model is None:
+            raise ObserverError(f"{cls.__qualname__} must set model = <a model class>.")
+        hooks = [action for action in _HOOKS if callable(getattr(cls, action, None))]
+        if not hooks:
+            raise ObserverError(
+                f"{cls.__qualname__} defines none of the methods {', '.join(_HOOKS)}."
+            )
+        if "m2m_changed" in hooks and not cls.m2m:
+            raise ObserverError(f"{cls.__qualname__} defines m2m_changed; set m2m = True.")
+        instance = cls()
+        custom = getattr(cls, "payload", None)
+        observation = observe(
+            model,
+            fields=cls.fields,
+            exclude=cls.exclude,
+            namespace=cls.namespace,
+            payload=getattr(instance, "payload", None) if custom else None,
+            m2m=cls.m2m,
+            dispatcher=cls.dispatcher,
+        )
+        cls.observation = observation
+        dispatcher = cls.dispatcher or get_dispatcher()
+        for action in hooks:
+            dispatcher.connect(
+                getattr(instance, action),
+                re.escape(observation.names[action]),
+                priority=cls.priority,
+                after_commit=cls.after_commit and action not in LOCAL_ACTIONS,
+                dispatch_uid=f"{cls.__module__}.{cls.__qualname__}.{action}",
+            )

@@ -1,0 +1,104 @@
+"""Turn model instances into the JSON-safe payloads of PROTOCOL.md section 2."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from django.db import models
+
+from .conf import events_settings
+
+__all__ = ["json_safe", "model_label", "select_fields", "sensitive_regex", "snapshot"]
+
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` as something ``json.dumps`` accepts without a custom encoder.
+
+    Datetimes, dates and times become ISO 8601 strings; decimals and UUIDs
+    become strings; bytes become base64; lists, tuples and sets become lists.
+    """
+    if isinstance(value, _PRIMITIVES):
+        return value
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, models.Model):
+        return json_safe(value.pk)
+    return str(value)
+
+
+def model_label(model: type[models.Model]) -> str:
+    """Return ``app_label.model_name``, the ``model`` key of model event payloads."""
+    return model._meta.label_lower
+
+
+@lru_cache(maxsize=64)
+def _compile_sensitive(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+def sensitive_regex() -> re.Pattern[str] | None:
+    """Return the regex (searched, case-insensitive) that marks a field name as secret."""
+    patterns = tuple(events_settings.SENSITIVE_FIELDS)
+    return _compile_sensitive(patterns) if patterns else None
+
+
+def select_fields(
+    model: type[models.Model],
+    fields: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[tuple[str, str], ...]:
+    """Return ``(name, attname)`` for each concrete field a payload includes.
+
+    With ``fields`` given, exactly those (secret-looking names included, since
+    they were asked for by name). Otherwise every concrete, non-m2m field less
+    ``exclude`` and less any name matching the ``SENSITIVE_FIELDS`` setting.
+    Raise ValueError naming the model if a field does not exist.
+    """
+    concrete = {f.name: f for f in model._meta.concrete_fields}
+    label = model._meta.label
+    excluded = set(exclude)
+    for name in [*(fields or ()), *excluded]:
+        if name not in concrete:
+            raise ValueError(f"{label} has no concrete field {name!r}; fields: {sorted(concrete)}.")
+    if fields is not None:
+        return tuple((name, concrete[name].attname) for name in fields if name not in excluded)
+    secret = sensitive_regex()
+    return tuple(
+        (f.name, f.attname)
+        for f in model._meta.concrete_fields
+        if f.name not in excluded and not (secret and secret.search(f.name))
+    )
+
+
+def snapshot(instance: models.Model, attnames: Iterable[str]) -> dict[str, Any]:
+    """Return the loaded raw values of ``attnames`` (deferred fields are left out)."""
+    values = instance.__dict__
+    out = {}
+    for attname in attnames:
+        if attname in values:
+            value = values[attname]
+            # Mutable values (JSONField) could be changed in place before the
+            # next save; keep our own copy so the change is seen.
+            if isinstance(value, (dict, list)):
+                value = json_safe(value)
+            out[attname] = value
+    return out

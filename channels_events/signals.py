@@ -1,0 +1,86 @@
+"""Turn any Django signal into events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.dispatch import Signal
+
+from .dispatch import Dispatcher, get_dispatcher
+from .events import Event
+from .names import validate_name
+from .payloads import json_safe
+
+__all__ = ["signal_to_event"]
+
+SignalHook = Callable[..., "str | Event | None"]
+
+
+def _payload_from(kwargs: dict[str, Any]) -> dict[str, Any]:
+    payload = {}
+    for key, value in kwargs.items():
+        if key in ("signal", "instance"):
+            continue
+        payload[key] = json_safe(value)
+    return payload
+
+
+def signal_to_event(
+    signal: Signal,
+    name: str | type[Event] | None = None,
+    hook: SignalHook | None = None,
+    sender: Any = None,
+    *,
+    dispatcher: Dispatcher | None = None,
+) -> Callable[[], bool]:
+    """Dispatch an event each time ``signal`` is sent (by ``sender``, if given).
+
+    With ``name`` (an event name or an Event subclass), each send dispatches
+    that event: a name gets the signal's keyword arguments, made JSON-safe,
+    as its payload; an Event subclass is built from the arguments that match
+    its fields. With ``hook``, ``hook(sender, **kwargs)`` decides: it returns a
+    name, an Event, or None to dispatch nothing. A model ``instance`` argument
+    travels as ``event.instance``, for in-process listeners only.
+
+    Connecting the same signal, sender and name (or hook) again does nothing
+    more. Return a function that disconnects it.
+    """
+    if not isinstance(signal, Signal):
+        raise TypeError(f"signal_to_event() needs a django.dispatch.Signal, got {signal!r}.")
+    if (name is None) == (hook is None):
+        raise TypeError("signal_to_event() needs exactly one of name= and hook=.")
+    if isinstance(name, str):
+        validate_name(name)
+    elif name is not None and not (
+        isinstance(name, type) and issubclass(name, Event) and name._fixed_name
+    ):
+        raise TypeError(f"name must be an event name or an Event subclass with a name: {name!r}.")
+    if hook is not None and not callable(hook):
+        raise TypeError(f"hook must be callable, got {hook!r}.")
+
+    def build(result: str | type[Event] | Event, kwargs: dict[str, Any]) -> Event:
+        if isinstance(result, Event):
+            return result
+        if isinstance(result, type) and issubclass(result, Event):
+            return result(**{f: kwargs[f] for f in result._fields if f in kwargs})
+        if isinstance(result, str):
+            return Event(result, _payload_from(kwargs))
+        raise TypeError(f"A signal hook must return an event name, an Event or None: {result!r}.")
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        result = hook(sender, **kwargs) if hook is not None else name
+        if result is None:
+            return
+        event = build(result, kwargs)
+        if event.instance is None and "instance" in kwargs:
+            event.instance = kwargs["instance"]
+        (dispatcher or get_dispatcher()).dispatch(event)
+
+    uid = ("channels_events.signal_to_event", id(signal), id(sender), str(name), id(hook))
+    signal.connect(receiver, sender=sender, weak=False, dispatch_uid=uid)
+
+    def disconnect() -> bool:
+        return signal.disconnect(sender=sender, dispatch_uid=uid)
+
+    return disconnect
