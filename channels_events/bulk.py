@@ -67,11 +67,12 @@ class EventQuerySet(models.QuerySet[M]):
         return created
 
     def bulk_update(
-        self, objs: Iterable[M], fields: Sequence[str], *args: Any, **kwargs: Any
+        self, objs: Iterable[M], fields: Iterable[str], batch_size: int | None = None
     ) -> int:
         """Update ``fields`` of ``objs`` as Django does, then dispatch ``bulk_updated``."""
         objs = list(objs)
-        rows = super().bulk_update(objs, fields, *args, **kwargs)
+        fields = list(fields)
+        rows = super().bulk_update(objs, fields, batch_size=batch_size)
         pks = [obj.pk for obj in objs]
         emit_bulk_event(self.model, "bulk_updated", pks, self.db, changed=fields)
         return rows

@@ -140,6 +140,7 @@ class Dispatcher:
         self._taps: list[Callable[[Event], None]] = []
         self._publishers: list[Publisher] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchers: list[Callable[[Dispatcher], None]] = []
 
     # -- registry ---------------------------------------------------------
 
@@ -271,6 +272,27 @@ class Dispatcher:
     def _invalidate(self) -> None:
         self._generation += 1
         self._cache = {}
+        for callback in self._watchers:
+            callback(self)
+
+    def watch(self, callback: Callable[[Dispatcher], None]) -> None:
+        """Call ``callback(dispatcher)`` whenever listeners or taps change.
+
+        Producers use it to stay unhooked from a source (a Django signal, say)
+        while nothing would receive its events.
+        """
+        with self._lock:
+            if callback not in self._watchers:
+                self._watchers = [*self._watchers, callback]
+
+    def unwatch(self, callback: Callable[[Dispatcher], None]) -> None:
+        """Stop calling a callback given to :meth:`watch`."""
+        with self._lock:
+            self._watchers = [w for w in self._watchers if w != callback]
+
+    def would_receive(self, name: str) -> bool:
+        """Return whether a listener or a tap would see ``name``, muted or not."""
+        return bool(self._taps) or bool(self.listeners_for(name))
 
     @property
     def registrations(self) -> tuple[Registration, ...]:
@@ -368,14 +390,22 @@ class Dispatcher:
         scheduled as tasks on that loop (so this call never blocks the loop;
         their exceptions are logged, even in strict mode).
         """
-        event = self._coerce(event, payload)
+        if type(event) is str:
+            # The common case, kept short: a cache hit means the name is valid.
+            registrations = self._cache.get(event)
+            if registrations is None:
+                registrations = self.listeners_for(event)
+            event = Event._adhoc(event, payload) if type(payload) is dict else Event(event, payload)
+        else:
+            if payload is not None or not isinstance(event, Event):
+                event = self._coerce(event, payload)
+            registrations = self._cache.get(event.name)
+            if registrations is None:
+                registrations = self.listeners_for(event.name)
         if self._settings_version != events_settings.version:
             self._refresh_settings()
         for tap in self._taps:
             tap(event)
-        registrations = self._cache.get(event.name)
-        if registrations is None:
-            registrations = self.listeners_for(event.name)
         if registrations and not self._muted:
             for registration in registrations:
                 if registration.plain:
@@ -462,11 +492,11 @@ class Dispatcher:
         as Django's ``Signal.asend`` does), so they may use the ORM.
         """
         event = self._coerce(event, payload)
+        registrations = self.listeners_for(event.name)
         if self._settings_version != events_settings.version:
             self._refresh_settings()
         for tap in self._taps:
             tap(event)
-        registrations = self.listeners_for(event.name)
         if registrations and not self._muted:
             pending: list[Registration] = []
             for registration in registrations:
@@ -551,11 +581,13 @@ class Dispatcher:
         """Call ``tap`` with every dispatched event, before listeners, even when muted."""
         with self._lock:
             self._taps = [*self._taps, tap]
+            self._invalidate()
 
     def remove_tap(self, tap: Callable[[Event], None]) -> None:
         """Stop calling a tap added with :meth:`add_tap`."""
         with self._lock:
             self._taps = [t for t in self._taps if t is not tap]
+            self._invalidate()
 
     @contextlib.contextmanager
     def muted(self) -> Iterator[None]:

@@ -148,6 +148,16 @@ class Event:
         # A re-declaration from the same module (a reload) replaces the old class.
         _event_classes[fixed] = cls
 
+    @classmethod
+    def _adhoc(cls: type[E], name: str, payload: dict[str, Any]) -> E:
+        # A fast path for trusted callers (dispatch, observers) that have
+        # validated the name and checked that payload is a dict.
+        event = object.__new__(cls)
+        event.name = name
+        event._payload = payload
+        event._time = time.time()
+        return event
+
     def __init__(
         self, name: str | None = None, payload: Mapping[str, Any] | None = None, **fields: Any
     ) -> None:
@@ -281,7 +291,7 @@ class Event:
             event = klass(**{f: payload[f] for f in klass._fields if f in payload})
         event._id = data["id"]
         event._timestamp = data["timestamp"]
-        return event  # type: ignore[return-value]
+        return event
 
     def dispatch(self, dispatcher: Dispatcher | None = None) -> Event:
         """Dispatch this event through ``dispatcher`` (default: the default dispatcher)."""

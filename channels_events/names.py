@@ -50,10 +50,10 @@ def is_valid_name(name: object) -> bool:
 
 def validate_name(name: object) -> str:
     """Return ``name`` unchanged if it is a valid event name, else raise InvalidEventName."""
-    if name in _known_valid:
-        return name  # type: ignore[return-value]
     if not isinstance(name, str):
         raise InvalidEventName(f"Event name must be a str, got {type(name).__name__} {name!r}.")
+    if name in _known_valid:
+        return name
     if is_valid_name(name):
         if len(_known_valid) >= _KNOWN_VALID_MAX:
             _known_valid.clear()

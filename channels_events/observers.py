@@ -10,21 +10,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import models
-from django.db.models.signals import (
-    m2m_changed,
-    post_delete,
-    post_init,
-    post_save,
-    pre_delete,
-    pre_save,
-)
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
 from .conf import events_settings
 from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .exceptions import ChannelsEventsError
 from .names import validate_namespace
-from .payloads import json_safe, model_label, select_fields, snapshot
+from .payloads import PRIMITIVE_TYPES, json_safe, model_label, select_fields
 
 __all__ = [
     "ACTIONS",
@@ -50,8 +43,10 @@ PayloadFunction = Callable[[models.Model, str], dict[str, Any]]
 # Values as loaded or last saved, kept on the instance to compute ``changed``
 # without a query per save.
 _LOADED = "_channels_events_loaded"
-_ADDING = "_channels_events_adding"
 _CLEARED = "_channels_events_cleared"
+# Set on a model class whose from_db we wrapped, holding what to restore.
+_FROM_DB = "_channels_events_from_db"
+_MISSING = object()
 
 _muted: contextvars.ContextVar[bool | frozenset[type[models.Model]]] = contextvars.ContextVar(
     "channels_events_muted_models", default=frozenset()
@@ -71,11 +66,12 @@ class ModelEvent(Event):
     """
 
     publish_on_commit = True
-    action = ""
-    using = None
     if TYPE_CHECKING:  # per-instance attributes, not payload fields
         action: str
         using: str | None
+    else:
+        action = ""
+        using = None
 
 
 @contextlib.contextmanager
@@ -113,34 +109,24 @@ class Observation:
     m2m: bool
     dispatcher: Dispatcher | None
     names: dict[str, str] = field(init=False)
+    #: ``app_label.model_name``, the ``model`` key of payloads.
+    label: str = field(init=False)
     _selected: tuple[tuple[str, str], ...] = field(init=False, default=())
-    _attnames: tuple[str, ...] = field(init=False, default=())
     _version: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
         prefix = f"{self.namespace}::{self.model.__name__}::"
         self.names = {action: prefix + action for action in _HOOKS}
+        self.label = model_label(self.model)
         self.selected  # noqa: B018 - validate field names now, not at the first save
-
-    @property
-    def label(self) -> str:
-        """Return ``app_label.model_name`` of the observed model."""
-        return model_label(self.model)
 
     @property
     def selected(self) -> tuple[tuple[str, str], ...]:
         """Return ``(name, attname)`` of the fields payloads carry (follows settings)."""
         if self._version != events_settings.version:
             self._selected = select_fields(self.model, self.fields, self.exclude)
-            self._attnames = tuple(attname for _name, attname in self._selected)
             self._version = events_settings.version
         return self._selected
-
-    @property
-    def attnames(self) -> tuple[str, ...]:
-        """Return the attribute names of :attr:`selected`, the values tracked per instance."""
-        self.selected  # noqa: B018 - refreshes the cache after a settings change
-        return self._attnames
 
     def same_as(self, other: Observation) -> bool:
         """Return whether two observations of a model would produce the same events."""
@@ -152,30 +138,29 @@ class Observation:
             other.m2m,
         )
 
-    def build_payload(
-        self,
-        instance: models.Model,
-        action: str,
-        changed: list[str] | None = None,
-        previous: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Return the payload for ``action`` on ``instance``."""
+    def json_fields(self, instance: models.Model) -> dict[str, Any]:
+        """Return the payload's ``fields``: loaded values of the selected fields, JSON-safe.
+
+        Deferred fields that were never loaded are left out.
+        """
+        values = instance.__dict__
+        # The inline type test spares a call per field for the common values.
+        return {
+            name: value if type(value) in PRIMITIVE_TYPES else json_safe(value)
+            for name, attname in self.selected
+            if attname in values
+            for value in (values[attname],)
+        }
+
+    def build_payload(self, instance: models.Model, action: str) -> dict[str, Any]:
+        """Return the payload for ``action`` on ``instance`` (``changed`` is added by saves)."""
         if self.payload is not None:
             return self.payload(instance, action)
-        values = instance.__dict__
-        payload: dict[str, Any] = {
+        return {
             "model": self.label,
             "pk": json_safe(instance.pk),
-            "fields": {
-                name: json_safe(values[attname])
-                for name, attname in self.selected
-                if attname in values
-            },
+            "fields": self.json_fields(instance),
         }
-        if changed is not None:
-            payload["changed"] = changed
-            payload["previous"] = previous or {}
-        return payload
 
     def emit(
         self,
@@ -183,7 +168,6 @@ class Observation:
         instance: models.Model | None,
         using: str | None,
         payload: dict[str, Any] | None = None,
-        **payload_kwargs: Any,
     ) -> ModelEvent | None:
         """Build and dispatch the event for ``action``, unless nothing would see it."""
         dispatcher = self.dispatcher or get_dispatcher()
@@ -193,12 +177,14 @@ class Observation:
             return None
         if payload is None:
             assert instance is not None
-            payload = self.build_payload(instance, action, **payload_kwargs)
-        event = ModelEvent(name, payload)
-        event.action = action
-        event.instance = instance
-        event.using = using
-        event.local = local
+            payload = self.build_payload(instance, action)
+        event = ModelEvent._adhoc(name, payload)
+        attributes = event.__dict__
+        attributes["action"] = action
+        attributes["instance"] = instance
+        attributes["using"] = using
+        if local:
+            attributes["local"] = True
         dispatcher.dispatch(event)
         return event
 
@@ -267,15 +253,17 @@ def observe(
             "or call unobserve() first."
         )
     _observations[model] = observation
-    uid = f"channels_events:{model._meta.label}"
-    post_init.connect(_post_init, sender=model, weak=False, dispatch_uid=uid)
-    pre_save.connect(_pre_save, sender=model, weak=False, dispatch_uid=uid)
+    uid = _uid(model)
+    _track_loaded_values(model)
     post_save.connect(_post_save, sender=model, weak=False, dispatch_uid=uid)
-    pre_delete.connect(_pre_delete, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    target = dispatcher or get_dispatcher()
+    target.watch(_sync_pre_signals)
+    _sync_pre_signals(target)
     if m2m:
         for m2m_field in model._meta.local_many_to_many:
-            through = m2m_field.remote_field.through  # type: ignore[attr-defined]
+            through = m2m_field.remote_field.through
+            assert through is not None
             _m2m_fields[through] = (observation, m2m_field)
             m2m_changed.connect(_m2m_changed, sender=through, weak=False, dispatch_uid=uid)
     return observation
@@ -286,9 +274,16 @@ def unobserve(model: type[models.Model]) -> bool:
     observation = _observations.pop(model, None)
     if observation is None:
         return False
-    uid = f"channels_events:{model._meta.label}"
-    for signal in (post_init, pre_save, post_save, pre_delete, post_delete):
+    uid = _uid(model)
+    for signal in (pre_save, post_save, pre_delete, post_delete):
         signal.disconnect(sender=model, dispatch_uid=uid)
+    original = model.__dict__.get(_FROM_DB, _MISSING)
+    if original is not _MISSING:
+        delattr(model, _FROM_DB)
+        if original is None:
+            del model.from_db  # type: ignore[attr-defined]
+        else:
+            model.from_db = original  # type: ignore[method-assign]
     for through, (obs, _field) in list(_m2m_fields.items()):
         if obs is observation:
             del _m2m_fields[through]
@@ -296,14 +291,60 @@ def unobserve(model: type[models.Model]) -> bool:
     return True
 
 
+def _uid(model: type[models.Model]) -> str:
+    return f"channels_events:{model._meta.label}"
+
+
 def _remember(observation: Observation, instance: models.Model) -> None:
-    instance.__dict__[_LOADED] = snapshot(instance, observation.attnames)
+    if observation.payload is None:
+        instance.__dict__[_LOADED] = observation.json_fields(instance)
 
 
-def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    observation = _observations.get(sender)
-    if observation is not None:
-        _remember(observation, instance)
+def _track_loaded_values(model: type[models.Model]) -> None:
+    """Wrap ``model.from_db`` to keep each loaded row's values on the instance.
+
+    This is the hook Django documents for tracking loaded values; unlike a
+    ``post_init`` receiver it costs nothing for instances built in Python.
+    """
+    if _FROM_DB in model.__dict__:
+        return
+    inherited = model.from_db.__func__  # type: ignore[attr-defined]
+
+    def from_db(
+        cls: type[models.Model], db: str | None, field_names: Any, values: Any
+    ) -> models.Model:
+        instance = inherited(cls, db, field_names, values)
+        observation = _observations.get(cls)
+        if observation is not None:
+            _remember(observation, instance)
+        return instance
+
+    setattr(model, _FROM_DB, model.__dict__.get("from_db"))
+    model.from_db = classmethod(from_db)  # type: ignore[assignment,method-assign]
+
+
+def _sync_pre_signals(dispatcher: Dispatcher) -> None:
+    """Hook pre_save / pre_delete only while something would hear the -ing events.
+
+    Each connected Django receiver costs every save a few microseconds, even
+    when no listener wants ``creating``, ``updating`` or ``deleting``.
+    """
+    for model, observation in list(_observations.items()):
+        if (observation.dispatcher or get_dispatcher()) is not dispatcher:
+            continue
+        names = observation.names
+        uid = _uid(model)
+        wants_save = dispatcher.would_receive(names["creating"]) or dispatcher.would_receive(
+            names["updating"]
+        )
+        if wants_save:
+            pre_save.connect(_pre_save, sender=model, weak=False, dispatch_uid=uid)
+        else:
+            pre_save.disconnect(sender=model, dispatch_uid=uid)
+        if dispatcher.would_receive(names["deleting"]):
+            pre_delete.connect(_pre_delete, sender=model, weak=False, dispatch_uid=uid)
+        else:
+            pre_delete.disconnect(sender=model, dispatch_uid=uid)
 
 
 def _pre_save(
@@ -313,9 +354,7 @@ def _pre_save(
     if observation is None or _is_muted(sender):
         return
     # _state.adding, not a missing pk: models with preset keys are new too.
-    adding = instance._state.adding
-    instance.__dict__[_ADDING] = adding
-    observation.emit("creating" if adding else "updating", instance, using)
+    observation.emit("creating" if instance._state.adding else "updating", instance, using)
 
 
 def _post_save(
@@ -329,31 +368,34 @@ def _post_save(
     observation = _observations.get(sender)
     if observation is None or _is_muted(sender):
         return
-    adding = instance.__dict__.pop(_ADDING, created)
-    if adding:
-        observation.emit("created", instance, using)
-        _remember(observation, instance)
+    if observation.payload is not None:
+        # A custom payload has no fields/changed to compute or track.
+        observation.emit("created" if created else "updated", instance, using)
+        return
+    fields = observation.json_fields(instance)
+    payload: dict[str, Any] = {"model": observation.label, "pk": json_safe(instance.pk)}
+    # Django's created flag says what the database did (INSERT or UPDATE):
+    # right for preset primary keys too, which a missing pk test is not.
+    if created:
+        payload["fields"] = fields
+        observation.emit("created", instance, using, payload=payload)
+        instance.__dict__[_LOADED] = dict(fields)
         return
     loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
-    current = instance.__dict__
-    changed: list[str] = []
-    previous: dict[str, Any] = {}
-    saved = {}
-    for name, attname in observation.selected:
-        if attname not in current:
-            continue
-        if update_fields is not None and name not in update_fields:
-            continue
-        value = current[attname]
-        saved[attname] = json_safe(value) if isinstance(value, (dict, list)) else value
-        if attname in loaded:
-            if loaded[attname] != saved[attname]:
-                changed.append(name)
-                previous[name] = json_safe(loaded[attname])
-        elif update_fields is not None:
-            changed.append(name)
-    observation.emit("updated", instance, using, changed=changed, previous=previous)
-    instance.__dict__[_LOADED] = {**loaded, **saved}
+    if update_fields is None:
+        saved = fields
+        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
+    else:
+        saved = {name: value for name, value in fields.items() if name in update_fields}
+        changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
+    payload["fields"] = fields
+    payload["changed"] = changed
+    payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
+    observation.emit("updated", instance, using, payload=payload)
+    if update_fields is None:
+        instance.__dict__[_LOADED] = dict(fields)
+    else:
+        instance.__dict__[_LOADED] = {**loaded, **saved}
 
 
 def _pre_delete(
@@ -390,8 +432,8 @@ def _m2m_changed(
         return
     if action == "pre_clear":
         # post_clear carries no pks; read them while they still exist.
-        source = m2m_field.m2m_field_name()  # type: ignore[attr-defined]
-        target = m2m_field.m2m_reverse_field_name()  # type: ignore[attr-defined]
+        source = m2m_field.m2m_field_name()
+        target = m2m_field.m2m_reverse_field_name()
         mine, theirs = (target, source) if reverse else (source, target)
         instance.__dict__[_CLEARED] = list(
             sender._default_manager.using(using)

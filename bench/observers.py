@@ -1,0 +1,151 @@
+"""What observing a model costs a save: no observer, an Observer, a post_save receiver.
+
+Run from the repository root:
+
+    .venv/bin/python bench/observers.py
+
+Uses the test suite's settings (SQLite in memory) and the ``Plain`` test
+model. For each setup it times ``Plain.objects.create()`` and ``save()`` of an
+existing row whose ``status`` changed, in microseconds per call:
+
+- ``no observer``: plain Django;
+- ``Observer``: an Observer class with ``created`` and ``updated`` methods
+  that keep the event (channels-events builds the payload, ``changed`` and
+  ``previous``, and dispatches ``creating``/``created`` or
+  ``updating``/``updated``);
+- ``post_save receiver``: plain Django signals doing the same work by hand:
+  a ``post_init`` receiver keeps each instance's JSON-safe field values, and
+  a ``post_save`` receiver builds the same ``{model, pk, fields}`` payload
+  (plus ``changed`` and ``previous`` on updates) and keeps it.
+
+Each figure is the best of several rounds; setups alternate within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+os.environ.setdefault("CHANNELS_EVENTS_TEST_DB", "sqlite")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.db.models.signals import post_init, post_save  # noqa: E402
+
+from channels_events.observers import Observer, unobserve  # noqa: E402
+from channels_events.payloads import json_safe  # noqa: E402
+from tests.testapp.models import Plain  # noqa: E402
+
+FIELDS = [(f.name, f.attname) for f in Plain._meta.concrete_fields]
+kept: list[Any] = []
+
+
+def remember(sender: type[Plain], instance: Plain, **kwargs: Any) -> None:
+    values = instance.__dict__
+    instance._loaded = {name: json_safe(values[attname]) for name, attname in FIELDS}
+
+
+def receiver(sender: type[Plain], instance: Plain, created: bool, **kwargs: Any) -> None:
+    values = instance.__dict__
+    fields = {name: json_safe(values[attname]) for name, attname in FIELDS}
+    payload: dict[str, Any] = {"model": Plain._meta.label_lower, "pk": instance.pk}
+    payload["fields"] = fields
+    if not created:
+        loaded = instance._loaded
+        changed = [name for name, value in fields.items() if loaded.get(name) != value]
+        payload["changed"] = changed
+        payload["previous"] = {name: loaded[name] for name in changed}
+    instance._loaded = fields
+    kept.append(payload)
+
+
+def connect_receivers() -> None:
+    post_init.connect(remember, sender=Plain)
+    post_save.connect(receiver, sender=Plain)
+
+
+def disconnect_receivers() -> None:
+    post_init.disconnect(remember, sender=Plain)
+    post_save.disconnect(receiver, sender=Plain)
+
+
+def observe_with_class() -> None:
+    class PlainObserver(Observer):
+        model = Plain
+
+        def created(self, event: Any) -> None:
+            kept.append(event.payload)
+
+        def updated(self, event: Any) -> None:
+            kept.append(event.payload)
+
+
+def stop_observing() -> None:
+    from channels_events import get_dispatcher
+
+    unobserve(Plain)
+    get_dispatcher().clear()
+
+
+def run(count: int) -> tuple[float, float]:
+    """Return microseconds per create and per save."""
+    Plain.objects.all().delete()
+    start = time.perf_counter()
+    objs = [Plain.objects.create(number=f"A-{i}", total="19.90") for i in range(count)]
+    created = time.perf_counter() - start
+    for obj in objs:
+        obj.status = "paid"
+    start = time.perf_counter()
+    for obj in objs:
+        obj.save()
+    saved = time.perf_counter() - start
+    kept.clear()
+    return created / count * 1e6, saved / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    setups = {
+        "no observer": (lambda: None, lambda: None),
+        "Observer": (observe_with_class, stop_observing),
+        "post_save receiver": (connect_receivers, disconnect_receivers),
+    }
+    best = {name: [float("inf"), float("inf")] for name in setups}
+    run(args.count)  # warm up
+    for _ in range(args.rounds):
+        for name, (start, stop) in setups.items():
+            start()
+            try:
+                create_us, save_us = run(args.count)
+            finally:
+                stop()
+            best[name][0] = min(best[name][0], create_us)
+            best[name][1] = min(best[name][1], save_us)
+    base_create, base_save = best["no observer"]
+    database = connection.vendor + (" in memory" if connection.vendor == "sqlite" else "")
+    print(f"{database}, best of {args.rounds} rounds x {args.count} rows\n")
+    print("| setup | create() | vs plain | save() | vs plain |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, (create_us, save_us) in best.items():
+        print(
+            f"| {name} | {create_us:.1f} us | {create_us / base_create:.2f}x "
+            f"| {save_us:.1f} us | {save_us / base_save:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
