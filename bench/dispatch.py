@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from django.dispatch import Signal  # noqa: E402
+from django.dispatch import Signal
 
-from channels_events import Dispatcher  # noqa: E402
+from channels_events import Dispatcher
 
 EVENT = "shop::Order::created"
 PAYLOAD = {"pk": 42, "status": "new"}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ.setdefault("CHANNELS_EVENTS_TEST_DB", "sqlite")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 

@@ -28,4 +28,9 @@ class ChannelsEventsConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
 
         set_commit_hook(_on_commit)
+        from .dispatch import get_dispatcher
+        from .hub import get_hub
+
+        # Every event that leaves the process goes through the hub's outbox.
+        get_dispatcher().add_publisher(get_hub().publish)
         autodiscover_modules("listeners", "observers")

@@ -39,6 +39,28 @@ def _is_regex_list(value: Any) -> bool:
     return True
 
 
+def _is_alias_or_none(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, str) and value in getattr(settings, "CHANNEL_LAYERS", {})
+    )
+
+
+def _is_group_prefix(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,30}", value) is not None
+
+
+def _is_namespace_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(_is_namespace(v) for v in value)
+
+
+def _is_namespace(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value) is not None
+
+
+def _is_non_negative_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 #: For each setting: a validator and what a valid value looks like.
 VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "STRICT": (_is_bool, "True or False"),
@@ -46,6 +68,13 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "CACHE_SIZE": (_is_positive_int, "a positive int"),
     "OBSERVER_NAMESPACE": (_is_namespace_or_none, "None or one name segment such as 'shop'"),
     "SENSITIVE_FIELDS": (_is_regex_list, "a list of regular expressions that compile"),
+    "CHANNEL_LAYER": (_is_alias_or_none, "None or an alias of settings.CHANNEL_LAYERS"),
+    "GROUP_PREFIX": (_is_group_prefix, "letters, digits, '_', '-' or '.', under 30 characters"),
+    "NAMESPACES": (_is_namespace_list, "a list of namespaces such as ['shop']"),
+    "LOCAL_NAMESPACES": (_is_namespace_list, "a list of namespaces such as ['shop']"),
+    "BATCH_SIZE": (_is_positive_int, "a positive int"),
+    "OUTBOX_SIZE": (_is_positive_int, "a positive int"),
+    "FLUSH_TIMEOUT": (_is_non_negative_number, "a number of seconds, 0 or more"),
 }
 
 

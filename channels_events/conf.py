@@ -25,6 +25,22 @@ DEFAULTS: dict[str, Any] = {
     # Regexes searched (case-insensitively) in field names; matching fields
     # stay out of model payloads unless listed in ``fields`` explicitly.
     "SENSITIVE_FIELDS": ["passw", "pwd", "secret", "token", "api_?key", "private_?key"],
+    # Alias in CHANNEL_LAYERS used to publish and receive events; None turns
+    # publication off (events stay in the process).
+    "CHANNEL_LAYER": "default",
+    # Group names are "<GROUP_PREFIX>.<namespace>".
+    "GROUP_PREFIX": "events",
+    # Namespaces the hub always joins, for listeners whose pattern does not
+    # start with a literal namespace (such as ".*").
+    "NAMESPACES": [],
+    # Namespaces whose events are never published.
+    "LOCAL_NAMESPACES": [],
+    # At most this many events of one namespace go out in one message.
+    "BATCH_SIZE": 100,
+    # Events waiting to be published; past this the oldest are dropped (and logged).
+    "OUTBOX_SIZE": 10000,
+    # Seconds to keep publishing queued events when the process exits.
+    "FLUSH_TIMEOUT": 5.0,
 }
 
 

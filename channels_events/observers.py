@@ -281,7 +281,7 @@ def unobserve(model: type[models.Model]) -> bool:
     if original is not _MISSING:
         delattr(model, _FROM_DB)
         if original is None:
-            del model.from_db  # type: ignore[attr-defined]
+            del model.from_db
         else:
             model.from_db = original  # type: ignore[method-assign]
     for through, (obs, _field) in list(_m2m_fields.items()):
@@ -313,7 +313,7 @@ def _track_loaded_values(model: type[models.Model]) -> None:
     def from_db(
         cls: type[models.Model], db: str | None, field_names: Any, values: Any
     ) -> models.Model:
-        instance = inherited(cls, db, field_names, values)
+        instance: models.Model = inherited(cls, db, field_names, values)
         observation = _observations.get(cls)
         if observation is not None:
             _remember(observation, instance)

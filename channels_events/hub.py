@@ -1,0 +1,553 @@
+"""The per-process hub: publishes events to the channel layer and receives other processes'.
+
+One hub per process owns one event loop (the ASGI server's, or a background
+thread's) and, on it, one channel-layer channel. Publishing queues envelopes
+from any thread and sends them from that loop, coalescing bursts of one
+namespace into one message (PROTOCOL.md section 3). Receiving joins
+``<GROUP_PREFIX>.<namespace>`` for every namespace something in the process
+listens to, ignores its own echoes, and hands each batch of remote events to
+the local listeners and to registered subscribers (websocket connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+
+from .conf import events_settings
+from .dispatch import Dispatcher, Registration, get_dispatcher
+from .events import Event
+from .payloads import json_safe
+
+__all__ = ["Hub", "HubMiddleware", "Subscriber", "get_hub", "start_hub"]
+
+logger = logging.getLogger("channels_events.hub")
+
+EVENT_TYPE = "channels_events.event"
+BATCH_TYPE = "channels_events.events"
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 5.0
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a local subscriber, such as a websocket connection."""
+
+    def namespaces(self) -> Iterable[str]:
+        """Return the namespaces whose events this subscriber wants."""
+
+    def deliver(self, events: list[Event]) -> None:
+        """Take a batch of remote events; called on the hub's loop, must not block."""
+
+
+def envelope_of(event: Event) -> dict[str, Any]:
+    """Return the event's envelope with a payload that msgpack and JSON both accept."""
+    envelope = event.to_dict()
+    envelope["payload"] = json_safe(envelope["payload"])
+    return envelope
+
+
+def group_name(namespace: str) -> str:
+    """Return the channel-layer group of a namespace."""
+    return f"{events_settings.GROUP_PREFIX}.{namespace}"
+
+
+class Hub:
+    """Connect this process's dispatcher to the channel layer, both ways."""
+
+    def __init__(self, dispatcher: Dispatcher | None = None, alias: str | None = None) -> None:
+        self.dispatcher = dispatcher or get_dispatcher()
+        self._alias = alias
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._layer: Any = None
+        self._layer_version = -1
+        self._outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._wake_pending = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._sender: asyncio.Task[None] | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._channel: str | None = None
+        self._joined: set[str] = set()
+        self._subscribers: set[Subscriber] = set()
+        self._groups_dirty: asyncio.Event | None = None
+        self._warned_open = False
+        self.dropped = 0
+        self.received = 0
+
+    # -- the loop ----------------------------------------------------------
+
+    @property
+    def layer(self) -> Any:
+        """Return the channel layer in use, or None when publication is off."""
+        if self._layer_version != events_settings.version:
+            from channels.layers import get_channel_layer
+
+            alias = self._alias or events_settings.CHANNEL_LAYER
+            self._layer = get_channel_layer(alias) if alias else None
+            self._layer_version = events_settings.version
+        return self._layer
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """Return the loop the hub runs on, once started."""
+        return self._loop
+
+    @property
+    def receiving(self) -> bool:
+        """Return whether the hub is receiving other processes' events."""
+        return self._receiver is not None and not self._receiver.done()
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Called with self._lock held, on any thread.
+        self._loop = loop
+        self._wake = None
+        if _running_loop() is loop:
+            self._start_sender()
+        else:
+            loop.call_soon_threadsafe(self._start_sender)
+
+    def _start_sender(self) -> None:
+        self._wake = asyncio.Event()
+        self._groups_dirty = asyncio.Event()
+        if self._outbox:
+            self._wake.set()
+        self._sender = asyncio.get_running_loop().create_task(self._send_forever())
+
+    async def attach(self, *, receive: bool = True) -> None:
+        """Run the hub on the running loop (an ASGI server's); start receiving if asked.
+
+        Daphne has no lifespan events, so ASGI processes call this on first
+        use; calling it again is cheap.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._bind(loop)
+        if receive:
+            await self._run_on_loop(self._start_receiving)
+
+    def start_thread(self, *, receive: bool = True) -> None:
+        """Run the hub on a background thread with its own loop (non-ASGI processes).
+
+        Returns once the loop is running. Calling it again is cheap.
+        """
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                ready = threading.Event()
+                loop = asyncio.new_event_loop()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="channels-events-hub", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._bind(loop)
+        if receive:
+            hub_loop = self._loop
+            assert hub_loop is not None
+            hub_loop.call_soon_threadsafe(self._start_receiving)
+
+    async def _run_on_loop(self, func: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        if _running_loop() is loop:
+            func()
+        else:
+            done = asyncio.get_running_loop().create_future()
+            caller = asyncio.get_running_loop()
+
+            def call() -> None:
+                try:
+                    func()
+                finally:
+                    caller.call_soon_threadsafe(done.set_result, None)
+
+            loop.call_soon_threadsafe(call)
+            await done
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        """Queue ``event`` for the channel layer; never waits for the network.
+
+        Called by the dispatcher for every event that leaves the process.
+        """
+        namespace = event.namespace
+        if namespace in events_settings.LOCAL_NAMESPACES or self.layer is None:
+            return
+        envelope = envelope_of(event)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.start_thread(receive=False)
+            loop = self._loop
+            assert loop is not None
+        outbox = self._outbox
+        if len(outbox) >= events_settings.OUTBOX_SIZE:
+            outbox.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.error(
+                    "The publication queue is full (OUTBOX_SIZE=%d): %d event(s) dropped so far.",
+                    events_settings.OUTBOX_SIZE,
+                    self.dropped,
+                )
+        outbox.append((namespace, envelope))
+        self._idle.clear()
+        if not self._wake_pending:
+            self._wake_pending = True
+            if _running_loop() is loop:
+                self._wakeup()
+            else:
+                loop.call_soon_threadsafe(self._wakeup)
+
+    def _wakeup(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _send_forever(self) -> None:
+        assert self._wake is not None
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_pending = False
+            while self._outbox:
+                try:
+                    await self._send_some()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        logger.warning(
+                            "Publishing to the channel layer failed (%s); retrying.", exc
+                        )
+                    await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+                    continue
+                if failures:
+                    logger.warning("Publishing to the channel layer works again.")
+                    failures = 0
+            if not self._outbox:
+                self._idle.set()
+
+    async def _send_some(self) -> None:
+        """Send the oldest run of same-namespace events as one message."""
+        outbox = self._outbox
+        namespace = outbox[0][0]
+        limit = events_settings.BATCH_SIZE
+        run: list[dict[str, Any]] = []
+        for ns, envelope in outbox:
+            if ns != namespace or len(run) >= limit:
+                break
+            run.append(envelope)
+        message: dict[str, Any]
+        if len(run) == 1:
+            message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
+        else:
+            message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
+        await self.layer.group_send(group_name(namespace), message)
+        # Only now: a failed send keeps the run queued, in order, for a retry.
+        for _ in run:
+            outbox.popleft()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued event was handed to the channel layer; return success.
+
+        Safe from any thread but the hub's own loop. Used at process exit.
+        """
+        if timeout is None:
+            timeout = float(events_settings.FLUSH_TIMEOUT)
+        if not self._outbox:
+            return True
+        loop = self._loop
+        if loop is not None and loop.is_running() and _running_loop() is not loop:
+            if self._wake is not None:
+                loop.call_soon_threadsafe(self._wakeup)
+            return self._idle.wait(timeout)
+        # The hub's loop is gone (the ASGI server stopped it): send from a new one.
+        try:
+            asyncio.run(asyncio.wait_for(self._drain_now(), timeout))
+        except Exception as exc:
+            logger.error("%d event(s) could not be published at exit: %s", len(self._outbox), exc)
+            return False
+        return True
+
+    async def _drain_now(self) -> None:
+        while self._outbox:
+            await self._send_some()
+
+    # -- receiving ---------------------------------------------------------
+
+    def add_subscriber(self, subscriber: Subscriber) -> None:
+        """Deliver remote events of ``subscriber.namespaces()`` to it, joining groups as needed."""
+        self._subscribers.add(subscriber)
+        self.groups_changed()
+
+    def remove_subscriber(self, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber``."""
+        self._subscribers.discard(subscriber)
+        self.groups_changed()
+
+    def groups_changed(self, *args: Any) -> None:
+        """Ask the hub to recompute which groups to be in (thread-safe)."""
+        loop = self._loop
+        if loop is None or self._groups_dirty is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._groups_dirty.set()
+        else:
+            loop.call_soon_threadsafe(self._groups_dirty.set)
+
+    def wanted_namespaces(self) -> set[str]:
+        """Return the namespaces this process needs events of."""
+        found, open_pattern = self.dispatcher.namespaces()
+        wanted = set(found) | set(events_settings.NAMESPACES)
+        for subscriber in list(self._subscribers):
+            wanted.update(subscriber.namespaces())
+        if open_pattern and not self._warned_open:
+            self._warned_open = True
+            open_listeners = [
+                r.description for r in self.dispatcher.registrations if r.namespaces is None
+            ]
+            logger.warning(
+                "Listener(s) %s use a pattern without a literal namespace; they receive "
+                "events from other processes only in namespaces listed in "
+                "CHANNELS_EVENTS['NAMESPACES'] or declared with namespaces=[...].",
+                ", ".join(open_listeners),
+            )
+        return wanted
+
+    def _start_receiving(self) -> None:
+        if self.receiving or self.layer is None:
+            return
+        assert self._groups_dirty is not None
+        self.dispatcher.watch(self.groups_changed)
+        loop = asyncio.get_running_loop()
+        self._receiver = loop.create_task(self._receive_forever())
+        self._refresher = loop.create_task(self._refresh_groups())
+
+    async def _sync_groups(self, *, rejoin: bool = False) -> None:
+        assert self._channel is not None
+        wanted = {group_name(ns) for ns in self.wanted_namespaces()}
+        joined = set() if rejoin else self._joined
+        for group in sorted(wanted - joined):
+            await self.layer.group_add(group, self._channel)
+        for group in sorted(self._joined - wanted):
+            await self.layer.group_discard(group, self._channel)
+        self._joined = wanted
+
+    async def _refresh_groups(self) -> None:
+        # Group membership expires after group_expiry; re-add well before.
+        assert self._groups_dirty is not None
+        period = max(1.0, float(getattr(self.layer, "group_expiry", 86400)) / 3)
+        while True:
+            try:
+                await asyncio.wait_for(self._groups_dirty.wait(), period)
+                self._groups_dirty.clear()
+                rejoin = False
+            except asyncio.TimeoutError:
+                rejoin = True
+            if self._channel is None:
+                continue
+            try:
+                await self._sync_groups(rejoin=rejoin)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("Refreshing groups failed (%s); the receiver will rejoin.", exc)
+
+    async def _receive_forever(self) -> None:
+        layer = self.layer
+        failures = 0
+        need_join = True
+        while True:
+            try:
+                if self._channel is None:
+                    self._channel = await layer.new_channel("channels_events.hub.")
+                if need_join:
+                    await self._sync_groups(rejoin=True)
+                    need_join = False
+                message = await layer.receive(self._channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                need_join = True
+                if failures == 1:
+                    logger.warning(
+                        "Receiving from the channel layer failed (%r); retrying with backoff.", exc
+                    )
+                await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+                continue
+            if failures:
+                logger.warning("The channel layer is reachable again; groups rejoined.")
+                failures = 0
+            try:
+                await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Delivering remote events failed.")
+
+    async def _handle(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            logger.warning("Ignored a channel-layer message that is not a dict: %r", message)
+            return
+        if message.get("origin") == self.origin:
+            return
+        kind = message.get("type")
+        if kind == EVENT_TYPE:
+            envelopes = [message.get("event")]
+        elif kind == BATCH_TYPE and isinstance(message.get("events"), list):
+            envelopes = message["events"]
+        else:
+            logger.warning("Ignored a channel-layer message of unknown shape: %r", message)
+            return
+        events = []
+        for envelope in envelopes:
+            try:
+                events.append(Event.from_dict(envelope))  # type: ignore[arg-type]
+            except Exception as exc:
+                logger.warning("Ignored a malformed event envelope %r: %s", envelope, exc)
+        if not events:
+            return
+        self.received += len(events)
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.deliver(events)
+            except Exception:
+                logger.exception("Subscriber %r failed to take remote events.", subscriber)
+        await self.deliver_to_listeners(events)
+
+    async def deliver_to_listeners(self, events: list[Event]) -> None:
+        """Run local listeners for events from other processes, each in publish order.
+
+        Async listeners are awaited here; sync listeners of the whole batch run
+        in one ``sync_to_async`` call, so a batch costs one thread hop.
+        """
+        dispatcher = self.dispatcher
+        if dispatcher._muted:
+            return
+        sync_calls: list[tuple[Registration, Event]] = []
+        for event in events:
+            for registration in dispatcher.listeners_for(event.name):
+                if registration.is_async:
+                    if dispatcher._admit(registration, event):
+                        try:
+                            await registration.callback(event)
+                        except Exception:
+                            logger.exception(
+                                "Listener %s failed on remote event %r.",
+                                registration.description,
+                                event.name,
+                            )
+                else:
+                    sync_calls.append((registration, event))
+        if sync_calls:
+            await sync_to_async(_run_sync_calls, thread_sensitive=True)(dispatcher, sync_calls)
+
+    async def stop(self) -> None:
+        """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
+        self.dispatcher.unwatch(self.groups_changed)
+        for task in (self._receiver, self._refresher, self._sender):
+            if task is not None:
+                task.cancel()
+        self._receiver = self._refresher = self._sender = None
+        if self._channel is not None and self.layer is not None:
+            for group in self._joined:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group, self._channel)
+        self._joined = set()
+        self._channel = None
+        with self._lock:
+            self._loop = None
+
+
+class HubMiddleware:
+    """ASGI middleware that starts the hub on the server's loop at the first connection.
+
+    Daphne has no lifespan events, so this is how an ASGI process starts
+    receiving other processes' events: wrap the whole application with it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        hub = get_hub()
+        if not hub.receiving:
+            await hub.attach()
+        return await self.app(scope, receive, send)
+
+
+def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Event]]) -> None:
+    for registration, event in calls:
+        if dispatcher._admit(registration, event):
+            try:
+                registration.callback(event)
+            except Exception:
+                logger.exception(
+                    "Listener %s failed on remote event %r.", registration.description, event.name
+                )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """Return this process's hub, creating it (not starting it) on first call."""
+    global _hub
+    if _hub is None:
+        with _hub_lock:
+            if _hub is None:
+                _hub = Hub()
+                atexit.register(_flush_at_exit)
+    return _hub
+
+
+def start_hub() -> Hub:
+    """Receive other processes' events in a non-ASGI process (a worker, a command).
+
+    Runs the hub on a background thread; call once at start-up, for instance
+    in ``AppConfig.ready()`` of a Celery worker. ASGI processes need not call
+    it: the hub starts on the server's loop on first use.
+    """
+    hub = get_hub()
+    hub.start_thread(receive=True)
+    return hub
+
+
+def _flush_at_exit() -> None:
+    hub = _hub
+    if hub is not None and hub._outbox:
+        started = time.monotonic()
+        ok = hub.flush()
+        logger.debug("Flushed events at exit in %.3fs (ok=%s).", time.monotonic() - started, ok)

@@ -1,0 +1,1 @@
+"""Concrete consumers served by asgi.py."""

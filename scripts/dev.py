@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Developer entry point for channels-events.
+
+Usage::
+
+    python3 scripts/dev.py test [extra pytest args]
+    python3 scripts/dev.py demo
+
+Only the standard library is used here, so this runs with any Python >= 3.10 on a
+fresh checkout: it creates ``.venv`` and installs ``.[dev]`` into it on first use
+(and again whenever ``pyproject.toml`` changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+VENV_BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+VENV_PYTHON = VENV_BIN / ("python.exe" if os.name == "nt" else "python")
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_DSN = f"host={PG_HOST} user=postgres dbname=postgres"
+
+REDIS_URL_ENV = "CHANNELS_EVENTS_TEST_REDIS_URL"
+REDIS_SERVER_ENV = "CHANNELS_EVENTS_REDIS_SERVER"
+TEST_DB_ENV = "CHANNELS_EVENTS_TEST_DB"
+
+PYTEST_NO_TESTS_COLLECTED = 5
+
+
+class StepFailed(Exception):
+    """A step failed; ``code`` is the exit status to leave with."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- output
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def banner(*lines: str, stream: str = "stdout") -> None:
+    width = max(len(line) for line in lines) + 4
+    rule = "!" * width
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    body = "\n".join(f"! {line.ljust(width - 4)} !" for line in lines)
+    print(f"\n{rule}\n{body}\n{rule}\n", file=out, flush=True)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+# --------------------------------------------------------------------------- venv
+
+
+def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    env.pop("PYTHONHOME", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    name: str,
+    cmd: Sequence[str | os.PathLike[str]],
+    env: dict[str, str] | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> int:
+    shown = " ".join(str(part) for part in cmd)
+    say(f"{name}: {shown}")
+    code = subprocess.call([str(part) for part in cmd], cwd=ROOT, env=env or venv_env())
+    if code not in ok_codes:
+        raise StepFailed(f"{name} failed (exit status {code})", code if code > 0 else 1)
+    return code
+
+
+def ensure_venv() -> None:
+    if not VENV_PYTHON.exists():
+        say(f"creating virtualenv in {VENV.relative_to(ROOT)}/")
+        run("venv", [sys.executable, "-m", "venv", VENV], env=dict(os.environ))
+
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / f".installed-{digest}"
+    if stamp.exists():
+        say("virtualenv is up to date")
+        return
+
+    say("installing the project with its dev extra into .venv")
+    run("pip", [VENV_PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    run("pip", [VENV_PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]"])
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    stamp.write_text("pip install -e '.[dev]' succeeded for this pyproject.toml\n")
+    say("install done")
+
+
+# --------------------------------------------------------------------------- redis
+
+
+def redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a RESP ``PING`` to host:port is answered with ``+PONG``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = b""
+            while b"\r\n" not in reply and len(reply) < 64:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def throwaway_redis(server: str) -> Iterator[str]:
+    """Run a private, non-persistent redis-server; yields its URL."""
+    tmpdir = tempfile.mkdtemp(prefix="channels-events-redis-")
+    port = free_port()
+    log_path = Path(tmpdir) / "redis.log"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    tmpdir,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: Ctrl-C reaches us, and we stop the server ourselves.
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while not redis_ping("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = log_path.read_text(errors="replace").strip()
+                raise StepFailed(f"throwaway redis-server did not start:\n{output}")
+            time.sleep(0.05)
+        say(f"started throwaway redis-server on 127.0.0.1:{port} (pid {proc.pid})")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            say("stopped throwaway redis-server")
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@contextmanager
+def redis_for_tests() -> Iterator[list[str]]:
+    """Export the Redis variables for the test run; yields a list of warnings."""
+    warnings: list[str] = []
+    server = shutil.which("redis-server") or ""
+    os.environ[REDIS_SERVER_ENV] = server
+
+    preset = os.environ.get(REDIS_URL_ENV, "")
+    if preset:
+        say(f"using Redis from {REDIS_URL_ENV}={preset}")
+        yield warnings
+        return
+
+    if redis_ping(REDIS_HOST, REDIS_PORT):
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+        say(f"Redis answers on {REDIS_HOST}:{REDIS_PORT}; {REDIS_URL_ENV}={url}")
+        os.environ[REDIS_URL_ENV] = url
+        yield warnings
+        return
+
+    if server:
+        say(f"no Redis on {REDIS_HOST}:{REDIS_PORT}; starting one with {server}")
+        with throwaway_redis(server) as url:
+            os.environ[REDIS_URL_ENV] = url
+            say(f"{REDIS_URL_ENV}={url}")
+            yield warnings
+        return
+
+    if in_ci():
+        banner(
+            "ERROR: Redis is not available, and CI=true.",
+            f"Nothing answers PING on {REDIS_HOST}:{REDIS_PORT} and no redis-server is on PATH.",
+            "Redis-backed tests must run in CI: start Redis or install redis-server.",
+            stream="stderr",
+        )
+        raise StepFailed("Redis unavailable under CI")
+
+    lines = (
+        "WARNING: Redis is NOT available.",
+        f"Nothing answers PING on {REDIS_HOST}:{REDIS_PORT} and no redis-server is on PATH.",
+        "Tests marked `redis` will be SKIPPED.",
+        "Start Redis or install redis-server to run the whole suite.",
+    )
+    banner(*lines)
+    warnings.append("Redis was unavailable: tests marked `redis` were SKIPPED")
+    yield warnings
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+def postgres_reachable() -> tuple[bool, str]:
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=1.0):
+            pass
+    except OSError as exc:
+        return False, f"cannot connect to {PG_HOST}:{PG_PORT} ({exc})"
+    probe = f"import psycopg\npsycopg.connect({PG_DSN!r}, connect_timeout=5).close()\n"
+    try:
+        result = subprocess.run(
+            [str(VENV_PYTHON), "-c", probe],
+            cwd=ROOT,
+            env=venv_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "psycopg.connect() timed out"
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        detail = lines[-1] if lines else f"exit status {result.returncode}"
+        return False, f"psycopg.connect({PG_DSN!r}) failed: {detail}"
+    return True, ""
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_test(pytest_args: list[str]) -> int:
+    ensure_venv()
+    warnings: list[str] = []
+
+    run("ruff check", [VENV_PYTHON, "-m", "ruff", "check", "."])
+    run("ruff format", [VENV_PYTHON, "-m", "ruff", "format", "--check", "."])
+    run("mypy", [VENV_PYTHON, "-m", "mypy"])
+
+    pg_ok, pg_problem = postgres_reachable()
+    if pg_ok:
+        say(f"PostgreSQL is reachable on {PG_HOST}:{PG_PORT}")
+    elif in_ci():
+        banner(
+            "ERROR: PostgreSQL is not available, and CI=true.",
+            pg_problem,
+            "The PostgreSQL test pass must run in CI.",
+            stream="stderr",
+        )
+        raise StepFailed("PostgreSQL unavailable under CI")
+    else:
+        say(f"PostgreSQL is NOT reachable: {pg_problem}")
+
+    with redis_for_tests() as redis_warnings:
+        warnings.extend(redis_warnings)
+        pytest = [VENV_PYTHON, "-m", "pytest"]
+
+        say("pytest pass 1/2: full suite on SQLite")
+        run("pytest (sqlite)", [*pytest, *pytest_args], env=venv_env({TEST_DB_ENV: "sqlite"}))
+
+        if pg_ok:
+            say("pytest pass 2/2: database tests (-m django_db) on PostgreSQL")
+            run(
+                "pytest (postgres)",
+                [*pytest, "-m", "django_db", *pytest_args],
+                env=venv_env({TEST_DB_ENV: "postgres"}),
+                ok_codes=(0, PYTEST_NO_TESTS_COLLECTED),
+            )
+        else:
+            banner(
+                "WARNING: the PostgreSQL test pass did NOT run.",
+                pg_problem,
+                "Database tests ran on SQLite only.",
+            )
+            warnings.append("PostgreSQL was unreachable: the PostgreSQL pass did NOT run")
+
+    for warning in warnings:
+        say(f"WARNING: {warning}")
+    suffix = " (with warnings above)" if warnings else ""
+    say(f"PASSED: ruff, ruff format, mypy and pytest all succeeded{suffix}")
+    return 0
+
+
+def cmd_demo() -> int:
+    ensure_venv()
+    port = os.environ.get("PORT", "8000")
+    if not port.isdigit():
+        raise StepFailed(f"PORT must be a number, got {port!r}")
+    env = venv_env({"DJANGO_SETTINGS_MODULE": "demo.settings"})
+    run("migrate", [VENV_PYTHON, "manage.py", "migrate", "--noinput"], env=env)
+
+    daphne = str(VENV_BIN / ("daphne.exe" if os.name == "nt" else "daphne"))
+    argv = [daphne, "-b", "127.0.0.1", "-p", port, "asgi:application"]
+    say(f"serving the demo on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    os.chdir(ROOT)
+    if os.name == "nt":
+        return subprocess.call(argv, env=env)
+    os.execve(daphne, argv, env)
+    return 0  # not reached
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Turn SIGTERM into SystemExit so context managers clean up (throwaway Redis).
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: python3 scripts/dev.py {test [pytest args...] | demo}"
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        if command == "test":
+            return cmd_test(rest)
+        if command == "demo":
+            if rest:
+                print(f"demo takes no arguments\n{usage}", file=sys.stderr)
+                return 2
+            return cmd_demo()
+    except StepFailed as exc:
+        print(f"[dev] FAILED: {exc}", file=sys.stderr, flush=True)
+        return exc.code
+    except KeyboardInterrupt:
+        print("\n[dev] interrupted", file=sys.stderr, flush=True)
+        return 130
+    print(f"unknown command {command!r}\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

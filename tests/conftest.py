@@ -1,0 +1,65 @@
+"""Shared fixtures for the channels-events test suite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+REDIS_URL_ENV = "CHANNELS_EVENTS_TEST_REDIS_URL"
+REDIS_SKIP_REASON = (
+    "Redis not reachable: set CHANNELS_EVENTS_TEST_REDIS_URL (scripts/dev.py test does)"
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def _ci_failure_message() -> str:
+    return f"CI=true but {REDIS_URL_ENV} is not set: Redis-backed tests must run in CI"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(REDIS_URL_ENV):
+        return
+    redis_items = [item for item in items if item.get_closest_marker("redis") is not None]
+    if not redis_items:
+        return
+    if _in_ci():
+        raise pytest.UsageError(_ci_failure_message())
+    skip = pytest.mark.skip(reason=REDIS_SKIP_REASON)
+    for item in redis_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        if _in_ci():
+            pytest.fail(_ci_failure_message())
+        pytest.skip(REDIS_SKIP_REASON)
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique key prefix; every Redis key starting with it is deleted afterwards."""
+    prefix = f"cetest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()

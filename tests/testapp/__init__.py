@@ -1,0 +1,1 @@
+"""Django app with the models used by the test suite."""
