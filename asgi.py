@@ -13,9 +13,15 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # "websocket": routes to the consumers in consumers/ go here.
-    }
+from channels_events.hub import HubMiddleware  # noqa: E402
+
+# HubMiddleware starts this process's hub on daphne's loop at the first
+# connection, so listeners here hear events dispatched in other processes.
+application = HubMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # "websocket": routes to the consumers in consumers/ go here.
+        }
+    )
 )

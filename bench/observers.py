@@ -11,8 +11,11 @@ existing row whose ``status`` changed, in microseconds per call:
 - ``no observer``: plain Django;
 - ``Observer``: an Observer class with ``created`` and ``updated`` methods
   that keep the event (channels-events builds the payload, ``changed`` and
-  ``previous``, and dispatches ``creating``/``created`` or
-  ``updating``/``updated``);
+  ``previous``, and dispatches ``created`` or ``updated``), with no channel
+  layer, so nothing is published;
+- ``Observer + publish``: the same, publishing every event through the hub to
+  the in-memory channel layer (the caller's share of publishing: queueing the
+  event; the hub's thread does the sending);
 - ``post_save receiver``: plain Django signals doing the same work by hand:
   a ``post_init`` receiver keeps each instance's JSON-safe field values, and
   a ``post_save`` receiver builds the same ``{model, pk, fields}`` payload
@@ -41,6 +44,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models.signals import post_init, post_save  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 
 from channels_events.observers import Observer, unobserve  # noqa: E402
 from channels_events.payloads import json_safe  # noqa: E402
@@ -90,6 +94,19 @@ def observe_with_class() -> None:
             kept.append(event.payload)
 
 
+no_layer = override_settings(CHANNELS_EVENTS={"CHANNEL_LAYER": None})
+
+
+def observe_without_layer() -> None:
+    no_layer.enable()
+    observe_with_class()
+
+
+def stop_observing_without_layer() -> None:
+    stop_observing()
+    no_layer.disable()
+
+
 def stop_observing() -> None:
     from channels_events import get_dispatcher
 
@@ -121,11 +138,14 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     setups = {
         "no observer": (lambda: None, lambda: None),
-        "Observer": (observe_with_class, stop_observing),
+        "Observer": (observe_without_layer, stop_observing_without_layer),
+        "Observer + publish": (observe_with_class, stop_observing),
         "post_save receiver": (connect_receivers, disconnect_receivers),
     }
     best = {name: [float("inf"), float("inf")] for name in setups}
-    run(args.count)  # warm up
+    observe_with_class()
+    run(args.count)  # warm up, and start the hub's thread outside the timings
+    stop_observing()
     for _ in range(args.rounds):
         for name, (start, stop) in setups.items():
             start()

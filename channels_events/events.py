@@ -36,16 +36,20 @@ def new_event_id(when: float | None = None) -> str:
     ids made in the same millisecond by one process increase by one, so they
     stay unique and ordered (the ULID layout).
     """
+    with _id_lock:
+        return _new_event_id_locked(when)
+
+
+def _new_event_id_locked(when: float | None) -> str:
     global _last_ms, _last_random
     ms = int((time.time() if when is None else when) * 1000)
-    with _id_lock:
-        if ms <= _last_ms:
-            ms = _last_ms
-            _last_random = (_last_random + 1) & ((1 << 80) - 1)
-        else:
-            _last_ms = ms
-            _last_random = random.getrandbits(79)
-        value = (ms << 80) | _last_random
+    if ms <= _last_ms:
+        ms = _last_ms
+        _last_random = (_last_random + 1) & ((1 << 80) - 1)
+    else:
+        _last_ms = ms
+        _last_random = random.getrandbits(79)
+    value = (ms << 80) | _last_random
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
@@ -231,7 +235,10 @@ class Event:
     def id(self) -> str:
         """Return the event's unique id, made on first use."""
         if self._id is None:
-            self._id = new_event_id(self._time)
+            # The hub may read the id on its own thread: both must get one id.
+            with _id_lock:
+                if self._id is None:
+                    self._id = _new_event_id_locked(self._time)
         return self._id
 
     @property

@@ -39,6 +39,8 @@ EVENT_TYPE = "channels_events.event"
 BATCH_TYPE = "channels_events.events"
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
+_LINGER_POLLS = 3
+_LINGER_INTERVAL = 0.001
 
 
 class Subscriber(Protocol):
@@ -75,12 +77,13 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._layer: Any = None
         self._layer_version = -1
-        self._outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._outbox: collections.deque[tuple[str, Event]] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._wake_pending = False
         self._idle = threading.Event()
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
+        self._pending: tuple[str, list[dict[str, Any]]] | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
@@ -195,7 +198,6 @@ class Hub:
         namespace = event.namespace
         if namespace in events_settings.LOCAL_NAMESPACES or self.layer is None:
             return
-        envelope = envelope_of(event)
         loop = self._loop
         if loop is None or loop.is_closed():
             self.start_thread(receive=False)
@@ -211,7 +213,9 @@ class Hub:
                     events_settings.OUTBOX_SIZE,
                     self.dropped,
                 )
-        outbox.append((namespace, envelope))
+        # The envelope is built on the hub's loop, off the caller's thread; the
+        # event's id and time are already fixed, its payload must not change.
+        outbox.append((namespace, event))
         self._idle.clear()
         if not self._wake_pending:
             self._wake_pending = True
@@ -230,45 +234,61 @@ class Hub:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._wake_pending = False
-            while self._outbox:
-                try:
-                    await self._send_some()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    if failures == 1:
-                        logger.warning(
-                            "Publishing to the channel layer failed (%s); retrying.", exc
-                        )
-                    await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
-                    continue
-                if failures:
-                    logger.warning("Publishing to the channel layer works again.")
-                    failures = 0
-            if not self._outbox:
+            while True:
+                while self._outbox or self._pending:
+                    try:
+                        await self._send_some()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        failures += 1
+                        if failures == 1:
+                            logger.warning(
+                                "Publishing to the channel layer failed (%s); retrying.", exc
+                            )
+                        await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+                        continue
+                    if failures:
+                        logger.warning("Publishing to the channel layer works again.")
+                        failures = 0
                 self._idle.set()
+                # Linger before sleeping: while events keep coming, publishers
+                # find _wake_pending set and skip the cross-thread wake-up,
+                # whose socket write would hand the GIL to this thread in the
+                # middle of their dispatch().
+                for _ in range(_LINGER_POLLS):
+                    await asyncio.sleep(_LINGER_INTERVAL)
+                    if self._outbox:
+                        break
+                if self._outbox or self._pending:
+                    continue
+                # Clear the flag first, then look again: a publisher appends
+                # before it reads the flag, so one of us sees the other.
+                self._wake_pending = False
+                if not self._outbox:
+                    break
 
     async def _send_some(self) -> None:
         """Send the oldest run of same-namespace events as one message."""
-        outbox = self._outbox
-        namespace = outbox[0][0]
-        limit = events_settings.BATCH_SIZE
-        run: list[dict[str, Any]] = []
-        for ns, envelope in outbox:
-            if ns != namespace or len(run) >= limit:
-                break
-            run.append(envelope)
+        if self._pending is None:
+            # Pop (never iterate: other threads append meanwhile) one run of
+            # consecutive events of one namespace.
+            outbox = self._outbox
+            namespace = outbox[0][0]
+            limit = events_settings.BATCH_SIZE
+            events: list[Event] = []
+            while outbox and len(events) < limit and outbox[0][0] == namespace:
+                events.append(outbox.popleft()[1])
+            self._pending = (namespace, [envelope_of(event) for event in events])
+        namespace, run = self._pending
         message: dict[str, Any]
         if len(run) == 1:
             message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
         else:
             message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
         await self.layer.group_send(group_name(namespace), message)
-        # Only now: a failed send keeps the run queued, in order, for a retry.
-        for _ in run:
-            outbox.popleft()
+        # Only now: a failed send keeps the run pending, ahead of the queue.
+        self._pending = None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event was handed to the channel layer; return success.
@@ -277,7 +297,7 @@ class Hub:
         """
         if timeout is None:
             timeout = float(events_settings.FLUSH_TIMEOUT)
-        if not self._outbox:
+        if not self._outbox and not self._pending:
             return True
         loop = self._loop
         if loop is not None and loop.is_running() and _running_loop() is not loop:
@@ -293,7 +313,7 @@ class Hub:
         return True
 
     async def _drain_now(self) -> None:
-        while self._outbox:
+        while self._outbox or self._pending:
             await self._send_some()
 
     # -- receiving ---------------------------------------------------------
@@ -547,7 +567,7 @@ def start_hub() -> Hub:
 
 def _flush_at_exit() -> None:
     hub = _hub
-    if hub is not None and hub._outbox:
+    if hub is not None and (hub._outbox or hub._pending):
         started = time.monotonic()
         ok = hub.flush()
         logger.debug("Flushed events at exit in %.3fs (ok=%s).", time.monotonic() - started, ok)
