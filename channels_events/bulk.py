@@ -72,7 +72,9 @@ class EventQuerySet(models.QuerySet[M]):
         """Update ``fields`` of ``objs`` as Django does, then dispatch ``bulk_updated``."""
         objs = list(objs)
         fields = list(fields)
-        rows = super().bulk_update(objs, fields, batch_size=batch_size)
+        # Django runs one QuerySet.update() per batch: keep those silent.
+        with muted_model_events(self.model):
+            rows = super().bulk_update(objs, fields, batch_size=batch_size)
         pks = [obj.pk for obj in objs]
         emit_bulk_event(self.model, "bulk_updated", pks, self.db, changed=fields)
         return rows

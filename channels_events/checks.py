@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
+from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, SETTING_NAME
 
@@ -61,6 +62,21 @@ def _is_non_negative_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _is_importable_or_none(value: Any) -> bool:
+    if value is None or callable(value):
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        return callable(import_string(value))
+    except ImportError:
+        return False
+
+
 #: For each setting: a validator and what a valid value looks like.
 VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "STRICT": (_is_bool, "True or False"),
@@ -69,12 +85,21 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "OBSERVER_NAMESPACE": (_is_namespace_or_none, "None or one name segment such as 'shop'"),
     "SENSITIVE_FIELDS": (_is_regex_list, "a list of regular expressions that compile"),
     "CHANNEL_LAYER": (_is_alias_or_none, "None or an alias of settings.CHANNEL_LAYERS"),
-    "GROUP_PREFIX": (_is_group_prefix, "letters, digits, '_', '-' or '.', under 30 characters"),
+    "GROUP_PREFIX": (_is_group_prefix, "1-30 letters, digits, '_', '-' or '.'"),
     "NAMESPACES": (_is_namespace_list, "a list of namespaces such as ['shop']"),
     "LOCAL_NAMESPACES": (_is_namespace_list, "a list of namespaces such as ['shop']"),
     "BATCH_SIZE": (_is_positive_int, "a positive int"),
     "OUTBOX_SIZE": (_is_positive_int, "a positive int"),
     "FLUSH_TIMEOUT": (_is_non_negative_number, "a number of seconds, 0 or more"),
+    "SUBSCRIBE_POLICY": (_is_importable_or_none, "None or the dotted path of a function"),
+    "RECEIVE_POLICY": (_is_importable_or_none, "None or the dotted path of a function"),
+    "EMIT_POLICY": (_is_importable_or_none, "None or the dotted path of a function"),
+    "MAX_FRAME_BYTES": (_is_positive_int, "a positive int (bytes)"),
+    "MAX_SUBSCRIPTIONS": (_is_positive_int, "a positive int"),
+    "MAX_PATTERN_LENGTH": (_is_positive_int, "a positive int"),
+    "RATE_LIMIT": (_is_positive_number, "a positive number of messages per second"),
+    "RATE_BURST": (_is_positive_int, "a positive int"),
+    "BUFFER_SIZE": (_is_positive_int, "a positive int (frames)"),
 }
 
 

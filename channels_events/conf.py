@@ -41,6 +41,18 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_SIZE": 10000,
     # Seconds to keep publishing queued events when the process exits.
     "FLUSH_TIMEOUT": 5.0,
+    # Browser stream policy: dotted paths to functions (see policy.py);
+    # None means closed: nobody may subscribe or emit.
+    "SUBSCRIBE_POLICY": None,
+    "RECEIVE_POLICY": None,
+    "EMIT_POLICY": None,
+    # Websocket limits, per connection.
+    "MAX_FRAME_BYTES": 65536,
+    "MAX_SUBSCRIPTIONS": 100,
+    "MAX_PATTERN_LENGTH": 256,
+    "RATE_LIMIT": 20,
+    "RATE_BURST": 40,
+    "BUFFER_SIZE": 1000,
 }
 
 

@@ -8,6 +8,7 @@ import itertools
 import logging
 import re
 import threading
+import types
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -49,6 +50,18 @@ def set_commit_hook(hook: CommitHook | None) -> None:
     _commit_hook = hook
 
 
+def _as_list(pattern: PatternLike | Iterable[PatternLike]) -> list[PatternLike]:
+    if isinstance(pattern, (str, re.Pattern, type)):
+        return [pattern]
+    try:
+        return list(pattern)
+    except TypeError:
+        raise InvalidPattern(
+            f"A pattern must be a str, a compiled regex, an Event subclass or a list of "
+            f"those, got {pattern!r}."
+        ) from None
+
+
 def pattern_text(pattern: PatternLike) -> str:
     """Return the regex source for a pattern given as text, compiled regex or Event class."""
     if isinstance(pattern, str):
@@ -78,8 +91,12 @@ def _describe(callback: Callable[..., Any]) -> str:
 
 
 def _callback_id(callback: Callable[..., Any]) -> Hashable:
-    if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-        return (id(callback.__self__), id(callback.__func__))
+    # Bound methods (Python or builtin, such as list.append) are new objects
+    # on every attribute access; identify them by owner and function.
+    owner = getattr(callback, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        func = getattr(callback, "__func__", None)
+        return (id(owner), id(func) if func is not None else getattr(callback, "__name__", ""))
     return id(callback)
 
 
@@ -97,6 +114,8 @@ class Registration:
     after_commit: bool
     namespaces: frozenset[str] | None
     uid: Hashable
+    #: The dispatch_uid, or the callback's identity: one call per event per key.
+    key: Hashable
     seq: int
     active: bool = True
     #: True when none of once, filter, after_commit or async applies: the fast path.
@@ -177,21 +196,22 @@ class Dispatcher:
             if isinstance(namespaces, str):
                 raise TypeError(f"namespaces must be a list of names, not the str {namespaces!r}.")
             declared = frozenset(validate_namespace(ns) for ns in namespaces)
-        patterns = [pattern] if isinstance(pattern, (str, re.Pattern, type)) else list(pattern)
+        patterns = _as_list(pattern)
         if not patterns:
             raise InvalidPattern(f"No pattern given for listener {_describe(callback)}.")
         sources = [pattern_text(p) for p in patterns]
         compiled = [compile_pattern(source) for source in sources]
         is_async = iscoroutinefunction(callback)
         registrations = []
+        key = ("uid", dispatch_uid) if dispatch_uid is not None else _callback_id(callback)
         with self._lock:
+            if dispatch_uid is not None:
+                # Reusing a dispatch_uid replaces everything connected under it.
+                for old in [r for r in self._registrations if r.key == key]:
+                    self._remove(old)
             for source, regex in zip(sources, compiled, strict=True):
                 literal = literal_namespace(source)
-                uid: Hashable
-                if dispatch_uid is not None:
-                    uid = (dispatch_uid, source) if len(sources) > 1 else dispatch_uid
-                else:
-                    uid = (_callback_id(callback), source)
+                uid = (key, source)
                 registration = Registration(
                     callback=callback,
                     pattern=source,
@@ -203,12 +223,12 @@ class Dispatcher:
                     after_commit=after_commit,
                     namespaces=frozenset({literal}) if literal is not None else declared,
                     uid=uid,
+                    key=key,
                     seq=next(self._seq),
                 )
-                old = self._by_uid.pop(uid, None)
-                if old is not None:
-                    old.active = False
-                    self._registrations.remove(old)
+                replaced = self._by_uid.get(uid)
+                if replaced is not None:
+                    self._remove(replaced)
                 self._by_uid[uid] = registration
                 self._registrations.append(registration)
                 registrations.append(registration)
@@ -231,12 +251,7 @@ class Dispatcher:
         """
         with self._lock:
             if dispatch_uid is not None:
-                doomed = [r for r in self._registrations if r.uid == dispatch_uid]
-                doomed += [
-                    r
-                    for r in self._registrations
-                    if isinstance(r.uid, tuple) and r.uid and r.uid[0] == dispatch_uid
-                ]
+                doomed = [r for r in self._registrations if r.key == ("uid", dispatch_uid)]
             elif callback is not None:
                 key = _callback_id(callback)
                 source = None if pattern is None else pattern_text(pattern)
@@ -321,8 +336,15 @@ class Dispatcher:
             return registrations
         validate_name(name)
         generation = self._generation
-        snapshot = self._registrations
-        found = tuple(r for r in list(snapshot) if r.regex.fullmatch(name))
+        seen: set[Hashable] = set()
+        matched = []
+        for registration in list(self._registrations):
+            # One call per listener per event, even when several of its
+            # patterns match; the first (highest priority) wins.
+            if registration.key not in seen and registration.regex.fullmatch(name):
+                seen.add(registration.key)
+                matched.append(registration)
+        found = tuple(matched)
         with self._lock:
             # A connect or disconnect while we scanned makes the result stale.
             if generation == self._generation:
@@ -586,7 +608,7 @@ class Dispatcher:
     def remove_tap(self, tap: Callable[[Event], None]) -> None:
         """Stop calling a tap added with :meth:`add_tap`."""
         with self._lock:
-            self._taps = [t for t in self._taps if t is not tap]
+            self._taps = [t for t in self._taps if t != tap]
             self._invalidate()
 
     @contextlib.contextmanager

@@ -20,7 +20,22 @@ __all__ = ["Event", "event_class_for", "new_event_id"]
 
 E = TypeVar("E", bound="Event")
 
-_RESERVED = frozenset({"id", "name", "namespace", "payload", "timestamp", "instance", "local"})
+_RESERVED = frozenset(
+    {
+        "id",
+        "name",
+        "namespace",
+        "payload",
+        "timestamp",
+        "instance",
+        "local",
+        "dispatch",
+        "adispatch",
+        "to_dict",
+        "from_dict",
+        "publish_on_commit",
+    }
+)
 _ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -58,7 +73,7 @@ def _new_event_id_locked(when: float | None) -> str:
 
 
 def _format_timestamp(when: float) -> str:
-    return datetime.fromtimestamp(when, timezone.utc).isoformat()
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds")
 
 
 _event_classes: dict[str, type[Event]] = {}

@@ -88,7 +88,9 @@ class Hub:
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
         self._joined: set[str] = set()
-        self._subscribers: set[Subscriber] = set()
+        # Subscribers indexed by the namespaces they asked for.
+        self._subscribers: dict[Subscriber, frozenset[str]] = {}
+        self._by_namespace: dict[str, set[Subscriber]] = {}
         self._groups_dirty: asyncio.Event | None = None
         self._warned_open = False
         self.dropped = 0
@@ -280,6 +282,10 @@ class Hub:
             while outbox and len(events) < limit and outbox[0][0] == namespace:
                 events.append(outbox.popleft()[1])
             self._pending = (namespace, [envelope_of(event) for event in events])
+            # Local subscribers (this process's websockets) get the events
+            # now; the channel layer's echo of them is ignored.
+            if namespace in self._by_namespace:
+                self._fan_out(namespace, events)
         namespace, run = self._pending
         message: dict[str, Any]
         if len(run) == 1:
@@ -319,14 +325,44 @@ class Hub:
     # -- receiving ---------------------------------------------------------
 
     def add_subscriber(self, subscriber: Subscriber) -> None:
-        """Deliver remote events of ``subscriber.namespaces()`` to it, joining groups as needed."""
-        self._subscribers.add(subscriber)
-        self.groups_changed()
+        """Deliver events of ``subscriber.namespaces()`` to it, joining groups as needed.
+
+        Call again whenever its namespaces change. The subscriber gets every
+        event published in this process and every event received from
+        others, in batches of one namespace, on the hub's loop.
+        """
+        namespaces = frozenset(subscriber.namespaces())
+        old = self._subscribers.get(subscriber, frozenset())
+        self._subscribers[subscriber] = namespaces
+        for namespace in old - namespaces:
+            self._unindex(namespace, subscriber)
+        for namespace in namespaces - old:
+            self._by_namespace.setdefault(namespace, set()).add(subscriber)
+        if namespaces - self._joined_namespaces():
+            self.groups_changed()
 
     def remove_subscriber(self, subscriber: Subscriber) -> None:
         """Stop delivering to ``subscriber``."""
-        self._subscribers.discard(subscriber)
-        self.groups_changed()
+        for namespace in self._subscribers.pop(subscriber, frozenset()):
+            self._unindex(namespace, subscriber)
+
+    def _unindex(self, namespace: str, subscriber: Subscriber) -> None:
+        subscribers = self._by_namespace.get(namespace)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._by_namespace[namespace]
+
+    def _joined_namespaces(self) -> set[str]:
+        prefix = f"{events_settings.GROUP_PREFIX}."
+        return {group[len(prefix) :] for group in self._joined}
+
+    def _fan_out(self, namespace: str, events: list[Event]) -> None:
+        for subscriber in list(self._by_namespace.get(namespace, ())):
+            try:
+                subscriber.deliver(events)
+            except Exception:
+                logger.exception("Subscriber %r failed to take events.", subscriber)
 
     def groups_changed(self, *args: Any) -> None:
         """Ask the hub to recompute which groups to be in (thread-safe)."""
@@ -342,8 +378,7 @@ class Hub:
         """Return the namespaces this process needs events of."""
         found, open_pattern = self.dispatcher.namespaces()
         wanted = set(found) | set(events_settings.NAMESPACES)
-        for subscriber in list(self._subscribers):
-            wanted.update(subscriber.namespaces())
+        wanted.update(self._by_namespace)
         if open_pattern and not self._warned_open:
             self._warned_open = True
             open_listeners = [
@@ -452,11 +487,12 @@ class Hub:
         if not events:
             return
         self.received += len(events)
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.deliver(events)
-            except Exception:
-                logger.exception("Subscriber %r failed to take remote events.", subscriber)
+        if self._by_namespace:
+            start = 0
+            for index in range(1, len(events) + 1):
+                if index == len(events) or events[index].namespace != events[start].namespace:
+                    self._fan_out(events[start].namespace, events[start:index])
+                    start = index
         await self.deliver_to_listeners(events)
 
     async def deliver_to_listeners(self, events: list[Event]) -> None:

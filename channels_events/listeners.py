@@ -6,10 +6,17 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from .dispatch import Dispatcher, PatternLike, Registration, get_dispatcher, pattern_text
+from .dispatch import (
+    Dispatcher,
+    PatternLike,
+    Registration,
+    _as_list,
+    get_dispatcher,
+    pattern_text,
+)
 from .events import Event
 from .exceptions import UnknownEventKey
-from .names import SEPARATOR, validate_name, validate_namespace
+from .names import SEPARATOR, compile_pattern, validate_name, validate_namespace
 
 __all__ = ["Listener", "Namespace", "listen"]
 
@@ -32,10 +39,10 @@ def listen(
     time. The function is returned unchanged.
     """
     target = dispatcher or get_dispatcher()
-    sources = [pattern] if isinstance(pattern, (str, re.Pattern, type)) else list(pattern)
+    sources = _as_list(pattern)
     # Compile before decorating, so a bad pattern fails where it is written.
     for source in sources:
-        pattern_text(source)
+        compile_pattern(pattern_text(source))
 
     def decorator(func: F) -> F:
         target.connect(
@@ -143,6 +150,11 @@ class Namespace:
             if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
                 raise TypeError(
                     f"Namespace {namespace!r}: event key {key!r} must be a public identifier."
+                )
+            if hasattr(type(self), key) or key in ("namespace",):
+                raise TypeError(
+                    f"Namespace {namespace!r}: event key {key!r} is the name of a Namespace "
+                    "attribute; choose another (keys are usually UPPER_CASE)."
                 )
             names[key] = validate_name(self.qualify(relative))
         self._names = names

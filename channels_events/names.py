@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from .exceptions import InvalidEventName, InvalidPattern
 
@@ -18,6 +19,8 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_SEGMENT_LENGTH",
     "SEPARATOR",
+    "ClientPattern",
+    "compile_client_pattern",
     "compile_pattern",
     "is_valid_name",
     "literal_namespace",
@@ -98,11 +101,15 @@ def namespace_of(name: str) -> str:
     return name.partition(SEPARATOR)[0]
 
 
-@lru_cache(maxsize=2048)
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile a listener pattern once, raising InvalidPattern with the reason if it fails."""
     if not isinstance(pattern, str):
         raise InvalidPattern(f"Pattern must be a str, got {type(pattern).__name__} {pattern!r}.")
+    return _compile(pattern)
+
+
+@lru_cache(maxsize=2048)
+def _compile(pattern: str) -> re.Pattern[str]:
     if not pattern:
         raise InvalidPattern("Pattern must not be empty; use '.*' to match every event.")
     try:
@@ -142,3 +149,74 @@ def literal_namespace(pattern: str) -> str | None:
     else:
         return None
     return namespace if _SEGMENT_RE.fullmatch(namespace) else None
+
+
+class ClientPattern:
+    """A browser's pattern, vetted for untrusted use and matched in linear time.
+
+    Matching uses RE2, which has no backtracking, so no pattern can make
+    matching slow; results are cached per event name.
+    """
+
+    __slots__ = ("_matches", "_regex", "namespace", "pattern")
+
+    def __init__(self, pattern: str, namespace: str, regex: Any) -> None:
+        self.pattern = pattern
+        self.namespace = namespace
+        self._regex = regex
+        self._matches: dict[str, bool] = {}
+
+    def matches(self, name: str) -> bool:
+        """Return whether ``name`` fully matches this pattern."""
+        found = self._matches.get(name)
+        if found is None:
+            if len(self._matches) >= 4096:
+                self._matches.clear()
+            found = self._matches[name] = self._regex.fullmatch(name) is not None
+        return found
+
+
+_client_patterns: dict[str, ClientPattern] = {}
+
+
+def compile_client_pattern(pattern: object, max_length: int = 256) -> ClientPattern:
+    """Vet and compile a pattern from an untrusted client, or raise InvalidPattern.
+
+    Refused: anything but a non-empty str, patterns longer than
+    ``max_length``, patterns whose namespace part is not a literal namespace
+    (``.*``, ``(a|b)::x``, case-insensitive flags), and constructs RE2 does not
+    support because they need backtracking (backreferences, lookaround).
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidPattern(f"A pattern must be a non-empty string, got {pattern!r}.")
+    if len(pattern) > max_length:
+        raise InvalidPattern(
+            f"Pattern is {len(pattern)} characters long; the limit is {max_length}."
+        )
+    cached = _client_patterns.get(pattern)
+    if cached is not None:
+        return cached
+    namespace = literal_namespace(pattern)
+    if namespace is None:
+        raise InvalidPattern(
+            f"Pattern {pattern!r} must start with a literal namespace, "
+            "such as 'shop::' in 'shop::Order::.*'."
+        )
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = 1 << 20
+    try:
+        regex = re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise InvalidPattern(
+            f"Pattern {pattern!r} uses a construct that is not allowed in subscriptions "
+            f"(backreferences and lookaround can backtrack catastrophically): {reason}."
+        ) from None
+    compiled = ClientPattern(pattern, namespace, regex)
+    if len(_client_patterns) >= 4096:
+        _client_patterns.clear()
+    _client_patterns[pattern] = compiled
+    return compiled

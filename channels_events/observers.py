@@ -130,12 +130,20 @@ class Observation:
 
     def same_as(self, other: Observation) -> bool:
         """Return whether two observations of a model would produce the same events."""
-        return (self.namespace, self.fields, self.exclude, self.payload, self.m2m) == (
+        return (
+            self.namespace,
+            self.fields,
+            self.exclude,
+            self.payload,
+            self.m2m,
+            self.dispatcher,
+        ) == (
             other.namespace,
             other.fields,
             other.exclude,
             other.payload,
             other.m2m,
+            other.dispatcher,
         )
 
     def json_fields(self, instance: models.Model) -> dict[str, Any]:
@@ -277,18 +285,27 @@ def unobserve(model: type[models.Model]) -> bool:
     uid = _uid(model)
     for signal in (pre_save, post_save, pre_delete, post_delete):
         signal.disconnect(sender=model, dispatch_uid=uid)
-    original = model.__dict__.get(_FROM_DB, _MISSING)
-    if original is not _MISSING:
+    originals = model.__dict__.get(_FROM_DB, _MISSING)
+    if originals is not _MISSING:
         delattr(model, _FROM_DB)
-        if original is None:
-            del model.from_db
-        else:
-            model.from_db = original  # type: ignore[method-assign]
+        for attribute, original in zip(("from_db", "refresh_from_db"), originals, strict=True):
+            if original is None:
+                delattr(model, attribute)
+            else:
+                setattr(model, attribute, original)
     for through, (obs, _field) in list(_m2m_fields.items()):
         if obs is observation:
             del _m2m_fields[through]
             m2m_changed.disconnect(sender=through, dispatch_uid=uid)
     return True
+
+
+def _sorted_pks(pks: Any) -> list[Any]:
+    values = [json_safe(pk) for pk in pks]
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types cannot happen for one model, but stay safe
+        return sorted(values, key=str)
 
 
 def _uid(model: type[models.Model]) -> str:
@@ -319,8 +336,27 @@ def _track_loaded_values(model: type[models.Model]) -> None:
             _remember(observation, instance)
         return instance
 
-    setattr(model, _FROM_DB, model.__dict__.get("from_db"))
+    inherited_refresh = model.refresh_from_db
+
+    def refresh_from_db(self: models.Model, *args: Any, **kwargs: Any) -> None:
+        inherited_refresh(self, *args, **kwargs)
+        observation = _observations.get(type(self))
+        if observation is None or observation.payload is not None:
+            return
+        fresh = observation.json_fields(self)
+        wanted = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        if wanted is not None:
+            names = {self._meta.get_field(f).name for f in wanted}
+            fresh = {name: value for name, value in fresh.items() if name in names}
+        self.__dict__[_LOADED] = {**self.__dict__.get(_LOADED, {}), **fresh}
+
+    setattr(
+        model,
+        _FROM_DB,
+        (model.__dict__.get("from_db"), model.__dict__.get("refresh_from_db")),
+    )
     model.from_db = classmethod(from_db)  # type: ignore[assignment,method-assign]
+    model.refresh_from_db = refresh_from_db  # type: ignore[method-assign]
 
 
 def _sync_pre_signals(dispatcher: Dispatcher) -> None:
@@ -451,7 +487,7 @@ def _m2m_changed(
         "action": action[len("post_") :],
         "reverse": reverse,
         "related_model": model_label(model),
-        "pks": sorted((json_safe(pk) for pk in pks), key=str),
+        "pks": _sorted_pks(pks),
     }
     observation.emit("m2m_changed", instance, using, payload=payload)
 

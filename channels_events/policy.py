@@ -1,0 +1,95 @@
+"""Who may subscribe to what, receive which event, and emit which name (PROTOCOL.md §7).
+
+Three settings name the policy functions by dotted path; each may be a plain
+function or an ``async def``:
+
+- ``SUBSCRIBE_POLICY(scope, namespace, pattern) -> bool``: may this connection
+  subscribe to ``pattern`` (whose namespace is ``namespace``)?
+- ``RECEIVE_POLICY(scope, event) -> bool``: may this connection receive this
+  event (a row-level filter, applied per connection and per event)?
+- ``EMIT_POLICY(scope, name, payload) -> bool``: may this connection emit it?
+
+With no subscribe or emit policy, nothing is allowed: the stream is closed by
+default. With no receive policy, a connection receives every event its
+accepted subscriptions match. Sync policies run on the event loop, so they
+must not block (no database queries); use ``async def`` and
+``database_sync_to_async`` for those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import events_settings
+from .events import Event
+
+__all__ = ["Policy", "get_policy"]
+
+Scope = dict[str, Any]
+
+
+@lru_cache(maxsize=32)
+def _load(path: str | None, setting: str) -> Callable[..., Any] | None:
+    if path is None:
+        return None
+    if callable(path):
+        return path
+    try:
+        func = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"CHANNELS_EVENTS[{setting!r}] = {path!r} cannot be imported: {exc}"
+        ) from exc
+    if not callable(func):
+        raise ImproperlyConfigured(f"CHANNELS_EVENTS[{setting!r}] = {path!r} is not callable.")
+    return func  # type: ignore[no-any-return]
+
+
+async def _ask(func: Callable[..., Any], *args: Any) -> bool:
+    if iscoroutinefunction(func):
+        return bool(await func(*args))
+    return bool(func(*args))
+
+
+class Policy:
+    """The three policy functions from settings, loaded once per settings version."""
+
+    def __init__(self) -> None:
+        self.subscribe = _load(events_settings.SUBSCRIBE_POLICY, "SUBSCRIBE_POLICY")
+        self.receive = _load(events_settings.RECEIVE_POLICY, "RECEIVE_POLICY")
+        self.emit = _load(events_settings.EMIT_POLICY, "EMIT_POLICY")
+        self.receive_is_async = self.receive is not None and iscoroutinefunction(self.receive)
+
+    async def may_subscribe(self, scope: Scope, namespace: str, pattern: str) -> bool:
+        """Return whether ``scope`` may subscribe to ``pattern`` in ``namespace``."""
+        return self.subscribe is not None and await _ask(self.subscribe, scope, namespace, pattern)
+
+    async def may_emit(self, scope: Scope, name: str, payload: dict[str, Any]) -> bool:
+        """Return whether ``scope`` may emit an event named ``name``."""
+        return self.emit is not None and await _ask(self.emit, scope, name, payload)
+
+    def may_receive_now(self, scope: Scope, event: Event) -> bool | Awaitable[bool]:
+        """Return the sync receive verdict, or an awaitable when the policy is async."""
+        if self.receive is None:
+            return True
+        if self.receive_is_async:
+            return _ask(self.receive, scope, event)
+        return bool(self.receive(scope, event))
+
+
+_policy: tuple[int, Policy] | None = None
+
+
+def get_policy() -> Policy:
+    """Return the policy for the current settings (reloaded after a settings change)."""
+    global _policy
+    version = events_settings.version
+    if _policy is None or _policy[0] != version:
+        _policy = (version, Policy())
+    return _policy[1]

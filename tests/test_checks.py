@@ -1,0 +1,184 @@
+"""Tests for channels_events.checks and the lazily read settings of channels_events.conf."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from channels_events.checks import check_settings
+from channels_events.conf import DEFAULTS, events_settings
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_defaults_pass():
+    assert check_settings() == []
+
+
+def test_full_valid_setting_passes():
+    value = {
+        "STRICT": True,
+        "DEBUG": False,
+        "CACHE_SIZE": 10,
+        "OBSERVER_NAMESPACE": "shop",
+        "SENSITIVE_FIELDS": ["ssn", "card_?number"],
+        "CHANNEL_LAYER": None,
+        "GROUP_PREFIX": "ev",
+        "NAMESPACES": ["shop", "billing"],
+        "LOCAL_NAMESPACES": ("audit",),
+        "BATCH_SIZE": 1,
+        "OUTBOX_SIZE": 5,
+        "FLUSH_TIMEOUT": 0,
+        "SUBSCRIBE_POLICY": "tests.test_checks.ids",
+        "RECEIVE_POLICY": None,
+        "EMIT_POLICY": ids,
+        "MAX_FRAME_BYTES": 1024,
+        "MAX_SUBSCRIPTIONS": 3,
+        "MAX_PATTERN_LENGTH": 64,
+        "RATE_LIMIT": 0.5,
+        "RATE_BURST": 2,
+        "BUFFER_SIZE": 10,
+    }
+    assert set(value) == set(DEFAULTS)
+    with override_settings(CHANNELS_EVENTS=value):
+        assert check_settings() == []
+
+
+def test_check_is_registered_with_django():
+    with override_settings(CHANNELS_EVENTS=["not", "a", "dict"]):
+        messages = checks.run_checks()
+    assert "channels_events.E001" in ids(messages)
+
+
+@pytest.mark.parametrize("value", [["STRICT"], "STRICT", 1, None])
+def test_non_dict_setting_is_e001(value):
+    with override_settings(CHANNELS_EVENTS=value):
+        messages = check_settings()
+    assert ids(messages) == ["channels_events.E001"]
+    [message] = messages
+    assert isinstance(message, checks.Error)
+    assert "must be a dict" in message.msg
+    assert type(value).__name__ in message.msg
+
+
+def test_unknown_key_is_e002_with_hint_listing_known_keys():
+    with override_settings(CHANNELS_EVENTS={"STRICTT": True, "DEBUG": True}):
+        messages = check_settings()
+    assert ids(messages) == ["channels_events.E002"]
+    [message] = messages
+    assert "'STRICTT'" in message.msg
+    for key in DEFAULTS:
+        assert key in message.hint
+
+
+def test_each_unknown_key_is_reported():
+    with override_settings(CHANNELS_EVENTS={"A": 1, "B": 2, 3: 4}):
+        messages = check_settings()
+    assert ids(messages) == ["channels_events.E002"] * 3
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("STRICT", "yes"),
+        ("STRICT", 1),
+        ("DEBUG", None),
+        ("CACHE_SIZE", 0),
+        ("CACHE_SIZE", -5),
+        ("CACHE_SIZE", "10"),
+        ("CACHE_SIZE", True),
+        ("OBSERVER_NAMESPACE", "shop::Order"),
+        ("OBSERVER_NAMESPACE", "bad ns"),
+        ("OBSERVER_NAMESPACE", 5),
+        ("SENSITIVE_FIELDS", "password"),
+        ("SENSITIVE_FIELDS", ["ok", "("]),
+        ("SENSITIVE_FIELDS", [1]),
+        ("CHANNEL_LAYER", "missing"),
+        ("CHANNEL_LAYER", 0),
+        ("GROUP_PREFIX", ""),
+        ("GROUP_PREFIX", "bad prefix"),
+        ("GROUP_PREFIX", "x" * 31),
+        ("NAMESPACES", "shop"),
+        ("NAMESPACES", ["shop::x"]),
+        ("LOCAL_NAMESPACES", [None]),
+        ("BATCH_SIZE", 0),
+        ("OUTBOX_SIZE", 1.5),
+        ("FLUSH_TIMEOUT", -1),
+        ("FLUSH_TIMEOUT", "5"),
+        ("FLUSH_TIMEOUT", False),
+        ("SUBSCRIBE_POLICY", "no.such.module.policy"),
+        ("RECEIVE_POLICY", "tests.test_checks.DEFAULTS"),
+        ("EMIT_POLICY", 42),
+        ("MAX_FRAME_BYTES", 0),
+        ("MAX_SUBSCRIPTIONS", "10"),
+        ("MAX_PATTERN_LENGTH", -1),
+        ("RATE_LIMIT", 0),
+        ("RATE_BURST", 1.5),
+        ("BUFFER_SIZE", None),
+    ],
+)
+def test_wrong_type_or_value_is_e003(key, value):
+    with override_settings(CHANNELS_EVENTS={key: value}):
+        messages = check_settings()
+    assert ids(messages) == ["channels_events.E003"]
+    [message] = messages
+    assert repr(key) in message.msg
+    assert repr(value) in message.msg
+
+
+def test_several_problems_are_all_reported():
+    with override_settings(CHANNELS_EVENTS={"NOPE": 1, "STRICT": "no", "BATCH_SIZE": 0}):
+        messages = check_settings()
+    assert sorted(ids(messages)) == [
+        "channels_events.E002",
+        "channels_events.E003",
+        "channels_events.E003",
+    ]
+
+
+# -- events_settings -----------------------------------------------------------------
+
+
+def test_events_settings_defaults():
+    for key, value in DEFAULTS.items():
+        assert getattr(events_settings, key) == value
+
+
+def test_events_settings_reload_on_setting_change():
+    version = events_settings.version
+    assert events_settings.STRICT is False
+    with override_settings(CHANNELS_EVENTS={"STRICT": True, "BATCH_SIZE": 7}):
+        assert events_settings.version > version
+        assert events_settings.STRICT is True
+        assert events_settings.BATCH_SIZE == 7
+        assert DEFAULTS["CACHE_SIZE"] == events_settings.CACHE_SIZE
+    assert events_settings.STRICT is False
+    assert DEFAULTS["BATCH_SIZE"] == events_settings.BATCH_SIZE
+
+
+def test_events_settings_with_settings_fixture(settings):
+    settings.CHANNELS_EVENTS = {"DEBUG": True}
+    assert events_settings.DEBUG is True
+    settings.CHANNELS_EVENTS = {}
+    assert events_settings.DEBUG is False
+
+
+def test_other_settings_do_not_reload():
+    events_settings.STRICT  # noqa: B018 - make sure values are loaded
+    version = events_settings.version
+    with override_settings(USE_TZ=False):
+        assert events_settings.version == version
+
+
+def test_events_settings_unknown_attribute():
+    with pytest.raises(AttributeError, match="NOT_A_SETTING") as info:
+        events_settings.NOT_A_SETTING  # noqa: B018
+    assert "STRICT" in str(info.value)
+
+
+def test_non_dict_setting_falls_back_to_defaults():
+    with override_settings(CHANNELS_EVENTS="oops"):
+        assert events_settings.STRICT is DEFAULTS["STRICT"]

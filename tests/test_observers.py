@@ -1,0 +1,858 @@
+"""Tests for channels_events.observers: model events, payloads, transactions and muting."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, models, transaction
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from channels_events import Dispatcher, Event, Observer, get_dispatcher, listen, observe
+from channels_events.observers import (
+    ModelEvent,
+    ObserverError,
+    get_observation,
+    muted_model_events,
+    unobserve,
+)
+from channels_events.testing import capture_events
+from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
+
+LIFECYCLE = ("creating", "created", "updating", "updated", "deleting", "deleted")
+OBSERVABLE = (Customer, Order, Tag, Ticket, Country, Item, Plain, User)
+
+
+class Boom(Exception):
+    """Raised by tests to roll a transaction back."""
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry() -> Iterator[None]:
+    """Undo whatever a test registered: Observer classes observe and connect globally."""
+    dispatcher = get_dispatcher()
+    observed_before = {model for model in OBSERVABLE if get_observation(model) is not None}
+    registered_before = set(dispatcher.registrations)
+    yield
+    for registration in dispatcher.registrations:
+        if registration not in registered_before:
+            dispatcher.disconnect(registration.callback, registration.pattern)
+    for model in OBSERVABLE:
+        if model not in observed_before:
+            unobserve(model)
+
+
+@pytest.fixture
+def observed() -> Iterator[Callable[..., Any]]:
+    """Return observe(); every model observed through it is unobserved afterwards."""
+    models_: list[type[models.Model]] = []
+
+    def observe_for_test(model: type[models.Model], *args: Any, **kwargs: Any) -> Any:
+        observation = observe(model, *args, **kwargs)
+        models_.append(model)
+        return observation
+
+    yield observe_for_test
+    for model in models_:
+        unobserve(model)
+
+
+@pytest.fixture
+def published() -> Iterator[list[Event]]:
+    """Collect the events handed to publishers, that is, the ones leaving the process."""
+    events: list[Event] = []
+
+    def publisher(event: Event) -> None:
+        events.append(event)
+
+    dispatcher = get_dispatcher()
+    dispatcher.add_publisher(publisher)
+    yield events
+    dispatcher.remove_publisher(publisher)
+
+
+@pytest.fixture
+def listen_to() -> Iterator[Callable[..., list[Event]]]:
+    """Connect a recording listener to a pattern; disconnected afterwards."""
+    dispatcher = get_dispatcher()
+    connected: list[Callable[[Event], None]] = []
+
+    def connect(pattern: str, **options: Any) -> list[Event]:
+        calls: list[Event] = []
+
+        def listener(event: Event) -> None:
+            calls.append(event)
+
+        dispatcher.connect(listener, pattern, **options)
+        connected.append(listener)
+        return calls
+
+    yield connect
+    for listener in connected:
+        dispatcher.disconnect(listener)
+
+
+class Recording(Observer, abstract=True):
+    """An observer recording every hook call as ``(action, event)`` in ``calls``."""
+
+    calls: ClassVar[list[tuple[str, Event]]]
+
+    def creating(self, event: Event) -> None:
+        self.calls.append(("creating", event))
+
+    def created(self, event: Event) -> None:
+        self.calls.append(("created", event))
+
+    def updating(self, event: Event) -> None:
+        self.calls.append(("updating", event))
+
+    def updated(self, event: Event) -> None:
+        self.calls.append(("updated", event))
+
+    def deleting(self, event: Event) -> None:
+        self.calls.append(("deleting", event))
+
+    def deleted(self, event: Event) -> None:
+        self.calls.append(("deleted", event))
+
+
+def actions(calls: list[tuple[str, Event]]) -> list[str]:
+    return [action for action, _event in calls]
+
+
+def only(events: list[Event], name: str) -> Event:
+    matching = [event for event in events if event.name == name]
+    assert len(matching) == 1, f"expected one {name!r}, got {[e.name for e in events]!r}"
+    return matching[0]
+
+
+def payload_json(event: Event) -> str:
+    # No default= and no encoder: the payload must be JSON-safe as it is.
+    return json.dumps(event.payload)
+
+
+# -- Observer classes ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_observer_methods_run_once_each_in_lifecycle_order():
+    class OrderObserver(Recording):
+        model = Order
+        calls = []
+
+    order = Order.objects.create(number="A-1")
+    order.status = "paid"
+    order.save()
+    order.delete()
+
+    assert actions(OrderObserver.calls) == list(LIFECYCLE)
+    for action, event in OrderObserver.calls:
+        assert isinstance(event, ModelEvent)
+        assert event.name == f"testapp::Order::{action}"
+        assert event.action == action
+        assert event.instance is order
+
+
+@pytest.mark.django_db
+def test_observer_namespace_changes_event_names():
+    class ShopOrders(Recording):
+        model = Order
+        namespace = "shop"
+        calls = []
+
+    order = Order.objects.create(number="A-1")
+    order.delete()
+
+    assert [event.name for _action, event in ShopOrders.calls] == [
+        "shop::Order::creating",
+        "shop::Order::created",
+        "shop::Order::deleting",
+        "shop::Order::deleted",
+    ]
+
+
+def test_observer_without_model_is_refused():
+    with pytest.raises(ObserverError, match="model"):
+
+        class NoModel(Observer):
+            def created(self, event: Event) -> None:
+                pass
+
+    assert get_observation(Order) is None
+
+
+def test_observer_without_hook_methods_is_refused():
+    with pytest.raises(ObserverError, match="none of the methods"):
+
+        class NoHooks(Observer):
+            model = Order
+
+    assert get_observation(Order) is None
+
+
+def test_observer_with_m2m_changed_needs_m2m_true():
+    with pytest.raises(ObserverError, match="m2m"):
+
+        class TagWatcher(Observer):
+            model = Order
+
+            def m2m_changed(self, event: Event) -> None:
+                pass
+
+    assert get_observation(Order) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_commit_observer_runs_created_only_after_commit():
+    class LateOrders(Recording):
+        model = Order
+        after_commit = True
+        calls = []
+
+    with transaction.atomic():
+        order = Order.objects.create(number="A-1")
+        assert actions(LateOrders.calls) == ["creating"]
+    assert actions(LateOrders.calls) == ["creating", "created"]
+    assert LateOrders.calls[1][1].instance is order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_commit_observer_never_runs_created_on_rollback():
+    class LateOrders(Recording):
+        model = Order
+        after_commit = True
+        calls = []
+
+    with pytest.raises(Boom), transaction.atomic():
+        Order.objects.create(number="A-1")
+        raise Boom
+    assert actions(LateOrders.calls) == ["creating"]
+    assert not Order.objects.exists()
+
+
+# -- observe() / unobserve() -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_observe_dispatches_all_six_actions(observed, listen_to):
+    observed(Order)
+    heard = listen_to(r"testapp::Order::.*")
+    order = Order.objects.create(number="A-1")
+    order.status = "paid"
+    order.save()
+    order.delete()
+    assert [event.name for event in heard] == [f"testapp::Order::{a}" for a in LIFECYCLE]
+
+
+@pytest.mark.django_db
+def test_observing_twice_with_same_options_does_not_double_events(observed):
+    first = observed(Order, exclude=["notes"])
+    second = observed(Order, exclude=["notes"])
+    assert second is first
+    with capture_events(r"testapp::Order::.*") as events:
+        Order.objects.create(number="A-1")
+    assert events.names == ["testapp::Order::creating", "testapp::Order::created"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"namespace": "shop"},
+        {"fields": ["number"]},
+        {"exclude": ["notes"]},
+        {"m2m": True},
+        {"payload": lambda instance, action: {}},
+    ],
+)
+def test_observing_again_with_other_options_is_refused(observed, options):
+    observation = observed(Order)
+    with pytest.raises(ObserverError, match="already observed"):
+        observe(Order, **options)
+    assert get_observation(Order) is observation
+
+
+def test_observing_again_with_another_dispatcher_is_refused(observed):
+    observed(Order)
+    with pytest.raises(ObserverError):
+        observe(Order, dispatcher=Dispatcher())
+
+
+@pytest.mark.django_db
+def test_unobserve_stops_events(observed):
+    observed(Order)
+    assert unobserve(Order) is True
+    assert unobserve(Order) is False
+    assert get_observation(Order) is None
+    with capture_events() as events:
+        order = Order.objects.create(number="A-1")
+        order.save()
+        order.delete()
+    assert events == []
+
+
+@pytest.mark.parametrize("option", ["fields", "exclude"])
+def test_unknown_field_names_are_refused(option):
+    with pytest.raises(ObserverError, match="no_such_field"):
+        observe(Order, **{option: ["number", "no_such_field"]})
+    assert get_observation(Order) is None
+
+
+def test_observe_refuses_a_non_model():
+    with pytest.raises(ObserverError):
+        observe(object)  # type: ignore[arg-type]
+
+
+# -- names and payloads ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_created_payload_is_json_safe(observed):
+    observed(Order)
+    customer = Customer.objects.create(name="Ada")
+    with capture_events() as events:
+        order = Order.objects.create(
+            number="A-42", customer=customer, total=Decimal("19.90"), notes={"gift": True}
+        )
+    event = only(events, "testapp::Order::created")
+    payload = json.loads(payload_json(event))
+    assert payload["model"] == "testapp.order"
+    assert payload["pk"] == order.pk
+    fields = payload["fields"]
+    assert set(fields) == {
+        "id",
+        "number",
+        "customer",
+        "status",
+        "total",
+        "notes",
+        "created_at",
+        "updated_at",
+    }
+    assert fields["number"] == "A-42"
+    assert fields["customer"] == customer.id
+    assert fields["status"] == "new"
+    assert fields["total"] == "19.90"
+    assert fields["notes"] == {"gift": True}
+    assert datetime.datetime.fromisoformat(fields["created_at"]) == order.created_at
+    assert datetime.datetime.fromisoformat(fields["updated_at"]) == order.updated_at
+    assert "changed" not in payload
+    assert "previous" not in payload
+
+
+@pytest.mark.django_db
+def test_decimal_given_as_str_is_a_str_in_the_payload(observed):
+    observed(Order)
+    with capture_events("testapp::Order::created") as events:
+        Order.objects.create(number="A-1", total="19.90")
+    assert events[0].payload["fields"]["total"] == "19.90"
+
+
+@pytest.mark.django_db
+def test_uuid_primary_key_is_a_str(observed):
+    observed(Ticket)
+    with capture_events("testapp::Ticket::created") as events:
+        ticket = Ticket.objects.create(title="Broken")
+    payload = json.loads(payload_json(events[0]))
+    assert isinstance(ticket.pk, uuid.UUID)
+    assert payload["pk"] == str(ticket.pk)
+    assert payload["fields"] == {"id": str(ticket.pk), "title": "Broken"}
+
+
+@pytest.mark.django_db
+def test_updated_carries_changed_and_previous_of_changed_fields_only(observed):
+    observed(Order)
+    order = Order.objects.create(number="A-1", total=Decimal("5.00"))
+    old_updated_at = order.updated_at.isoformat()
+    order.status = "paid"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save()
+    payload = json.loads(payload_json(events[0]))
+    assert payload["fields"]["status"] == "paid"
+    assert set(payload["changed"]) == {"status", "updated_at"}
+    assert payload["previous"] == {"status": "new", "updated_at": old_updated_at}
+
+
+@pytest.mark.django_db
+def test_update_fields_limits_changed(observed):
+    observed(Order)
+    order = Order.objects.create(number="A-1")
+    order.status = "paid"
+    order.number = "not saved"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["status"])
+    assert events[0].payload["changed"] == ["status"]
+    assert events[0].payload["previous"] == {"status": "new"}
+
+
+@pytest.mark.django_db
+def test_a_save_without_changes_reports_only_the_timestamp(observed):
+    observed(Order)
+    order = Order.objects.create(number="A-1")
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save()
+    assert events[0].payload["changed"] == ["updated_at"]
+
+
+@pytest.mark.django_db
+def test_loaded_instance_reports_changes_against_loaded_values(observed):
+    observed(Order)
+    pk = Order.objects.create(number="A-1", total=Decimal("19.90")).pk
+    order = Order.objects.get(pk=pk)
+    order.status = "shipped"
+    order.total = Decimal("25.00")
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save()
+    payload = events[0].payload
+    assert set(payload["changed"]) == {"status", "total", "updated_at"}
+    assert payload["previous"]["status"] == "new"
+    assert payload["previous"]["total"] == "19.90"
+    assert "number" not in payload["previous"]
+
+    # The values just saved become the new baseline.
+    order.status = "delivered"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["status"])
+    assert events[0].payload["changed"] == ["status"]
+    assert events[0].payload["previous"] == {"status": "shipped"}
+
+
+@pytest.mark.django_db
+def test_saving_a_loaded_instance_costs_no_extra_query(observed, django_assert_num_queries):
+    observed(Order)
+    plain = Plain.objects.get(pk=Plain.objects.create(number="A-1").pk)
+    plain.status = "paid"
+    with CaptureQueriesContext(connection) as baseline:
+        plain.save()
+
+    order = Order.objects.get(pk=Order.objects.create(number="A-1").pk)
+    order.status = "paid"
+    # A capture makes the -ing events live too: the most work a save can do.
+    with capture_events() as events, django_assert_num_queries(len(baseline)):
+        order.save()
+    assert only(events, "testapp::Order::updated").payload["previous"]["status"] == "new"
+
+
+@pytest.mark.django_db
+def test_json_field_mutated_in_place_is_changed(observed):
+    observed(Order)
+    pk = Order.objects.create(number="A-1", notes={"tags": ["a"]}).pk
+    order = Order.objects.get(pk=pk)
+    order.notes["tags"].append("b")
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["notes"])
+    assert events[0].payload["changed"] == ["notes"]
+    assert events[0].payload["previous"] == {"notes": {"tags": ["a"]}}
+    assert events[0].payload["fields"]["notes"] == {"tags": ["a", "b"]}
+
+
+@pytest.mark.django_db
+def test_json_field_of_a_new_instance_mutated_in_place_is_changed(observed):
+    observed(Order)
+    order = Order.objects.create(number="A-1")
+    order.notes["seen"] = True
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save()
+    assert "notes" in events[0].payload["changed"]
+    assert events[0].payload["previous"]["notes"] == {}
+
+
+@pytest.mark.django_db
+def test_refresh_from_db_resets_the_previous_values(observed):
+    observed(Order)
+    order = Order.objects.get(pk=Order.objects.create(number="A-1").pk)
+    Order.objects.filter(pk=order.pk).update(status="paid")
+    order.refresh_from_db()
+    assert order.status == "paid"
+    order.status = "shipped"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["status"])
+    assert events[0].payload["previous"] == {"status": "paid"}
+
+
+@pytest.mark.django_db
+def test_deleted_payload_keeps_the_primary_key(observed):
+    observed(Order)
+    order = Order.objects.create(number="A-1")
+    pk = order.pk
+    with capture_events(r"testapp::Order::deleted") as events:
+        order.delete()
+    assert events[0].payload["pk"] == pk
+    assert events[0].payload["fields"]["number"] == "A-1"
+
+
+# -- secret fields ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_secret_looking_fields_are_left_out_by_default(observed):
+    observed(Order)
+    observed(Customer)
+    with capture_events(r"testapp::.*::created") as events:
+        customer = Customer.objects.create(name="Ada", api_key="key-123")
+        Order.objects.create(number="A-1", customer=customer, secret_note="hush")
+    customer_event = only(events, "testapp::Customer::created")
+    order_event = only(events, "testapp::Order::created")
+    assert customer_event.payload["fields"] == {"id": customer.pk, "name": "Ada"}
+    assert "secret_note" not in order_event.payload["fields"]
+    assert "key-123" not in payload_json(customer_event)
+    assert "hush" not in payload_json(order_event)
+
+
+@pytest.mark.django_db
+def test_secret_fields_named_in_fields_are_included(observed):
+    observed(Order, fields=["number", "secret_note"])
+    observed(Customer, fields=["name", "api_key"])
+    with capture_events(r"testapp::.*::created") as events:
+        customer = Customer.objects.create(name="Ada", api_key="key-123")
+        Order.objects.create(number="A-1", customer=customer, secret_note="hush")
+    assert only(events, "testapp::Customer::created").payload["fields"] == {
+        "name": "Ada",
+        "api_key": "key-123",
+    }
+    assert only(events, "testapp::Order::created").payload["fields"] == {
+        "number": "A-1",
+        "secret_note": "hush",
+    }
+
+
+@pytest.mark.django_db
+def test_sensitive_fields_setting_changes_what_is_hidden(observed):
+    observed(Order)
+    with override_settings(CHANNELS_EVENTS={"SENSITIVE_FIELDS": ["^num"]}):
+        with capture_events(r"testapp::Order::created") as events:
+            Order.objects.create(number="A-1", secret_note="visible now")
+        fields = events[0].payload["fields"]
+        assert "number" not in fields
+        assert fields["secret_note"] == "visible now"
+    with capture_events(r"testapp::Order::created") as events:
+        Order.objects.create(number="A-2", secret_note="hidden again")
+    fields = events[0].payload["fields"]
+    assert fields["number"] == "A-2"
+    assert "secret_note" not in fields
+
+
+@pytest.mark.django_db
+def test_user_password_never_reaches_a_payload(observed):
+    observed(User)
+    hashes = []
+    with capture_events(r"auth::User::.*") as events:
+        user = User.objects.create_user("ada", "ada@example.com", "first-Pa55word")
+        hashes.append(user.password)
+        user.set_password("second-Pa55word")
+        user.save()
+        hashes.append(user.password)
+        user.first_name = "Ada"
+        user.save()
+        user.delete()
+    assert set(events.names) == {f"auth::User::{action}" for action in LIFECYCLE}
+    updated = events.matching(r"auth::User::updated")
+    assert "first_name" in updated[-1].payload["changed"]
+    for event in events:
+        text = payload_json(event)
+        assert '"password"' not in text
+        assert "first-Pa55word" not in text
+        assert "second-Pa55word" not in text
+        for hashed in hashes:
+            assert hashed not in text
+        assert "password" not in event.payload.get("fields", {})
+        assert "password" not in event.payload.get("previous", {})
+        assert "password" not in event.payload.get("changed", [])
+
+
+# -- custom payload and envelope -------------------------------------------------------
+
+
+def order_summary(instance: models.Model, action: str) -> dict[str, Any]:
+    return {"number": instance.number, "action": action}
+
+
+@pytest.mark.django_db
+def test_payload_callable_replaces_the_payload(observed):
+    observed(Order, payload=order_summary)
+    with capture_events(r"testapp::Order::.*") as events:
+        order = Order.objects.create(number="A-1")
+        order.save()
+        order.delete()
+    assert [event.payload for event in events] == [
+        {"number": "A-1", "action": action} for action in LIFECYCLE
+    ]
+
+
+@pytest.mark.django_db
+def test_instance_is_never_serialized(observed):
+    observed(Order)
+    with capture_events(r"testapp::Order::created") as events:
+        order = Order.objects.create(number="A-1")
+    event = events[0]
+    assert event.instance is order
+    envelope = event.to_dict()
+    assert set(envelope) == {"id", "name", "namespace", "payload", "timestamp"}
+    assert envelope["namespace"] == "testapp"
+    text = json.dumps(envelope)
+    assert "instance" not in text
+    assert "instance" not in envelope["payload"]
+
+
+# -- created or updated, from _state.adding ------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("model", "make"),
+    [
+        (Ticket, lambda: Ticket(title="Broken")),
+        (Country, lambda: Country(code="FR", name="France")),
+    ],
+    ids=["uuid-default-pk", "natural-pk"],
+)
+def test_preset_primary_key_gives_created_then_updated(observed, model, make):
+    observed(model)
+    label = model.__name__
+    instance = make()
+    assert instance.pk is not None
+    with capture_events(rf"testapp::{label}::.*") as events:
+        instance.save()
+    assert events.names == [f"testapp::{label}::creating", f"testapp::{label}::created"]
+    with capture_events(rf"testapp::{label}::.*") as events:
+        instance.save()
+    assert events.names == [f"testapp::{label}::updating", f"testapp::{label}::updated"]
+
+
+# -- transactions ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_listeners_run_at_once_but_publication_waits_for_commit(observed, published, listen_to):
+    observed(Order)
+    creating = listen_to("testapp::Order::creating")
+    created = listen_to("testapp::Order::created")
+    with transaction.atomic():
+        order = Order.objects.create(number="A-1")
+        order.status = "paid"
+        order.save()
+        assert len(creating) == 1
+        assert len(created) == 1
+        assert published == []
+        order.delete()
+        assert published == []
+    assert [event.name for event in published] == [
+        "testapp::Order::created",
+        "testapp::Order::updated",
+        "testapp::Order::deleted",
+    ]
+    assert published[0] is created[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_transaction_publishes_nothing(observed, published, listen_to):
+    observed(Order)
+    created = listen_to("testapp::Order::created")
+    with pytest.raises(Boom), transaction.atomic():
+        Order.objects.create(number="A-1")
+        raise Boom
+    assert len(created) == 1
+    assert published == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_savepoint_drops_only_its_own_events(observed, published):
+    observed(Order)
+    with capture_events(r"testapp::Order::created") as dispatched, transaction.atomic():
+        Order.objects.create(number="before")
+        with pytest.raises(Boom), transaction.atomic():
+            Order.objects.create(number="inside")
+            raise Boom
+        Order.objects.create(number="after")
+    assert [e.payload["fields"]["number"] for e in dispatched] == ["before", "inside", "after"]
+    assert [e.payload["fields"]["number"] for e in published] == ["before", "after"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ing_events_are_never_published(observed, published, listen_to):
+    observed(Order)
+    heard = listen_to(r"testapp::Order::.*ing")
+    order = Order.objects.create(number="A-1")
+    order.save()
+    order.delete()
+    assert [event.name for event in heard] == [
+        "testapp::Order::creating",
+        "testapp::Order::updating",
+        "testapp::Order::deleting",
+    ]
+    assert [event.name for event in published] == [
+        "testapp::Order::created",
+        "testapp::Order::updated",
+        "testapp::Order::deleted",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_listen_after_commit_waits_for_commit(observed):
+    observed(Order)
+    late: list[Event] = []
+
+    @listen("testapp::Order::(created|deleted)", after_commit=True)
+    def on_order(event: Event) -> None:
+        late.append(event)
+
+    try:
+        with transaction.atomic():
+            Order.objects.create(number="A-1")
+            assert late == []
+        assert [event.name for event in late] == ["testapp::Order::created"]
+        with pytest.raises(Boom), transaction.atomic():
+            Order.objects.get(number="A-1").delete()
+            raise Boom
+        assert len(late) == 1
+    finally:
+        get_dispatcher().disconnect(on_order)
+
+
+# -- many-to-many ----------------------------------------------------------------------
+
+
+def make_tags(*pks: int) -> list[Tag]:
+    return [Tag.objects.create(pk=pk, name=f"tag-{pk}") for pk in pks]
+
+
+@pytest.mark.django_db
+def test_m2m_add_remove_clear(observed):
+    observed(Order, m2m=True)
+    red, green, blue = make_tags(500_003, 500_001, 500_002)
+    order = Order.objects.create(number="A-1")
+    with capture_events(r"testapp::Order::m2m_changed") as events:
+        order.tags.add(red, green, blue)
+        order.tags.remove(green)
+        order.tags.clear()
+    assert [json.loads(payload_json(event)) for event in events] == [
+        {
+            "model": "testapp.order",
+            "pk": order.pk,
+            "field": "tags",
+            "action": action,
+            "reverse": False,
+            "related_model": "testapp.tag",
+            "pks": pks,
+        }
+        for action, pks in [
+            ("add", [500_001, 500_002, 500_003]),
+            ("remove", [500_001]),
+            ("clear", [500_002, 500_003]),
+        ]
+    ]
+    assert all(event.instance is order for event in events)
+
+
+@pytest.mark.django_db
+def test_m2m_reverse_side(observed):
+    observed(Order, m2m=True)
+    [tag] = make_tags(500_001)
+    first = Order.objects.create(number="A-1")
+    second = Order.objects.create(number="A-2")
+    with capture_events(r"testapp::Order::m2m_changed") as events:
+        tag.orders.add(first, second)
+        tag.orders.clear()
+    assert [event.payload["action"] for event in events] == ["add", "clear"]
+    for event in events:
+        assert event.payload["reverse"] is True
+        assert event.payload["model"] == "testapp.tag"
+        assert event.payload["pk"] == tag.pk
+        assert event.payload["related_model"] == "testapp.order"
+        assert event.payload["pks"] == sorted([first.pk, second.pk])
+
+
+@pytest.mark.django_db
+def test_m2m_integer_pks_are_sorted_numerically(observed):
+    observed(Order, m2m=True)
+    tags = make_tags(1_000_000, 999_999)
+    order = Order.objects.create(number="A-1")
+    with capture_events(r"testapp::Order::m2m_changed") as events:
+        order.tags.add(*tags)
+    assert events[0].payload["pks"] == [999_999, 1_000_000]
+
+
+@pytest.mark.django_db
+def test_no_m2m_events_without_m2m_true(observed):
+    observed(Order)
+    [tag] = make_tags(500_001)
+    order = Order.objects.create(number="A-1")
+    with capture_events() as events:
+        order.tags.add(tag)
+        tag.orders.remove(order)
+        order.tags.set([tag])
+        order.tags.clear()
+    assert events == []
+
+
+# -- muting ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_muted_model_events_silences_every_model_inside_the_block(observed):
+    observed(Order)
+    observed(Customer)
+    with capture_events() as events:
+        with muted_model_events():
+            order = Order.objects.create(number="A-1")
+            Customer.objects.create(name="Ada")
+            order.delete()
+        assert events == []
+        Order.objects.create(number="A-2")
+    assert events.names == ["testapp::Order::creating", "testapp::Order::created"]
+
+
+@pytest.mark.django_db
+def test_muted_model_events_for_one_model(observed):
+    observed(Order)
+    observed(Customer)
+    with capture_events(r"testapp::.*::created") as events:
+        with muted_model_events(Order):
+            Order.objects.create(number="A-1")
+            Customer.objects.create(name="Ada")
+        Order.objects.create(number="A-2")
+    assert events.names == ["testapp::Customer::created", "testapp::Order::created"]
+    assert events[1].payload["fields"]["number"] == "A-2"
+
+
+@pytest.mark.django_db
+def test_muting_ends_when_the_block_raises(observed):
+    observed(Order)
+    with pytest.raises(Boom), muted_model_events():
+        raise Boom
+    with capture_events(r"testapp::Order::created") as events:
+        Order.objects.create(number="A-1")
+    assert len(events) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_muted_model_events_is_local_to_its_context(observed):
+    observed(Order)
+    failures: list[BaseException] = []
+
+    def save_elsewhere() -> None:
+        try:
+            Order.objects.create(number="other-thread")
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    with capture_events(r"testapp::Order::created") as events, muted_model_events():
+        Order.objects.create(number="muted")
+        thread = threading.Thread(target=save_elsewhere)
+        thread.start()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert failures == []
+    assert [event.payload["fields"]["number"] for event in events] == ["other-thread"]
