@@ -11,17 +11,30 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
 # Set up Django (apps, settings) before importing anything that touches models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from channels_events.hub import HubMiddleware  # noqa: E402
+from consumers.events import BrowserEventStream  # noqa: E402
+from consumers.example import OrderFeed  # noqa: E402
+
+websocket_routes = [
+    path("ws/events/", BrowserEventStream.as_asgi()),
+    path("ws/orders/", OrderFeed.as_asgi()),
+]
 
 # HubMiddleware starts this process's hub on daphne's loop at the first
-# connection, so listeners here hear events dispatched in other processes.
+# connection (daphne has no lifespan events), so listeners and websockets
+# here hear events dispatched in other processes.
 application = HubMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            # "websocket": routes to the consumers in consumers/ go here.
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_routes))
+            ),
         }
     )
 )

@@ -120,9 +120,14 @@ class Hub:
         return self._receiver is not None and not self._receiver.done()
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Called with self._lock held, on any thread.
+        # Called with self._lock held, on any thread. Tasks of a previous,
+        # closed loop are dead: forget them, and the channel they read.
         self._loop = loop
         self._wake = None
+        self._sender = self._receiver = self._refresher = None
+        self._channel = None
+        self._joined = set()
+        self._wake_pending = False
         if _running_loop() is loop:
             self._start_sender()
         else:

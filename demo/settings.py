@@ -80,7 +80,10 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # channels-events settings; the library defaults are fine for the demo.
-CHANNELS_EVENTS: dict[str, Any] = {}
+CHANNELS_EVENTS: dict[str, Any] = {
+    # Browsers may subscribe to namespace "shop" and nothing else.
+    "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

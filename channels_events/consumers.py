@@ -1,0 +1,440 @@
+"""Websocket and Channels consumers that receive events through the hub.
+
+``EventStreamConsumer`` speaks the browser protocol of PROTOCOL.md sections
+4-5. ``EventConsumerMixin`` lets any Channels consumer declare
+``listens_for`` and receive events as method calls. Both register with the
+process's hub instead of joining channel-layer groups one connection at a
+time, so a daphne process holds the same Redis connections for one browser
+or ten thousand, and each event is encoded to JSON once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from .conf import events_settings
+from .dispatch import PatternLike, _as_list, get_dispatcher, pattern_text
+from .events import Event
+from .exceptions import ChannelsEventsError
+from .hub import envelope_of, get_hub
+from .names import ClientPattern, compile_client_pattern, compile_pattern, literal_namespace
+from .policy import get_policy
+
+__all__ = ["EventConsumerMixin", "EventStreamConsumer", "encoded_envelope"]
+
+logger = logging.getLogger("channels_events.consumers")
+
+PROTOCOL_VERSION = 1
+CLOSE_POLICY = 4008
+CLOSE_TOO_BIG = 1009
+# A frame this many times over the size limit closes the connection.
+_FAR_TOO_LARGE = 4
+_MAX_ID_LENGTH = 64
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encoded_envelope(event: Event) -> str:
+    """Return the event's envelope as JSON, encoded once per event per process."""
+    encoded: str | None = event.__dict__.get("_encoded")
+    if encoded is None:
+        encoded = event.__dict__["_encoded"] = _JSON.encode(envelope_of(event))
+    return encoded
+
+
+class ProtocolError(ChannelsEventsError):
+    """Raised inside the consumer to answer a client message with an error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Stream events to a browser over a websocket (PROTOCOL.md sections 4-5).
+
+    Route it at ``/ws/events/`` behind ``AllowedHostsOriginValidator`` and
+    ``AuthMiddlewareStack``. What a connection may do is decided by the
+    policies in settings (see ``channels_events.policy``); with none
+    configured nothing is open. Limits come from settings: ``MAX_FRAME_BYTES``,
+    ``MAX_SUBSCRIPTIONS``, ``MAX_PATTERN_LENGTH``, ``RATE_LIMIT`` and
+    ``RATE_BURST`` (messages per second and bucket size), ``BUFFER_SIZE``
+    (frames waiting to be written before the client is told it ``lagged``).
+    """
+
+    async def connect(self) -> None:
+        """Accept, greet with ``welcome``, and register with the hub."""
+        self.connection_id = uuid.uuid4().hex
+        self.subscriptions: dict[str, ClientPattern] = {}
+        self._by_namespace: dict[str, list[tuple[str, ClientPattern]]] = {}
+        self._outbox: collections.deque[tuple[Event, list[str]]] = collections.deque()
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self._tokens = float(events_settings.RATE_BURST)
+        self._refilled = time.monotonic()
+        self._strikes = 0
+        self._policy = get_policy()
+        self._loop = asyncio.get_running_loop()
+        self._hub = get_hub()
+        await self._hub.attach()
+        await self.accept()
+        await self._send_frame(
+            {"type": "welcome", "protocol": PROTOCOL_VERSION, "connection": self.connection_id}
+        )
+        self._writer = self._loop.create_task(self._write_forever())
+
+    async def disconnect(self, code: int) -> None:
+        """Unregister from the hub and stop writing."""
+        hub = getattr(self, "_hub", None)
+        if hub is not None:
+            hub.remove_subscriber(self)
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.cancel()
+
+    # -- the hub's side ----------------------------------------------------
+
+    def namespaces(self) -> Iterable[str]:
+        """Return the namespaces this connection has subscriptions in."""
+        return self._by_namespace.keys()
+
+    def deliver(self, events: list[Event]) -> None:
+        """Queue the events that match a subscription (called by the hub, never blocks)."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._loop.call_soon_threadsafe(self.deliver, events)
+            return
+        outbox = self._outbox
+        limit = events_settings.BUFFER_SIZE
+        queued = False
+        for event in events:
+            candidates = self._by_namespace.get(event.namespace)
+            if not candidates:
+                continue
+            ids = [sid for sid, pattern in candidates if pattern.matches(event.name)]
+            if not ids:
+                continue
+            if len(outbox) >= limit:
+                self._dropped += 1
+                continue
+            outbox.append((event, ids))
+            queued = True
+        if queued or self._dropped:
+            self._wake.set()
+
+    async def _write_forever(self) -> None:
+        policy = self._policy
+        scope = self.scope
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox or self._dropped:
+                if self._dropped:
+                    dropped, self._dropped = self._dropped, 0
+                    await self._send_frame({"type": "lagged", "dropped": dropped})
+                if not self._outbox:
+                    continue
+                event, ids = self._outbox.popleft()
+                verdict = policy.may_receive_now(scope, event)
+                if not isinstance(verdict, bool):
+                    try:
+                        verdict = await verdict
+                    except Exception:
+                        logger.exception("RECEIVE_POLICY failed on %r; not sent.", event.name)
+                        continue
+                if not verdict:
+                    continue
+                await self.send(
+                    text_data='{"type":"event","subscriptions":'
+                    + _JSON.encode(ids)
+                    + ',"event":'
+                    + encoded_envelope(event)
+                    + "}"
+                )
+
+    # -- the client's side -------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Handle one client frame; a bad one gets an ``error`` and changes nothing."""
+        if not self._take_token():
+            self._strikes += 1
+            if self._strikes > events_settings.RATE_BURST:
+                await self.close(code=CLOSE_POLICY)
+                return
+            await self._error("rate_limited", "Too many messages; slow down.")
+            return
+        self._strikes = 0
+        if text_data is None:
+            await self._error("bad_request", "Binary frames are not part of the protocol.")
+            return
+        limit = events_settings.MAX_FRAME_BYTES
+        size = len(text_data.encode()) if len(text_data) * 4 > limit else len(text_data)
+        if size > limit:
+            if size > limit * _FAR_TOO_LARGE:
+                await self.close(code=CLOSE_TOO_BIG)
+                return
+            await self._error("too_large", f"Frames are limited to {limit} bytes; got {size}.")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_json", "The frame is not valid JSON.")
+            return
+        reply_id = message.get("id") if isinstance(message, dict) else None
+        if not isinstance(reply_id, str):
+            reply_id = None
+        try:
+            if not isinstance(message, dict):
+                raise ProtocolError("bad_request", "A frame must be a JSON object.")
+            kind = message.get("type")
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise ProtocolError(
+                    "bad_request",
+                    f"Unknown or missing type {kind!r}; expected one of "
+                    f"{', '.join(sorted(self._handlers))}.",
+                )
+            await handler(self, message)
+        except ProtocolError as error:
+            await self._error(error.code, error.message, reply_id)
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        rate = float(events_settings.RATE_LIMIT)
+        burst = float(events_settings.RATE_BURST)
+        self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        sid = _field(message, "id", str)
+        if not 1 <= len(sid) <= _MAX_ID_LENGTH:
+            raise ProtocolError("bad_request", "id must be 1-64 characters.")
+        pattern = _field(message, "pattern", str)
+        since = message.get("since")
+        if since is not None and not isinstance(since, str):
+            raise ProtocolError("bad_request", "since must be an event id (a string).")
+        if sid in self.subscriptions:
+            raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
+        if len(self.subscriptions) >= events_settings.MAX_SUBSCRIPTIONS:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"At most {events_settings.MAX_SUBSCRIPTIONS} subscriptions per connection.",
+            )
+        try:
+            compiled = compile_client_pattern(pattern, events_settings.MAX_PATTERN_LENGTH)
+        except ChannelsEventsError as exc:
+            raise ProtocolError("invalid_pattern", str(exc)) from None
+        allowed = await self._ask(self._policy.may_subscribe, compiled.namespace, pattern)
+        if not allowed:
+            raise ProtocolError(
+                "forbidden", f"Subscribing to namespace {compiled.namespace!r} is not allowed."
+            )
+        if sid in self.subscriptions:  # taken while the policy was consulted
+            raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
+        self.subscriptions[sid] = compiled
+        self._by_namespace.setdefault(compiled.namespace, []).append((sid, compiled))
+        self._hub.add_subscriber(self)
+        await self._send_frame({"type": "subscribed", "id": sid, "namespace": compiled.namespace})
+        if since is not None:
+            # No history is kept yet: whatever came after ``since`` is gone.
+            await self._send_frame({"type": "gap", "subscription": sid, "since": since})
+
+    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+        sid = _field(message, "id", str)
+        compiled = self.subscriptions.pop(sid, None)
+        if compiled is None:
+            raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
+        remaining = [entry for entry in self._by_namespace[compiled.namespace] if entry[0] != sid]
+        if remaining:
+            self._by_namespace[compiled.namespace] = remaining
+        else:
+            del self._by_namespace[compiled.namespace]
+        self._hub.add_subscriber(self)
+        await self._send_frame({"type": "unsubscribed", "id": sid})
+
+    async def _ping(self, message: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "pong"}
+        if "id" in message:
+            reply["id"] = message["id"]
+        await self._send_frame(reply)
+
+    async def _emit(self, message: dict[str, Any]) -> None:
+        name = _field(message, "name", str)
+        payload = _field(message, "payload", dict)
+        try:
+            event = Event(name, payload)
+        except ChannelsEventsError as exc:
+            raise ProtocolError("bad_request", str(exc)) from None
+        if not await self._ask(self._policy.may_emit, name, payload):
+            raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
+        await get_dispatcher().adispatch(event)
+        reply: dict[str, Any] = {"type": "emitted", "id": event.id}
+        await self._send_frame(reply)
+
+    _handlers: ClassVar[dict[str, Any]] = {
+        "subscribe": _subscribe,
+        "unsubscribe": _unsubscribe,
+        "ping": _ping,
+        "emit": _emit,
+    }
+
+    async def _ask(self, question: Any, *args: Any) -> bool:
+        try:
+            return bool(await question(self.scope, *args))
+        except Exception:
+            logger.exception("A channels-events policy raised; treating it as a refusal.")
+            return False
+
+    async def _error(self, code: str, message: str, reply_id: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if reply_id is not None:
+            frame["id"] = reply_id
+        await self._send_frame(frame)
+
+    async def _send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=_JSON.encode(frame))
+
+
+def _field(message: dict[str, Any], key: str, kind: type) -> Any:
+    value = message.get(key)
+    if not isinstance(value, kind):
+        raise ProtocolError(
+            "bad_request", f"{message.get('type')} needs {key!r} as a {kind.__name__}."
+        )
+    return value
+
+
+class _MixinSubscriber:
+    """The hub-facing side of an EventConsumerMixin consumer."""
+
+    def __init__(self, consumer: EventConsumerMixin, loop: asyncio.AbstractEventLoop) -> None:
+        self.consumer = consumer
+        self.loop = loop
+
+    def namespaces(self) -> Iterable[str]:
+        return self.consumer._event_namespaces
+
+    def deliver(self, events: list[Event]) -> None:
+        if asyncio.get_running_loop() is not self.loop:
+            self.loop.call_soon_threadsafe(self.deliver, events)
+            return
+        self.consumer._event_queue.extend(events)
+        self.consumer._event_wake.set()
+
+
+class EventConsumerMixin:
+    """Give any Channels consumer events as method calls.
+
+    ::
+
+        class OrderFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+            listens_for = [r"shop::Order::.*"]          # -> on_event(event)
+
+            async def on_event(self, event):
+                await self.send_json(event.to_dict())
+
+        class Billing(EventConsumerMixin, AsyncConsumer):
+            listens_for = {r"billing::invoice::.*": "invoice_changed"}
+
+    ``listens_for`` is a list of trusted patterns (regexes, Event classes),
+    delivered to ``on_event``, or a dict mapping each pattern to the name of
+    its handler method. Handlers may be sync or async. The consumer is
+    registered with the hub when its ``connect`` / ``websocket_connect`` runs
+    and unregistered on disconnect; it receives every matching event
+    published in this process (model events after commit) or received from
+    other processes, in order. Patterns without a literal namespace need
+    ``event_namespaces = [...]``.
+    """
+
+    listens_for: ClassVar[Iterable[PatternLike] | dict[PatternLike, str]] = ()
+    event_namespaces: ClassVar[Iterable[str]] = ()
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """Register with the hub, then connect as the consumer class does."""
+        await self.start_listening()
+        await super().websocket_connect(message)  # type: ignore[misc]
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Unregister from the hub, then disconnect as the consumer class does."""
+        await self.stop_listening()
+        await super().websocket_disconnect(message)  # type: ignore[misc]
+
+    async def start_listening(self) -> None:
+        """Register with the hub (called on connect; call it yourself in other consumers)."""
+        if getattr(self, "_event_subscriber", None) is not None:
+            return
+        routes: list[tuple[Any, str]] = []
+        spec = self.listens_for
+        items = (
+            spec.items() if isinstance(spec, dict) else [(p, "on_event") for p in _as_list(spec)]
+        )
+        namespaces = set(self.event_namespaces)
+        for pattern, method in items:
+            source = pattern_text(pattern)
+            if not callable(getattr(self, method, None)):
+                raise TypeError(f"{type(self).__qualname__} has no handler method {method!r}.")
+            literal = literal_namespace(source)
+            if literal is None and not self.event_namespaces:
+                raise TypeError(
+                    f"{type(self).__qualname__}: pattern {source!r} has no literal namespace; "
+                    "list the namespaces it may match in event_namespaces."
+                )
+            if literal is not None:
+                namespaces.add(literal)
+            routes.append((compile_pattern(source), method))
+        self._event_routes = routes
+        self._event_namespaces = frozenset(namespaces)
+        self._event_queue: collections.deque[Event] = collections.deque()
+        self._event_wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._event_subscriber: _MixinSubscriber | None = _MixinSubscriber(self, loop)
+        self._event_task = loop.create_task(self._run_event_handlers())
+        hub = get_hub()
+        await hub.attach()
+        hub.add_subscriber(self._event_subscriber)
+
+    async def stop_listening(self) -> None:
+        """Unregister from the hub."""
+        subscriber = getattr(self, "_event_subscriber", None)
+        if subscriber is None:
+            return
+        get_hub().remove_subscriber(subscriber)
+        self._event_task.cancel()
+        self._event_subscriber = None
+
+    async def _run_event_handlers(self) -> None:
+        while True:
+            await self._event_wake.wait()
+            self._event_wake.clear()
+            while self._event_queue:
+                event = self._event_queue.popleft()
+                for regex, method in self._event_routes:
+                    if regex.fullmatch(event.name):
+                        try:
+                            result = getattr(self, method)(event)
+                            if asyncio.iscoroutine(result):
+                                await result
+                        except Exception:
+                            logger.exception(
+                                "%s.%s failed on event %r.",
+                                type(self).__qualname__,
+                                method,
+                                event.name,
+                            )
+                        break
+
+    def on_event(self, event: Event) -> Any:
+        """Handle an event matching ``listens_for``; override it (it may be async)."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define on_event(event).")
