@@ -14,6 +14,8 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from channels_events.hub import HubMiddleware  # noqa: E402
@@ -31,7 +33,8 @@ websocket_routes = [
 application = HubMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # The demo serves its own static files (the JS client) when DEBUG is on.
+            "http": ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app,
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_routes))
             ),

@@ -7,7 +7,6 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .exceptions import EventClassError, InvalidPayload
@@ -38,6 +37,7 @@ _RESERVED = frozenset(
 )
 _ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [first + second for first in _CROCKFORD for second in _CROCKFORD]
 
 _id_lock = threading.Lock()
 _last_ms = -1
@@ -65,15 +65,16 @@ def _new_event_id_locked(when: float | None) -> str:
         _last_ms = ms
         _last_random = random.getrandbits(79)
     value = (ms << 80) | _last_random
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 characters of 5 bits, two at a time from a table of all pairs.
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _format_timestamp(when: float) -> str:
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds")
+    seconds = int(when)
+    micros = round((when - seconds) * 1_000_000)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}+00:00"
 
 
 _event_classes: dict[str, type[Event]] = {}

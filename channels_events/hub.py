@@ -22,14 +22,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from .conf import events_settings
 from .dispatch import Dispatcher, Registration, get_dispatcher
 from .events import Event
-from .payloads import json_safe
+from .payloads import is_flat_json, json_safe
 
 __all__ = ["Hub", "HubMiddleware", "Subscriber", "get_hub", "start_hub"]
 
@@ -39,6 +40,7 @@ EVENT_TYPE = "channels_events.event"
 BATCH_TYPE = "channels_events.events"
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
+_BACKPRESSURE_WAIT = 1.0
 _LINGER_POLLS = 3
 _LINGER_INTERVAL = 0.001
 
@@ -56,7 +58,10 @@ class Subscriber(Protocol):
 def envelope_of(event: Event) -> dict[str, Any]:
     """Return the event's envelope with a payload that msgpack and JSON both accept."""
     envelope = event.to_dict()
-    envelope["payload"] = json_safe(envelope["payload"])
+    payload = envelope["payload"]
+    # Most payloads are flat and JSON-safe already; the others get converted.
+    if not is_flat_json(payload):
+        envelope["payload"] = json_safe(payload)
     return envelope
 
 
@@ -82,8 +87,11 @@ class Hub:
         self._wake_pending = False
         self._idle = threading.Event()
         self._idle.set()
+        self._room = threading.Event()
+        self._failing = False
         self._sender: asyncio.Task[None] | None = None
         self._pending: tuple[str, list[dict[str, Any]]] | None = None
+        self._workers: ThreadPoolExecutor | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
@@ -211,7 +219,15 @@ class Hub:
             loop = self._loop
             assert loop is not None
         outbox = self._outbox
-        if len(outbox) >= events_settings.OUTBOX_SIZE:
+        size = events_settings.OUTBOX_SIZE
+        if len(outbox) >= size and not self._failing and _running_loop() is not loop:
+            # Backpressure, not loss: while the layer answers, a caller that
+            # outruns the hub (a tight loop of dispatches) waits for room.
+            self._room.clear()
+            self._wake_pending = True
+            loop.call_soon_threadsafe(self._wakeup)
+            self._room.wait(_BACKPRESSURE_WAIT)
+        if len(outbox) >= size:
             outbox.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -245,10 +261,14 @@ class Hub:
                 while self._outbox or self._pending:
                     try:
                         await self._send_some()
+                        if len(self._outbox) * 2 <= events_settings.OUTBOX_SIZE:
+                            self._room.set()
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
                         failures += 1
+                        self._failing = True
+                        self._room.set()
                         if failures == 1:
                             logger.warning(
                                 "Publishing to the channel layer failed (%s); retrying.", exc
@@ -258,6 +278,7 @@ class Hub:
                     if failures:
                         logger.warning("Publishing to the channel layer works again.")
                         failures = 0
+                        self._failing = False
                 self._idle.set()
                 # Linger before sleeping: while events keep coming, publishers
                 # find _wake_pending set and skip the cross-thread wake-up,
@@ -503,8 +524,10 @@ class Hub:
     async def deliver_to_listeners(self, events: list[Event]) -> None:
         """Run local listeners for events from other processes, each in publish order.
 
-        Async listeners are awaited here; sync listeners of the whole batch run
-        in one ``sync_to_async`` call, so a batch costs one thread hop.
+        Async listeners are awaited here. Sync listeners run on one worker
+        thread of the hub's (so they may use the ORM, and see events in
+        order), a whole message's worth per hand-off; the hub does not wait
+        for them before reading the next message.
         """
         dispatcher = self.dispatcher
         if dispatcher._muted:
@@ -525,7 +548,14 @@ class Hub:
                 else:
                     sync_calls.append((registration, event))
         if sync_calls:
-            await sync_to_async(_run_sync_calls, thread_sensitive=True)(dispatcher, sync_calls)
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(
+                    1, thread_name_prefix="channels-events-listeners"
+                )
+            future = asyncio.get_running_loop().run_in_executor(
+                self._workers, _run_sync_calls, dispatcher, sync_calls
+            )
+            future.add_done_callback(_log_worker_failure)
 
     async def stop(self) -> None:
         """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
@@ -570,6 +600,14 @@ def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Even
                 logger.exception(
                     "Listener %s failed on remote event %r.", registration.description, event.name
                 )
+    # This thread lives long: drop database connections past their age, as
+    # Django does at the end of each request.
+    close_old_connections()
+
+
+def _log_worker_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("Delivering remote events failed.", exc_info=future.exception())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

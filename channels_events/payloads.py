@@ -15,7 +15,14 @@ from django.db import models
 
 from .conf import events_settings
 
-__all__ = ["PRIMITIVE_TYPES", "json_safe", "model_label", "select_fields", "sensitive_regex"]
+__all__ = [
+    "PRIMITIVE_TYPES",
+    "is_flat_json",
+    "json_safe",
+    "model_label",
+    "select_fields",
+    "sensitive_regex",
+]
 
 _PRIMITIVES = (str, int, float, bool, type(None))
 #: Types json.dumps takes as they are; hot loops test ``type(v) in`` this first.
@@ -47,6 +54,14 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, models.Model):
         return json_safe(value.pk)
     return str(value)
+
+
+def is_flat_json(value: dict[str, Any]) -> bool:
+    """Return whether a dict has str keys and only values json.dumps takes as they are."""
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in PRIMITIVE_TYPES:
+            return False
+    return True
 
 
 def model_label(model: type[models.Model]) -> str:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from django.urls import path
-
-from demo import views
+from django.urls import include, path
 
 urlpatterns = [
-    path("", views.index, name="index"),
+    path("", include("demo.shop.urls")),
 ]

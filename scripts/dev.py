@@ -269,6 +269,53 @@ def postgres_reachable() -> tuple[bool, str]:
     return True, ""
 
 
+# --------------------------------------------------------------------------- browser and node
+
+CHROMIUM_ENV = "CHANNELS_EVENTS_CHROMIUM"
+
+
+def find_chromium() -> str | None:
+    for candidate in (os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium")
+
+
+def chromium_for_tests(warnings: list[str]) -> str | None:
+    """Return Debian's Chromium for the browser test, installing it under CI if need be."""
+    found = find_chromium()
+    if found is None and in_ci() and shutil.which("apt-get") and os.geteuid() == 0:
+        say("Chromium is missing: installing Debian's chromium package (CI=true)")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=apt_env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=apt_env)
+        found = find_chromium()
+    if found is not None:
+        say(f"Chromium for the browser test: {found}")
+        return found
+    if in_ci():
+        banner("ERROR: Chromium is not available, and CI=true.", stream="stderr")
+        raise StepFailed("Chromium unavailable under CI")
+    banner(
+        "WARNING: Chromium was not found (install Debian's chromium package).",
+        "The browser test will be SKIPPED.",
+    )
+    warnings.append("Chromium missing: the browser test was SKIPPED")
+    return None
+
+
+def js_tests(warnings: list[str]) -> None:
+    """Run the browser client's tests with Node's test runner."""
+    node = shutil.which("node")
+    if node is None:
+        if in_ci():
+            raise StepFailed("node is not available under CI: the JS client tests must run")
+        banner("WARNING: node was not found; the JS client tests were SKIPPED.")
+        warnings.append("node missing: the JS client tests were SKIPPED")
+        return
+    run("node --test (JS client)", [node, "--test", "tests/js/"])
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -279,6 +326,10 @@ def cmd_test(pytest_args: list[str]) -> int:
     run("ruff check", [VENV_PYTHON, "-m", "ruff", "check", "."])
     run("ruff format", [VENV_PYTHON, "-m", "ruff", "format", "--check", "."])
     run("mypy", [VENV_PYTHON, "-m", "mypy"])
+    js_tests(warnings)
+    chromium = chromium_for_tests(warnings)
+    if chromium:
+        os.environ[CHROMIUM_ENV] = chromium
 
     pg_ok, pg_problem = postgres_reachable()
     if pg_ok:
@@ -320,7 +371,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     for warning in warnings:
         say(f"WARNING: {warning}")
     suffix = " (with warnings above)" if warnings else ""
-    say(f"PASSED: ruff, ruff format, mypy and pytest all succeeded{suffix}")
+    say(f"PASSED: ruff, ruff format, mypy, node --test and pytest all succeeded{suffix}")
     return 0
 
 

@@ -1,0 +1,281 @@
+// channels-events browser client: a dependency-free ES module.
+//
+//   import { connect } from "/static/channels_events/events.js";
+//   const events = connect("/ws/events/");
+//   const stop = events.subscribe("shop::Order::.*", (event) => console.log(event));
+//   events.onStatus((status) => console.log(status.state));
+//   await events.emit("chat::message::sent", { text: "hi" });
+//
+// Loaded with <script type="module" src=".../events.js">, it also sets
+// window.ChannelsEvents = { connect }, for scripts that are not modules.
+//
+// The client speaks PROTOCOL.md version 1. It reconnects on its own with
+// exponential backoff and jitter, subscribes again after a reconnect, and
+// asks for what it missed with `since` (the id of the last event it saw);
+// where the server keeps no history it answers `gap`, passed to onGap.
+
+const PROTOCOL = 1;
+
+function defaults(options) {
+  return {
+    minDelay: 500, // ms before the first reconnect attempt
+    maxDelay: 15000, // ms, the cap of the exponential backoff
+    reconnect: true,
+    pingInterval: 25000, // ms between keep-alive pings; 0 turns them off
+    WebSocket: globalThis.WebSocket, // injectable, for tests and other runtimes
+    random: Math.random,
+    setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+    clearTimeout: (handle) => globalThis.clearTimeout(handle),
+    ...options,
+  };
+}
+
+function absoluteUrl(url) {
+  if (/^wss?:\/\//.test(url)) return url;
+  const location = globalThis.location;
+  if (!location) throw new Error(`connect() needs an absolute ws:// URL, got ${url}`);
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${url.startsWith("/") ? "" : "/"}${url}`;
+}
+
+/**
+ * Open an event stream. Returns a client with subscribe, emit, onStatus and close.
+ * `options`: minDelay, maxDelay, reconnect, pingInterval, WebSocket.
+ */
+export function connect(url, options = {}) {
+  const opts = defaults(options);
+  const target = absoluteUrl(url);
+  const subscriptions = new Map(); // id -> {pattern, callback, onGap, onError, since, acked}
+  const statusListeners = new Set();
+  const pendingEmits = []; // {resolve, reject}, answered in order
+  let socket = null;
+  let attempt = 0;
+  let retryTimer = null;
+  let pingTimer = null;
+  let closed = false;
+  let counter = 0;
+  let state = "connecting";
+  let connectionId = null;
+
+  function setStatus(next, extra = {}) {
+    state = next;
+    const status = { state: next, attempt, connection: connectionId, ...extra };
+    for (const listener of statusListeners) {
+      try {
+        listener(status);
+      } catch (error) {
+        console.error("channels-events: status listener failed", error);
+      }
+    }
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === 1 && state === "open") {
+      socket.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  function sendSubscribe(id, sub) {
+    const message = { type: "subscribe", id, pattern: sub.pattern };
+    if (sub.since) message.since = sub.since;
+    sub.acked = false;
+    send(message);
+  }
+
+  function open() {
+    if (closed) return;
+    setStatus(attempt === 0 ? "connecting" : "reconnecting");
+    let ws;
+    try {
+      ws = new opts.WebSocket(target);
+    } catch (error) {
+      scheduleReconnect();
+      return;
+    }
+    socket = ws;
+    ws.onmessage = (message) => handle(message.data);
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      stopPing();
+      failPendingEmits(new Error("connection closed"));
+      if (closed) {
+        setStatus("closed", { code: event && event.code });
+        return;
+      }
+      setStatus("disconnected", { code: event && event.code });
+      scheduleReconnect();
+    };
+    ws.onerror = () => {
+      // onclose follows and schedules the reconnect.
+    };
+  }
+
+  function scheduleReconnect() {
+    if (closed || !opts.reconnect || retryTimer !== null) return;
+    const ceiling = Math.min(opts.maxDelay, opts.minDelay * 2 ** attempt);
+    // Full jitter between half the ceiling and the ceiling: clients that
+    // lost the same server do not all come back in the same millisecond.
+    const delay = ceiling / 2 + opts.random() * (ceiling / 2);
+    attempt += 1;
+    setStatus("waiting", { delay });
+    retryTimer = opts.setTimeout(() => {
+      retryTimer = null;
+      open();
+    }, delay);
+  }
+
+  function startPing() {
+    stopPing();
+    if (!opts.pingInterval) return;
+    const tick = () => {
+      send({ type: "ping" });
+      pingTimer = opts.setTimeout(tick, opts.pingInterval);
+    };
+    pingTimer = opts.setTimeout(tick, opts.pingInterval);
+  }
+
+  function stopPing() {
+    if (pingTimer !== null) opts.clearTimeout(pingTimer);
+    pingTimer = null;
+  }
+
+  function failPendingEmits(error) {
+    while (pendingEmits.length) pendingEmits.shift().reject(error);
+  }
+
+  function handle(data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch (error) {
+      console.error("channels-events: ignored a frame that is not JSON", data);
+      return;
+    }
+    switch (message.type) {
+      case "welcome":
+        if (message.protocol !== PROTOCOL) {
+          console.warn(`channels-events: server speaks protocol ${message.protocol}`);
+        }
+        connectionId = message.connection;
+        attempt = 0;
+        setStatus("open");
+        for (const [id, sub] of subscriptions) sendSubscribe(id, sub);
+        startPing();
+        break;
+      case "subscribed": {
+        const sub = subscriptions.get(message.id);
+        if (sub) sub.acked = true;
+        break;
+      }
+      case "unsubscribed":
+        break;
+      case "event": {
+        const envelope = message.event;
+        for (const id of message.subscriptions || []) {
+          const sub = subscriptions.get(id);
+          if (!sub) continue;
+          sub.since = envelope.id;
+          try {
+            sub.callback(envelope);
+          } catch (error) {
+            console.error("channels-events: subscriber failed", error);
+          }
+        }
+        break;
+      }
+      case "gap": {
+        const sub = subscriptions.get(message.subscription);
+        if (sub && sub.onGap) sub.onGap({ since: message.since });
+        break;
+      }
+      case "lagged":
+        setStatus("open", { lagged: message.dropped });
+        break;
+      case "pong":
+        break;
+      case "emitted": {
+        const pending = pendingEmits.shift();
+        if (pending) pending.resolve(message.id);
+        break;
+      }
+      case "error": {
+        const error = Object.assign(new Error(message.message), { code: message.code });
+        const sub = message.id !== undefined ? subscriptions.get(message.id) : undefined;
+        if (sub && !sub.acked) {
+          // The server refused this subscription: forget it, or every
+          // reconnect would ask again.
+          subscriptions.delete(message.id);
+          if (sub.onError) sub.onError(error);
+          else console.error(`channels-events: subscription ${sub.pattern} refused`, error);
+        } else if (message.id === undefined && pendingEmits.length) {
+          pendingEmits.shift().reject(error);
+        } else {
+          console.error("channels-events: server error", error);
+        }
+        break;
+      }
+      default:
+        console.warn("channels-events: ignored unknown message", message);
+    }
+  }
+
+  const client = {
+    /**
+     * Call `callback(envelope)` for each event whose name fully matches `pattern`.
+     * `options`: onGap({since}) when events were missed, onError(error) if refused.
+     * Returns a function that unsubscribes.
+     */
+    subscribe(pattern, callback, subscribeOptions = {}) {
+      counter += 1;
+      const id = `s${counter}`;
+      const sub = { pattern, callback, since: null, acked: false, ...subscribeOptions };
+      subscriptions.set(id, sub);
+      sendSubscribe(id, sub);
+      return () => {
+        if (subscriptions.delete(id)) send({ type: "unsubscribe", id });
+      };
+    },
+
+    /** Ask the server to dispatch an event; resolves with its id, rejects if refused. */
+    emit(name, payload = {}) {
+      return new Promise((resolve, reject) => {
+        if (!send({ type: "emit", name, payload })) {
+          reject(new Error("not connected"));
+          return;
+        }
+        pendingEmits.push({ resolve, reject });
+      });
+    },
+
+    /** Call `callback({state, attempt, ...})` on every status change. Returns a remover. */
+    onStatus(callback) {
+      statusListeners.add(callback);
+      callback({ state, attempt, connection: connectionId });
+      return () => statusListeners.delete(callback);
+    },
+
+    /** Close for good: no more reconnects. */
+    close() {
+      closed = true;
+      stopPing();
+      if (retryTimer !== null) opts.clearTimeout(retryTimer);
+      retryTimer = null;
+      if (socket) socket.close(1000);
+      else setStatus("closed");
+    },
+
+    get state() {
+      return state;
+    },
+  };
+
+  open();
+  return client;
+}
+
+if (typeof window !== "undefined") {
+  window.ChannelsEvents = { connect };
+}

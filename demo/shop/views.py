@@ -1,0 +1,79 @@
+"""The dashboard page and the small JSON API its form uses."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_POST
+
+from .models import STATUSES, Order
+
+
+def _row(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.pk,
+        "number": order.number,
+        "customer": order.customer,
+        "status": order.status,
+        "total": str(order.total),
+        "updated_at": order.updated_at.isoformat(),
+    }
+
+
+@require_GET
+@ensure_csrf_cookie
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Render the live dashboard with the current orders."""
+    orders = [_row(order) for order in Order.objects.all()[:200]]
+    return render(request, "shop/dashboard.html", {"orders": orders, "statuses": STATUSES})
+
+
+@require_GET
+def order_list(request: HttpRequest) -> JsonResponse:
+    """Return the current orders (the page reloads them after missing events)."""
+    return JsonResponse({"orders": [_row(order) for order in Order.objects.all()[:200]]})
+
+
+@require_POST
+def order_create(request: HttpRequest) -> JsonResponse:
+    """Create an order from the form: customer and total."""
+    try:
+        data = json.loads(request.body or b"{}")
+        customer = str(data.get("customer", "")).strip()[:100]
+        total = Decimal(str(data.get("total", "")))
+    except (ValueError, InvalidOperation):
+        return JsonResponse({"error": "Send JSON with a customer and a total."}, status=400)
+    if not customer or not total.is_finite() or total <= 0 or total >= 10**8:
+        return JsonResponse({"error": "A customer and a positive total are needed."}, status=400)
+    number = f"A-{random.randrange(10000, 99999)}"
+    while Order.objects.filter(number=number).exists():
+        number = f"A-{random.randrange(10000, 99999)}"
+    order = Order.objects.create(
+        number=number, customer=customer, total=total.quantize(Decimal("0.01"))
+    )
+    return JsonResponse(_row(order), status=201)
+
+
+@require_POST
+def order_advance(request: HttpRequest, pk: int) -> JsonResponse:
+    """Move an order to its next status."""
+    order = get_object_or_404(Order, pk=pk)
+    following = order.next_status()
+    if following is None:
+        return JsonResponse({"error": "This order is already delivered."}, status=409)
+    order.status = following
+    order.save(update_fields=["status", "updated_at"])
+    return JsonResponse(_row(order))
+
+
+@require_POST
+def order_delete(request: HttpRequest, pk: int) -> JsonResponse:
+    """Delete an order."""
+    get_object_or_404(Order, pk=pk).delete()
+    return JsonResponse({"deleted": pk})

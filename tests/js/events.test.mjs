@@ -1,0 +1,193 @@
+// Tests of the browser client, run with Node's test runner:
+//   node --test tests/js/
+// A fake WebSocket and fake timers let the tests drive reconnects exactly.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { connect } from "../../channels_events/static/channels_events/events.js";
+
+function harness(options = {}) {
+  const sockets = [];
+  const timers = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      sockets.push(this);
+    }
+    send(text) {
+      this.sent.push(JSON.parse(text));
+    }
+    close(code = 1000) {
+      this.readyState = 3;
+      this.onclose?.({ code });
+    }
+    // Test helpers: the server side.
+    accept() {
+      this.readyState = 1;
+      this.receive({ type: "welcome", protocol: 1, connection: `c${sockets.length}` });
+    }
+    receive(message) {
+      this.onmessage?.({ data: JSON.stringify(message) });
+    }
+    drop() {
+      this.readyState = 3;
+      this.onclose?.({ code: 1006 });
+    }
+  }
+  const client = connect("ws://127.0.0.1:8000/ws/events/", {
+    WebSocket: FakeWebSocket,
+    random: () => 0.5,
+    pingInterval: 0,
+    setTimeout: (fn, ms) => {
+      timers.push({ fn, ms });
+      return timers.length;
+    },
+    clearTimeout: () => {},
+    ...options,
+  });
+  const runTimer = () => {
+    const timer = timers.shift();
+    assert.ok(timer, "a timer was scheduled");
+    timer.fn();
+    return timer.ms;
+  };
+  return { client, sockets, timers, runTimer, last: () => sockets[sockets.length - 1] };
+}
+
+test("subscribes once the server says welcome, and delivers events", () => {
+  const { client, last } = harness();
+  const seen = [];
+  client.subscribe("shop::Order::.*", (event) => seen.push(event.name));
+  assert.deepEqual(last().sent, []); // not before welcome
+  last().accept();
+  assert.deepEqual(last().sent, [{ type: "subscribe", id: "s1", pattern: "shop::Order::.*" }]);
+  last().receive({ type: "subscribed", id: "s1", namespace: "shop" });
+  const envelope = { id: "01A", name: "shop::Order::created", namespace: "shop", payload: {} };
+  last().receive({ type: "event", subscriptions: ["s1"], event: envelope });
+  assert.deepEqual(seen, ["shop::Order::created"]);
+});
+
+test("one event frame reaches every listed subscription once", () => {
+  const { client, last } = harness();
+  const a = [];
+  const b = [];
+  client.subscribe("shop::.*", (e) => a.push(e.id));
+  client.subscribe("shop::Order::.*", (e) => b.push(e.id));
+  last().accept();
+  last().receive({ type: "event", subscriptions: ["s1", "s2"], event: { id: "E1", name: "shop::Order::x" } });
+  last().receive({ type: "event", subscriptions: ["s1"], event: { id: "E2", name: "shop::y" } });
+  assert.deepEqual(a, ["E1", "E2"]);
+  assert.deepEqual(b, ["E1"]);
+});
+
+test("reconnects with growing, capped, jittered delays", () => {
+  const { client, sockets, runTimer, last } = harness({ minDelay: 100, maxDelay: 1000 });
+  const states = [];
+  client.onStatus((s) => states.push(s.state));
+  last().drop();
+  const delays = [];
+  for (let i = 0; i < 6; i += 1) {
+    delays.push(runTimer());
+    last().drop();
+  }
+  // random() = 0.5 puts each delay at 3/4 of its ceiling: 100, 200, 400, 800, 1000, 1000.
+  assert.deepEqual(delays, [75, 150, 300, 600, 750, 750]);
+  assert.equal(sockets.length, 7);
+  assert.ok(states.includes("waiting") && states.includes("reconnecting"));
+});
+
+test("a successful welcome resets the backoff", () => {
+  const { runTimer, last } = harness({ minDelay: 100, maxDelay: 1000 });
+  last().drop();
+  runTimer();
+  last().drop();
+  runTimer();
+  last().accept();
+  last().drop();
+  assert.equal(runTimer(), 75);
+});
+
+test("resubscribes after a reconnect, asking for what was missed with since", () => {
+  const { client, runTimer, last } = harness();
+  const gaps = [];
+  client.subscribe("shop::.*", () => {}, { onGap: (gap) => gaps.push(gap.since) });
+  last().accept();
+  last().receive({ type: "subscribed", id: "s1", namespace: "shop" });
+  last().receive({ type: "event", subscriptions: ["s1"], event: { id: "E7", name: "shop::x" } });
+  last().drop();
+  runTimer();
+  last().accept();
+  assert.deepEqual(last().sent, [{ type: "subscribe", id: "s1", pattern: "shop::.*", since: "E7" }]);
+  last().receive({ type: "subscribed", id: "s1", namespace: "shop" });
+  last().receive({ type: "gap", subscription: "s1", since: "E7" });
+  assert.deepEqual(gaps, ["E7"]);
+});
+
+test("unsubscribe stops delivery and is not resubscribed", () => {
+  const { client, runTimer, last } = harness();
+  const seen = [];
+  const stop = client.subscribe("shop::.*", (e) => seen.push(e.id));
+  last().accept();
+  stop();
+  assert.deepEqual(last().sent.at(-1), { type: "unsubscribe", id: "s1" });
+  last().receive({ type: "event", subscriptions: ["s1"], event: { id: "E1", name: "shop::x" } });
+  last().drop();
+  runTimer();
+  last().accept();
+  assert.deepEqual(last().sent, []);
+  assert.deepEqual(seen, []);
+});
+
+test("a refused subscription is reported and forgotten", () => {
+  const { client, runTimer, last } = harness();
+  const errors = [];
+  client.subscribe("billing::.*", () => {}, { onError: (e) => errors.push(e.code) });
+  last().accept();
+  last().receive({ type: "error", code: "forbidden", message: "no", id: "s1" });
+  assert.deepEqual(errors, ["forbidden"]);
+  last().drop();
+  runTimer();
+  last().accept();
+  assert.deepEqual(last().sent, []);
+});
+
+test("emit resolves with the event id, or rejects with the error code", async () => {
+  const { client, last } = harness();
+  last().accept();
+  const ok = client.emit("chat::message::sent", { text: "hi" });
+  const refused = client.emit("admin::x", {});
+  assert.deepEqual(last().sent, [
+    { type: "emit", name: "chat::message::sent", payload: { text: "hi" } },
+    { type: "emit", name: "admin::x", payload: {} },
+  ]);
+  last().receive({ type: "emitted", id: "EV1" });
+  last().receive({ type: "error", code: "forbidden", message: "no" });
+  assert.equal(await ok, "EV1");
+  await assert.rejects(refused, (error) => error.code === "forbidden");
+});
+
+test("emit while disconnected rejects at once", async () => {
+  const { client } = harness();
+  await assert.rejects(client.emit("a::b", {}), /not connected/);
+});
+
+test("close stops reconnecting", () => {
+  const { client, sockets, timers, last } = harness();
+  last().accept();
+  client.close();
+  assert.equal(timers.length, 0);
+  assert.equal(sockets.length, 1);
+  assert.equal(client.state, "closed");
+});
+
+test("lagged is reported through onStatus", () => {
+  const { client, last } = harness();
+  const lagged = [];
+  client.onStatus((s) => s.lagged && lagged.push(s.lagged));
+  last().accept();
+  last().receive({ type: "lagged", dropped: 12 });
+  assert.deepEqual(lagged, [12]);
+});
