@@ -56,12 +56,19 @@ class Subscriber(Protocol):
 
 
 def envelope_of(event: Event) -> dict[str, Any]:
-    """Return the event's envelope with a payload that msgpack and JSON both accept."""
+    """Return the event's envelope with a payload that msgpack and JSON both accept.
+
+    Built once per event (when it is first published or sent to a browser).
+    """
+    cached: dict[str, Any] | None = event.__dict__.get("_envelope")
+    if cached is not None:
+        return cached
     envelope = event.to_dict()
     payload = envelope["payload"]
     # Most payloads are flat and JSON-safe already; the others get converted.
     if not is_flat_json(payload):
         envelope["payload"] = json_safe(payload)
+    event.__dict__["_envelope"] = envelope
     return envelope
 
 
@@ -307,12 +314,16 @@ class Hub:
             events: list[Event] = []
             while outbox and len(events) < limit and outbox[0][0] == namespace:
                 events.append(outbox.popleft()[1])
-            self._pending = (namespace, [envelope_of(event) for event in events])
+            events, envelopes = _envelopes(events)
+            self._pending = (namespace, envelopes)
             # Local subscribers (this process's websockets) get the events
             # now; the channel layer's echo of them is ignored.
             if namespace in self._by_namespace:
                 self._fan_out(namespace, events)
         namespace, run = self._pending
+        if not run:
+            self._pending = None
+            return
         message: dict[str, Any]
         if len(run) == 1:
             message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
@@ -441,13 +452,18 @@ class Hub:
         # Group membership expires after group_expiry; re-add well before.
         assert self._groups_dirty is not None
         period = max(1.0, float(getattr(self.layer, "group_expiry", 86400)) / 3)
+        deadline = time.monotonic() + period
         while True:
+            # Changes in between do not postpone the periodic rejoin.
             try:
-                await asyncio.wait_for(self._groups_dirty.wait(), period)
+                await asyncio.wait_for(
+                    self._groups_dirty.wait(), max(0.0, deadline - time.monotonic())
+                )
                 self._groups_dirty.clear()
                 rejoin = False
             except asyncio.TimeoutError:
                 rejoin = True
+                deadline = time.monotonic() + period
             if self._channel is None:
                 continue
             try:
@@ -464,7 +480,10 @@ class Hub:
         while True:
             try:
                 if self._channel is None:
-                    self._channel = await layer.new_channel("channels_events.hub.")
+                    # The default prefix matters: channels_redis reads all of a
+                    # process's channels of one prefix in one loop; a second
+                    # prefix would wait behind the consumers' loop for ever.
+                    self._channel = await layer.new_channel()
                 if need_join:
                     await self._sync_groups(rejoin=True)
                     need_join = False
@@ -589,6 +608,20 @@ class HubMiddleware:
         if not hub.receiving:
             await hub.attach()
         return await self.app(scope, receive, send)
+
+
+def _envelopes(events: list[Event]) -> tuple[list[Event], list[dict[str, Any]]]:
+    """Return the events whose envelope could be built, and their envelopes."""
+    good, envelopes = [], []
+    for event in events:
+        try:
+            envelopes.append(envelope_of(event))
+        except Exception:
+            # One bad payload costs its own event, not the others in its run.
+            logger.exception("Event %r cannot be published: its payload is unusable.", event.name)
+        else:
+            good.append(event)
+    return good, envelopes
 
 
 def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Event]]) -> None:
