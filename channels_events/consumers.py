@@ -39,7 +39,38 @@ CLOSE_TOO_BIG = 1009
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# ASCII-only output is valid UTF-8 whatever the strings hold (even lone
+# surrogates a client sent as escapes); NaN and infinities are not JSON.
+_JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _peek_id(text: str | None) -> str | None:
+    """Return the ``id`` of a frame, if it is a small JSON object that has a string one."""
+    if text is None or len(text) > events_settings.MAX_FRAME_BYTES:
+        return None
+    try:
+        message = _parse(text)
+    except (ValueError, RecursionError):
+        return None
+    sid = message.get("id") if isinstance(message, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
+class _Lagged:
+    """A place in a connection's outbox where events were dropped, and how many."""
+
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        self.dropped = 0
 
 
 def encoded_envelope(event: Event) -> str:
@@ -76,8 +107,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = uuid.uuid4().hex
         self.subscriptions: dict[str, ClientPattern] = {}
         self._by_namespace: dict[str, list[tuple[str, ClientPattern]]] = {}
-        self._outbox: collections.deque[tuple[Event, list[str]]] = collections.deque()
-        self._dropped = 0
+        self._outbox: collections.deque[tuple[Event, list[str]] | _Lagged] = collections.deque()
+        self._lagged: _Lagged | None = None
         self._wake = asyncio.Event()
         self._tokens = float(events_settings.RATE_BURST)
         self._refilled = time.monotonic()
@@ -123,11 +154,16 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if not ids:
                 continue
             if len(outbox) >= limit:
-                self._dropped += 1
+                # A marker at the point of loss: the client hears ``lagged``
+                # after the events queued before it, not ahead of them.
+                if self._lagged is None:
+                    self._lagged = _Lagged()
+                    outbox.append(self._lagged)
+                self._lagged.dropped += 1
                 continue
             outbox.append((event, ids))
             queued = True
-        if queued or self._dropped:
+        if queued:
             self._wake.set()
 
     async def _write_forever(self) -> None:
@@ -136,29 +172,32 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox or self._dropped:
-                if self._dropped:
-                    dropped, self._dropped = self._dropped, 0
-                    await self._send_frame({"type": "lagged", "dropped": dropped})
-                if not self._outbox:
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, _Lagged):
+                    if item is self._lagged:
+                        self._lagged = None
+                    await self._send_frame({"type": "lagged", "dropped": item.dropped})
                     continue
-                event, ids = self._outbox.popleft()
-                verdict = policy.may_receive_now(scope, event)
-                if not isinstance(verdict, bool):
-                    try:
+                event, ids = item
+                try:
+                    verdict = policy.may_receive_now(scope, event)
+                    if not isinstance(verdict, bool):
                         verdict = await verdict
-                    except Exception:
-                        logger.exception("RECEIVE_POLICY failed on %r; not sent.", event.name)
-                        continue
-                if not verdict:
+                    frame = (
+                        '{"type":"event","subscriptions":'
+                        + _JSON.encode(ids)
+                        + ',"event":'
+                        + encoded_envelope(event)
+                        + "}"
+                    )
+                except Exception:
+                    # One event's trouble (a policy that raises, a payload
+                    # that cannot be encoded) never stops this connection.
+                    logger.exception("Event %r not sent to connection %s.", event.name, self)
                     continue
-                await self.send(
-                    text_data='{"type":"event","subscriptions":'
-                    + _JSON.encode(ids)
-                    + ',"event":'
-                    + encoded_envelope(event)
-                    + "}"
-                )
+                if verdict:
+                    await self.send(text_data=frame)
 
     # -- the client's side -------------------------------------------------
 
@@ -169,7 +208,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if self._strikes > events_settings.RATE_BURST:
                 await self.close(code=CLOSE_POLICY)
                 return
-            await self._error("rate_limited", "Too many messages; slow down.")
+            await self._error("rate_limited", "Too many messages; slow down.", _peek_id(text_data))
             return
         self._strikes = 0
         if text_data is None:
@@ -184,8 +223,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._error("too_large", f"Frames are limited to {limit} bytes; got {size}.")
             return
         try:
-            message = json.loads(text_data)
-        except ValueError:
+            message = _parse(text_data)
+        except (ValueError, RecursionError):
             await self._error("bad_json", "The frame is not valid JSON.")
             return
         reply_id = message.get("id") if isinstance(message, dict) else None

@@ -218,7 +218,17 @@ class Hub:
         Called by the dispatcher for every event that leaves the process.
         """
         namespace = event.namespace
-        if namespace in events_settings.LOCAL_NAMESPACES or self.layer is None:
+        if namespace in events_settings.LOCAL_NAMESPACES:
+            return
+        if self.layer is None:
+            # No channel layer: nothing leaves the process, but this process's
+            # own subscribers (websockets) still get the event.
+            loop = self._loop
+            if namespace in self._by_namespace and loop is not None and not loop.is_closed():
+                if _running_loop() is loop:
+                    self._fan_out(namespace, [event])
+                else:
+                    loop.call_soon_threadsafe(self._fan_out, namespace, [event])
             return
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -287,6 +297,10 @@ class Hub:
                         failures = 0
                         self._failing = False
                 self._idle.set()
+                if self._outbox:
+                    # Queued between the last check and set(): not idle after all.
+                    self._idle.clear()
+                    continue
                 # Linger before sleeping: while events keep coming, publishers
                 # find _wake_pending set and skip the cross-thread wake-up,
                 # whose socket write would hand the GIL to this thread in the

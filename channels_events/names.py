@@ -208,6 +208,10 @@ def compile_client_pattern(pattern: object, max_length: int = 256) -> ClientPatt
     options.log_errors = False
     options.max_mem = 1 << 20
     try:
+        pattern.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPattern("Pattern contains characters that are not valid text.") from None
+    try:
         regex = re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc

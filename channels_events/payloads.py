@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import math
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,9 @@ def json_safe(value: Any) -> Any:
     Datetimes, dates and times become ISO 8601 strings; decimals and UUIDs
     become strings; bytes become base64; lists, tuples and sets become lists.
     """
+    if type(value) is float:
+        # NaN and infinities are not JSON: send null rather than break clients.
+        return value if math.isfinite(value) else None
     if type(value) in PRIMITIVE_TYPES:  # the common case, checked cheaply first
         return value
     if isinstance(value, _PRIMITIVES):
@@ -60,6 +64,8 @@ def is_flat_json(value: dict[str, Any]) -> bool:
     """Return whether a dict has str keys and only values json.dumps takes as they are."""
     for key, item in value.items():
         if type(key) is not str or type(item) not in PRIMITIVE_TYPES:
+            return False
+        if type(item) is float and not math.isfinite(item):
             return False
     return True
 

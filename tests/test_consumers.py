@@ -1,0 +1,1096 @@
+"""Tests for channels_events.consumers: the browser protocol and EventConsumerMixin.
+
+The stream is driven with ``WebsocketCommunicator`` (PROTOCOL.md sections 4-5).
+Events dispatched in the test process reach connections through the hub's
+sender, over the in-memory channel layer of ``tests.settings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.testing import WebsocketCommunicator
+
+from channels_events import Event, adispatch, connect, disconnect, dispatch
+from channels_events.consumers import EventConsumerMixin, EventStreamConsumer, encoded_envelope
+from channels_events.hub import get_hub
+
+TIMEOUT = 2.0
+# Where the application has already failed, the communicator only reports it
+# once its wait for output times out.
+SHORT = 0.2
+ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+HERE = __name__
+
+
+# -- policies named by dotted path in the settings ------------------------------
+
+
+def allow_all(scope: dict[str, Any], namespace: str, pattern: str) -> bool:
+    return True
+
+
+def allow_shop(scope: dict[str, Any], namespace: str, pattern: str) -> bool:
+    return namespace == "shop"
+
+
+def emit_shop(scope: dict[str, Any], name: str, payload: dict[str, Any]) -> bool:
+    return name.startswith("shop::")
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+def with_user(app: Any, user: Any) -> Any:
+    """Wrap an ASGI app so that its scope carries ``user``, as AuthMiddleware would."""
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await app({**scope, "user": user}, receive, send)
+
+    return application
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def hub_settled(timeout: float = TIMEOUT) -> None:
+    """Wait until the hub has handed every queued event on."""
+    hub = get_hub()
+    await wait_until(lambda: not (hub._outbox or hub._pending), timeout)
+
+
+async def finish(communicator: WebsocketCommunicator) -> None:
+    """Disconnect a communicator, unless its application already ended."""
+    future = communicator.future
+    if future.done():
+        if not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it again
+        return
+    await communicator.disconnect(timeout=TIMEOUT)
+
+
+class Streams:
+    """Open event-stream connections; close them all when the test ends."""
+
+    def __init__(self) -> None:
+        self.opened: list[WebsocketCommunicator] = []
+
+    async def open(self, *, user: Any = None) -> WebsocketCommunicator:
+        app = EventStreamConsumer.as_asgi()
+        if user is not None:
+            app = with_user(app, user)
+        communicator = WebsocketCommunicator(app, "/ws/events/")
+        self.opened.append(communicator)
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert connected
+        welcome = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert welcome["type"] == "welcome"
+        return communicator
+
+    async def close(self) -> None:
+        hub = get_hub()
+        loop = asyncio.get_running_loop()
+        consumers = [s for s in hub._subscribers if getattr(s, "_loop", None) is loop]
+        for communicator in self.opened:
+            await finish(communicator)
+        await hub_settled()
+        for consumer in consumers:
+            # A consumer whose application crashed never ran disconnect(), so it
+            # is still registered; left there, the hub would keep feeding it on
+            # a closed loop in later tests.
+            hub.remove_subscriber(consumer)
+            # A writer task that died must not reach the garbage collector with
+            # its exception unretrieved: asyncio would then format its traceback
+            # inside whatever code triggered the collection, and Python 3.11's
+            # traceback formatting calls ast.parse, which is not reentrant (a
+            # collection during pytest's own ast.parse ends in SystemError).
+            writer = getattr(consumer, "_writer", None)
+            if writer is not None and writer.done() and not writer.cancelled():
+                writer.exception()
+
+
+@pytest.fixture
+def configure(settings: Any) -> Callable[..., None]:
+    """Set CHANNELS_EVENTS; subscribing is open to everything unless a test says otherwise."""
+
+    def apply(**values: Any) -> None:
+        settings.CHANNELS_EVENTS = {"SUBSCRIBE_POLICY": f"{HERE}.allow_all", **values}
+
+    apply()
+    return apply
+
+
+@pytest.fixture
+async def streams(configure: Callable[..., None]) -> Any:
+    opened = Streams()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def listened() -> Any:
+    """Yield a list of events that a listener connected with ``connect`` records."""
+    seen: list[Event] = []
+    yield seen
+    disconnect(seen.append)
+
+
+async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
+    return await communicator.receive_json_from(timeout=TIMEOUT)
+
+
+async def subscribe(
+    communicator: WebsocketCommunicator, sid: str, pattern: str, **extra: Any
+) -> dict[str, Any]:
+    await communicator.send_json_to({"type": "subscribe", "id": sid, "pattern": pattern, **extra})
+    frame = await receive(communicator)
+    assert frame["type"] == "subscribed", frame
+    assert frame["id"] == sid
+    return frame
+
+
+async def expect_error(
+    communicator: WebsocketCommunicator, code: str, sid: str | None = None
+) -> dict[str, Any]:
+    frame = await receive(communicator)
+    assert frame["type"] == "error", frame
+    assert frame["code"] == code, frame
+    assert isinstance(frame["message"], str) and frame["message"]
+    if sid is None:
+        assert "id" not in frame, frame
+    else:
+        assert frame["id"] == sid, frame
+    return frame
+
+
+async def assert_open(communicator: WebsocketCommunicator) -> None:
+    """Check that the connection still answers."""
+    await communicator.send_json_to({"type": "ping", "id": "alive"})
+    assert await receive(communicator) == {"type": "pong", "id": "alive"}
+
+
+async def expect_event(
+    communicator: WebsocketCommunicator, name: str, subscriptions: list[str]
+) -> dict[str, Any]:
+    frame = await receive(communicator)
+    assert frame["type"] == "event", frame
+    assert frame["event"]["name"] == name, frame
+    assert frame["subscriptions"] == subscriptions, frame
+    return frame
+
+
+def assert_envelope(envelope: dict[str, Any], event: Event) -> None:
+    assert envelope == {
+        "id": event.id,
+        "name": event.name,
+        "namespace": event.namespace,
+        "payload": event.payload,
+        "timestamp": event.timestamp,
+    }
+    assert ID_RE.fullmatch(envelope["id"])
+    assert datetime.datetime.fromisoformat(envelope["timestamp"]).utcoffset() is not None
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON as a browser's JSON.parse does: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# -- welcome, subscribe, unsubscribe, ping --------------------------------------
+
+
+async def test_welcome_is_the_first_frame(configure):
+    first = WebsocketCommunicator(EventStreamConsumer.as_asgi(), "/ws/events/")
+    second = WebsocketCommunicator(EventStreamConsumer.as_asgi(), "/ws/events/")
+    try:
+        for communicator in (first, second):
+            connected, _ = await communicator.connect(timeout=TIMEOUT)
+            assert connected
+        welcomes = [await receive(first), await receive(second)]
+        for welcome in welcomes:
+            assert welcome.keys() == {"type", "protocol", "connection"}
+            assert welcome["type"] == "welcome"
+            assert welcome["protocol"] == 1
+            assert isinstance(welcome["connection"], str) and welcome["connection"]
+        assert welcomes[0]["connection"] != welcomes[1]["connection"]
+    finally:
+        await finish(first)
+        await finish(second)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "namespace"),
+    [
+        ("shop::Order::.*", "shop"),
+        ("billing::invoice::paid", "billing"),
+        (r"my-app\.v2::(created|deleted)", "my-app.v2"),
+        ("shop", "shop"),
+    ],
+)
+async def test_subscribe_answers_subscribed_with_the_namespace(streams, pattern, namespace):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "a", "pattern": pattern})
+    assert await receive(ws) == {"type": "subscribed", "id": "a", "namespace": namespace}
+
+
+async def test_unsubscribe_answers_unsubscribed_and_stops_delivery(streams):
+    ws = await streams.open()
+    await subscribe(ws, "orders", "shop::Order::.*")
+    await subscribe(ws, "marker", "shop::marker")
+    await ws.send_json_to({"type": "unsubscribe", "id": "orders"})
+    assert await receive(ws) == {"type": "unsubscribed", "id": "orders"}
+    dispatch("shop::Order::created", {"pk": 1})
+    dispatch("shop::marker")
+    await expect_event(ws, "shop::marker", ["marker"])
+    assert await ws.receive_nothing()
+
+
+async def test_unsubscribing_the_last_subscription_of_a_namespace(streams):
+    ws = await streams.open()
+    other = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await subscribe(other, "b", "shop::.*")
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    assert await receive(ws) == {"type": "unsubscribed", "id": "a"}
+    dispatch("shop::Order::created")
+    await expect_event(other, "shop::Order::created", ["b"])
+    assert await ws.receive_nothing()
+
+
+async def test_a_subscription_id_can_be_reused_after_unsubscribe(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::Order::.*")
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    assert (await receive(ws))["type"] == "unsubscribed"
+    await subscribe(ws, "a", "billing::.*")
+    dispatch("shop::Order::created")
+    dispatch("billing::invoice::paid")
+    await expect_event(ws, "billing::invoice::paid", ["a"])
+
+
+@pytest.mark.parametrize(
+    ("message", "answer"),
+    [
+        ({"type": "ping"}, {"type": "pong"}),
+        ({"type": "ping", "id": "p1"}, {"type": "pong", "id": "p1"}),
+    ],
+)
+async def test_ping_answers_pong_echoing_the_id(streams, message, answer):
+    ws = await streams.open()
+    await ws.send_json_to(message)
+    assert await receive(ws) == answer
+
+
+async def test_since_gives_subscribed_then_gap(streams):
+    ws = await streams.open()
+    since = "01JD3Z8Q4X1V6T2N9K5M7R0B3C"
+    await ws.send_json_to({"type": "subscribe", "id": "a", "pattern": "shop::.*", "since": since})
+    assert await receive(ws) == {"type": "subscribed", "id": "a", "namespace": "shop"}
+    assert await receive(ws) == {"type": "gap", "subscription": "a", "since": since}
+    event = dispatch("shop::Order::created")
+    frame = await expect_event(ws, "shop::Order::created", ["a"])
+    assert frame["event"]["id"] == event.id
+
+
+# -- event frames ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["dispatch", "adispatch"])
+async def test_dispatched_event_reaches_the_subscriber_as_an_envelope(streams, how):
+    ws = await streams.open()
+    await subscribe(ws, "orders", "shop::Order::.*")
+    payload = {"model": "shop.order", "pk": 42, "fields": {"number": "A-42"}}
+    if how == "dispatch":
+        event = dispatch("shop::Order::created", payload)
+    else:
+        event = await adispatch("shop::Order::created", payload)
+    frame = await receive(ws)
+    assert frame.keys() == {"type", "subscriptions", "event"}
+    assert frame["type"] == "event"
+    assert frame["subscriptions"] == ["orders"]
+    assert_envelope(frame["event"], event)
+
+
+class InvoicePaid(Event):
+    # A name of its own: fixed names are registered process-wide.
+    name = "tconsumers::invoice::paid"
+    invoice: int
+    amount: str = "0.00"
+
+
+async def test_event_subclass_reaches_the_subscriber(streams):
+    ws = await streams.open()
+    await subscribe(ws, "b", "tconsumers::.*")
+    event = InvoicePaid(invoice=7).dispatch()
+    frame = await expect_event(ws, "tconsumers::invoice::paid", ["b"])
+    assert frame["event"]["payload"] == {"invoice": 7, "amount": "0.00"}
+    assert frame["event"]["id"] == event.id
+
+
+async def test_payload_values_arrive_json_safe(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    when = datetime.datetime(2026, 11, 23, 15, 4, 5, 123456, tzinfo=datetime.timezone.utc)
+    key = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    dispatch("shop::Order::created", {"total": decimal.Decimal("19.90"), "at": when, "key": key})
+    frame = await expect_event(ws, "shop::Order::created", ["a"])
+    assert frame["event"]["payload"] == {
+        "total": "19.90",
+        "at": "2026-11-23T15:04:05.123456+00:00",
+        "key": "12345678-1234-5678-1234-567812345678",
+    }
+
+
+async def test_one_frame_per_event_listing_every_matching_subscription(streams):
+    ws = await streams.open()
+    await subscribe(ws, "all", "shop::.*")
+    await subscribe(ws, "orders", "shop::Order::.*")
+    await subscribe(ws, "invoices", "shop::Invoice::.*")
+    await subscribe(ws, "created", r"shop::\w+::created")
+    await subscribe(ws, "billing", "billing::.*")
+    dispatch("shop::Order::created")
+    dispatch("shop::Order::updated")
+    await expect_event(ws, "shop::Order::created", ["all", "orders", "created"])
+    await expect_event(ws, "shop::Order::updated", ["all", "orders"])
+    assert await ws.receive_nothing()
+
+
+async def test_events_of_other_namespaces_and_patterns_are_not_sent(streams):
+    ws = await streams.open()
+    await subscribe(ws, "orders", "shop::Order::.*")
+    dispatch("billing::Order::created")
+    dispatch("shopping::Order::created")
+    dispatch("shop::Invoice::created")
+    dispatch("shop::Order")
+    await adispatch("shop::Orders::created")
+    dispatch("shop::Order::done")
+    await expect_event(ws, "shop::Order::done", ["orders"])
+    assert await ws.receive_nothing()
+
+
+async def test_events_dispatched_before_subscribing_are_not_sent(streams):
+    ws = await streams.open()
+    dispatch("shop::Order::created", {"pk": 1})
+    await hub_settled()
+    await subscribe(ws, "a", "shop::.*")
+    dispatch("shop::Order::created", {"pk": 2})
+    frame = await expect_event(ws, "shop::Order::created", ["a"])
+    assert frame["event"]["payload"] == {"pk": 2}
+
+
+async def test_events_arrive_in_dispatch_order(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await subscribe(ws, "b", "billing::.*")
+    sent = []
+    for i in range(10):
+        sent.append(dispatch("shop::Order::created", {"i": i}))
+        sent.append(dispatch("billing::invoice::paid", {"i": i}))
+    received = [(await receive(ws))["event"]["id"] for _ in sent]
+    assert received == [event.id for event in sent]
+
+
+async def test_every_subscribed_connection_gets_the_event_once(streams):
+    first = await streams.open()
+    second = await streams.open()
+    bystander = await streams.open()
+    await subscribe(first, "x", "shop::.*")
+    await subscribe(first, "y", "shop::Order::created")
+    await subscribe(second, "z", "shop::Order::.*")
+    await subscribe(bystander, "w", "billing::.*")
+    event = dispatch("shop::Order::created")
+    one = await expect_event(first, "shop::Order::created", ["x", "y"])
+    two = await expect_event(second, "shop::Order::created", ["z"])
+    assert one["event"] == two["event"]
+    assert one["event"]["id"] == event.id
+    for ws in (first, second, bystander):
+        assert await ws.receive_nothing()
+
+
+async def test_frames_carry_the_encoded_envelope(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    event = dispatch("shop::Order::created", {"text": "naïve €"})
+    text = await ws.receive_from(timeout=TIMEOUT)
+    assert encoded_envelope(event) in text
+    assert json.loads(text)["event"]["payload"] == {"text": "naïve €"}
+
+
+async def test_disconnected_connection_gets_nothing_more(streams, caplog):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await ws.disconnect(timeout=TIMEOUT)
+    caplog.set_level(logging.ERROR, logger="channels_events")
+    dispatch("shop::Order::created")
+    await hub_settled()
+    assert ws.output_queue.empty()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- emit -----------------------------------------------------------------------
+
+
+async def test_emit_is_forbidden_without_an_emit_policy(streams, listened):
+    connect(listened.append, "shop::.*")
+    ws = await streams.open()
+    await ws.send_json_to({"type": "emit", "name": "shop::cart::added", "payload": {"sku": 1}})
+    await expect_error(ws, "forbidden")
+    assert listened == []
+    await assert_open(ws)
+
+
+async def test_emit_dispatches_when_the_policy_allows(configure, streams, listened):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    connect(listened.append, "shop::.*")
+    emitter = await streams.open()
+    watcher = await streams.open()
+    await subscribe(emitter, "mine", "shop::cart::.*")
+    await subscribe(watcher, "carts", "shop::cart::.*")
+    await emitter.send_json_to({"type": "emit", "name": "shop::cart::added", "payload": {"sku": 1}})
+    emitted = await receive(emitter)
+    assert emitted.keys() == {"type", "id"}
+    assert emitted["type"] == "emitted"
+    assert ID_RE.fullmatch(emitted["id"])
+    assert [(e.id, e.name, e.payload) for e in listened] == [
+        (emitted["id"], "shop::cart::added", {"sku": 1})
+    ]
+    seen = await expect_event(watcher, "shop::cart::added", ["carts"])
+    assert seen["event"]["id"] == emitted["id"]
+    assert seen["event"]["payload"] == {"sku": 1}
+    own = await expect_event(emitter, "shop::cart::added", ["mine"])
+    assert own["event"]["id"] == emitted["id"]
+
+
+async def test_emit_refused_by_the_policy_is_forbidden(configure, streams, listened):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    connect(listened.append, ["shop::.*", "billing::.*"])
+    ws = await streams.open()
+    await subscribe(ws, "b", "billing::.*")
+    await ws.send_json_to({"type": "emit", "name": "billing::invoice::paid", "payload": {}})
+    await expect_error(ws, "forbidden")
+    await hub_settled()
+    assert listened == []
+    assert await ws.receive_nothing()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "emit", "name": "shop::", "payload": {}},
+        {"type": "emit", "name": "shop::has space", "payload": {}},
+        {"type": "emit", "name": 5, "payload": {}},
+        {"type": "emit", "payload": {}},
+        {"type": "emit", "name": "shop::x", "payload": [1]},
+        {"type": "emit", "name": "shop::x", "payload": "text"},
+        {"type": "emit", "name": "shop::x"},
+    ],
+)
+async def test_malformed_emit_is_bad_request(configure, streams, listened, message):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    connect(listened.append, ["shop::.*", "billing::.*"])
+    ws = await streams.open()
+    await ws.send_json_to(message)
+    await expect_error(ws, "bad_request")
+    assert listened == []
+    await assert_open(ws)
+
+
+# -- errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["not json", "{", "", "{'type': 'ping'}", '{"type": "ping"} x'])
+async def test_a_frame_that_is_not_json_is_bad_json(streams, text):
+    ws = await streams.open()
+    await ws.send_input({"type": "websocket.receive", "text": text})
+    await expect_error(ws, "bad_json")
+    await assert_open(ws)
+
+
+@pytest.mark.parametrize(
+    ("message", "sid"),
+    [
+        ([], None),
+        ([{"type": "ping"}], None),
+        ("ping", None),
+        (1, None),
+        (None, None),
+        ({}, None),
+        ({"id": "x"}, "x"),
+        ({"type": 5}, None),
+        ({"type": None, "id": "x"}, "x"),
+        ({"type": "nope", "id": "x"}, "x"),
+        ({"type": "PING"}, None),
+        ({"type": "subscribe", "id": 5, "pattern": "shop::.*"}, None),
+        ({"type": "subscribe", "pattern": "shop::.*"}, None),
+        ({"type": "subscribe", "id": "x"}, "x"),
+        ({"type": "subscribe", "id": "x", "pattern": 5}, "x"),
+        ({"type": "subscribe", "id": "x", "pattern": ["shop::.*"]}, "x"),
+        ({"type": "subscribe", "id": "x", "pattern": "shop::.*", "since": 5}, "x"),
+        ({"type": "subscribe", "id": "", "pattern": "shop::.*"}, ""),
+        ({"type": "subscribe", "id": "x" * 65, "pattern": "shop::.*"}, "x" * 65),
+        ({"type": "unsubscribe"}, None),
+        ({"type": "unsubscribe", "id": 5}, None),
+    ],
+)
+async def test_malformed_message_is_bad_request(streams, message, sid):
+    ws = await streams.open()
+    await ws.send_json_to(message)
+    await expect_error(ws, "bad_request", sid)
+    await assert_open(ws)
+
+
+async def test_subscription_ids_of_64_characters_are_accepted(streams):
+    ws = await streams.open()
+    await subscribe(ws, "x" * 64, "shop::.*")
+    await subscribe(ws, "y", "shop::.*")
+
+
+async def test_a_binary_frame_is_bad_request(streams):
+    ws = await streams.open()
+    await ws.send_to(bytes_data=json.dumps({"type": "ping", "id": "p"}).encode())
+    await expect_error(ws, "bad_request")
+    await assert_open(ws)
+
+
+async def test_a_frame_over_the_size_limit_is_too_large(configure, streams):
+    configure(MAX_FRAME_BYTES=200)
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    frame = json.dumps({"type": "subscribe", "id": "b", "pattern": "shop::" + "x" * 250})
+    await ws.send_to(text_data=frame)
+    await expect_error(ws, "too_large")
+    await assert_open(ws)
+    # The subscription was not made, so its id is still free.
+    await subscribe(ws, "b", "shop::x")
+
+
+async def test_the_size_limit_counts_utf8_bytes(configure, streams):
+    configure(MAX_FRAME_BYTES=200)
+    ws = await streams.open()
+    # About 110 characters but 290 bytes: a limit counted in characters would let it pass.
+    await ws.send_to(text_data=json.dumps({"type": "ping", "id": "€" * 90}, ensure_ascii=False))
+    await expect_error(ws, "too_large")
+    await assert_open(ws)
+
+
+async def test_a_frame_at_the_size_limit_is_accepted(configure, streams):
+    configure(MAX_FRAME_BYTES=200)
+    ws = await streams.open()
+    head = '{"type":"ping","id":"p","pad":"'
+    at_limit = head + "x" * (200 - len(head) - 2) + '"}'
+    assert len(at_limit.encode()) == 200
+    await ws.send_to(text_data=at_limit)
+    assert await receive(ws) == {"type": "pong", "id": "p"}
+    over = head + "x" * (201 - len(head) - 2) + '"}'
+    await ws.send_to(text_data=over)
+    await expect_error(ws, "too_large")
+
+
+async def test_a_frame_far_over_the_size_limit_closes_with_1009(configure, streams):
+    configure(MAX_FRAME_BYTES=200)
+    ws = await streams.open()
+    await ws.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 5000}))
+    assert await ws.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_the_default_size_limit_is_64_kib(streams):
+    ws = await streams.open()
+    await ws.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 70_000}))
+    await expect_error(ws, "too_large")
+    await assert_open(ws)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "shop::(",
+        "shop::[a-",
+        "shop::a{2,1}",
+        "",
+        ".*",
+        ".*::Order::created",
+        "(shop|billing)::x",
+        "shop::a|billing::b",
+        "sho[pq]::x",
+        "shop.*::x",
+        "(?i)shop::x",
+        "(?x)shop::x",
+        r"shop::(a)\1",
+        r"shop::(?P<x>a)(?P=x)",
+        r"shop::(?=a)a",
+        r"shop::(?!a)b",
+        r"shop::(?<=:)a",
+        r"shop::(?<!x)a",
+    ],
+)
+async def test_refused_pattern_is_invalid_pattern(streams, pattern):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "p", "pattern": pattern})
+    await expect_error(ws, "invalid_pattern", "p")
+    await assert_open(ws)
+    # Nothing was registered under the refused id.
+    await subscribe(ws, "p", "shop::.*")
+
+
+async def test_pattern_longer_than_max_pattern_length_is_invalid(configure, streams):
+    configure(MAX_PATTERN_LENGTH=32)
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "long", "pattern": "shop::" + "a" * 27})
+    await expect_error(ws, "invalid_pattern", "long")
+    await subscribe(ws, "exact", "shop::" + "a" * 26)
+
+
+async def test_default_max_pattern_length_is_256(streams):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "long", "pattern": "shop::" + "a" * 251})
+    await expect_error(ws, "invalid_pattern", "long")
+    await subscribe(ws, "exact", "shop::" + "a" * 250)
+
+
+async def test_subscribing_where_the_policy_refuses_is_forbidden(configure, streams):
+    configure(SUBSCRIBE_POLICY=f"{HERE}.allow_shop")
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "b", "pattern": "billing::.*"})
+    await expect_error(ws, "forbidden", "b")
+    await subscribe(ws, "s", "shop::.*")
+    dispatch("billing::invoice::paid")
+    dispatch("shop::marker")
+    await expect_event(ws, "shop::marker", ["s"])
+
+
+async def test_without_a_subscribe_policy_nothing_is_open(configure, streams):
+    configure(SUBSCRIBE_POLICY=None)
+    ws = await streams.open()
+    for sid, pattern in [("a", "shop::.*"), ("b", "billing::invoice::paid"), ("c", "x")]:
+        await ws.send_json_to({"type": "subscribe", "id": sid, "pattern": pattern})
+        await expect_error(ws, "forbidden", sid)
+    dispatch("shop::Order::created")
+    await hub_settled()
+    assert await ws.receive_nothing()
+    await assert_open(ws)
+
+
+async def test_duplicate_subscription_id_is_refused(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::Order::.*")
+    await ws.send_json_to({"type": "subscribe", "id": "a", "pattern": "billing::.*"})
+    await expect_error(ws, "duplicate_id", "a")
+    dispatch("billing::invoice::paid")
+    dispatch("shop::Order::created")
+    await expect_event(ws, "shop::Order::created", ["a"])
+    assert await ws.receive_nothing()
+
+
+async def test_unsubscribing_an_unknown_id_is_unknown_subscription(streams):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "unsubscribe", "id": "nope"})
+    await expect_error(ws, "unknown_subscription", "nope")
+    await subscribe(ws, "a", "shop::.*")
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    assert (await receive(ws))["type"] == "unsubscribed"
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    await expect_error(ws, "unknown_subscription", "a")
+    await assert_open(ws)
+
+
+async def test_too_many_subscriptions(configure, streams):
+    configure(MAX_SUBSCRIPTIONS=2)
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await subscribe(ws, "b", "billing::.*")
+    await ws.send_json_to({"type": "subscribe", "id": "c", "pattern": "stock::.*"})
+    await expect_error(ws, "too_many_subscriptions", "c")
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    assert (await receive(ws))["type"] == "unsubscribed"
+    await subscribe(ws, "c", "stock::.*")
+
+
+async def test_rate_limited_then_closed_with_4008_when_the_client_keeps_sending(configure, streams):
+    configure(RATE_LIMIT=0.001, RATE_BURST=3)
+    ws = await streams.open()
+    for i in range(4):
+        await ws.send_json_to({"type": "ping", "id": str(i)})
+    for i in range(3):
+        assert await receive(ws) == {"type": "pong", "id": str(i)}
+    # The refusal answers message "3", so it carries its id.
+    await expect_error(ws, "rate_limited", "3")
+    answers = []
+    for _ in range(10):
+        await ws.send_json_to({"type": "ping"})
+        answer = await ws.receive_output(timeout=TIMEOUT)
+        answers.append(answer)
+        if answer["type"] == "websocket.close":
+            break
+    assert answers[-1] == {"type": "websocket.close", "code": 4008}
+    assert all(json.loads(a["text"])["code"] == "rate_limited" for a in answers[:-1])
+
+
+async def test_rate_limited_client_recovers_after_slowing_down(configure, streams):
+    configure(RATE_LIMIT=20, RATE_BURST=2)
+    ws = await streams.open()
+    for _ in range(3):
+        await ws.send_json_to({"type": "ping"})
+    assert await receive(ws) == {"type": "pong"}
+    assert await receive(ws) == {"type": "pong"}
+    await expect_error(ws, "rate_limited")
+    await asyncio.sleep(0.06)  # 20 messages a second: one more token in 50 ms
+    await ws.send_json_to({"type": "ping"})
+    assert await receive(ws) == {"type": "pong"}
+
+
+async def test_rate_limited_error_carries_the_message_id(configure, streams):
+    configure(RATE_LIMIT=0.001, RATE_BURST=1)
+    ws = await streams.open()
+    await ws.send_json_to({"type": "ping", "id": "first"})
+    assert await receive(ws) == {"type": "pong", "id": "first"}
+    await ws.send_json_to({"type": "subscribe", "id": "sub", "pattern": "shop::.*"})
+    await expect_error(ws, "rate_limited", "sub")
+
+
+async def test_errors_carry_the_id_of_the_message_they_answer(configure, streams):
+    configure(SUBSCRIBE_POLICY=f"{HERE}.allow_shop", MAX_SUBSCRIPTIONS=1)
+    ws = await streams.open()
+    await ws.send_json_to({"type": "subscribe", "id": "f", "pattern": "billing::.*"})
+    await expect_error(ws, "forbidden", "f")
+    await ws.send_json_to({"type": "subscribe", "id": "i", "pattern": ".*"})
+    await expect_error(ws, "invalid_pattern", "i")
+    await subscribe(ws, "s", "shop::.*")
+    await ws.send_json_to({"type": "subscribe", "id": "s", "pattern": "shop::.*"})
+    await expect_error(ws, "duplicate_id", "s")
+    await ws.send_json_to({"type": "subscribe", "id": "t", "pattern": "shop::.*"})
+    await expect_error(ws, "too_many_subscriptions", "t")
+    await ws.send_json_to({"type": "unsubscribe", "id": "u"})
+    await expect_error(ws, "unknown_subscription", "u")
+    await ws.send_json_to({"type": "emit", "id": "e", "name": "shop::x", "payload": {}})
+    await expect_error(ws, "forbidden", "e")
+
+
+async def test_a_malformed_frame_leaves_subscriptions_as_they_were(configure, streams):
+    configure(SUBSCRIBE_POLICY=f"{HERE}.allow_shop", MAX_FRAME_BYTES=1000)
+    ws = await streams.open()
+    await subscribe(ws, "orders", "shop::Order::.*")
+    await subscribe(ws, "all", "shop::.*")
+    garbage: list[tuple[dict[str, Any], str]] = [
+        ({"text_data": "not json"}, "bad_json"),
+        ({"text_data": "[1, 2]"}, "bad_request"),
+        ({"text_data": '"text"'}, "bad_request"),
+        ({"text_data": "{}"}, "bad_request"),
+        ({"bytes_data": b"\x00\xff"}, "bad_request"),
+        ({"text_data": '{"type": "subscribe", "id": "orders"}'}, "bad_request"),
+        ({"text_data": '{"type": "subscribe", "id": "new", "pattern": ".*"}'}, "invalid_pattern"),
+        ({"text_data": '{"type": "subscribe", "id": "orders", "pattern": "shop"}'}, "duplicate_id"),
+        ({"text_data": '{"type": "subscribe", "id": "b", "pattern": "billing::.*"}'}, "forbidden"),
+        ({"text_data": '{"type": "unsubscribe", "id": 1}'}, "bad_request"),
+        ({"text_data": '{"type": "unsubscribe", "id": "ORDERS"}'}, "unknown_subscription"),
+        ({"text_data": json.dumps({"type": "ping", "x": "y" * 2000})}, "too_large"),
+        ({"text_data": '{"type": "emit", "name": "shop::x", "payload": {}}'}, "forbidden"),
+    ]
+    for frame, code in garbage:
+        await ws.send_to(**frame)
+        assert (await receive(ws))["code"] == code, frame
+    event = dispatch("shop::Order::created", {"pk": 1})
+    frame = await expect_event(ws, "shop::Order::created", ["orders", "all"])
+    assert frame["event"]["id"] == event.id
+    dispatch("shop::Invoice::created")
+    await expect_event(ws, "shop::Invoice::created", ["all"])
+
+
+# -- lagged ---------------------------------------------------------------------
+
+
+async def test_a_slow_connection_is_told_it_lagged(configure, streams):
+    configure(BUFFER_SIZE=3)
+    slow = await streams.open()
+    other = await streams.open()
+    await subscribe(slow, "a", "shop::.*")
+    await subscribe(other, "b", "billing::.*")
+    total = 20
+    # One go, no await in between: the hub hands the burst over at once.
+    sent = [dispatch("shop::Order::created", {"i": i}) for i in range(total)]
+    billing = [dispatch("billing::invoice::paid", {"i": i}) for i in range(2)]
+    delivered: list[dict[str, Any]] = []
+    dropped = 0
+    lagged_frames = 0
+    while len(delivered) + dropped < total:
+        frame = await receive(slow)
+        if frame["type"] == "lagged":
+            assert frame.keys() == {"type", "dropped"}
+            assert isinstance(frame["dropped"], int) and frame["dropped"] > 0
+            dropped += frame["dropped"]
+            lagged_frames += 1
+        else:
+            assert frame["type"] == "event"
+            delivered.append(frame["event"])
+    assert lagged_frames >= 1
+    assert len(delivered) + dropped == total
+    assert len(delivered) >= 3
+    ids = [envelope["id"] for envelope in delivered]
+    order = [event.id for event in sent]
+    assert ids == sorted(ids, key=order.index)  # what arrives, arrives in order
+    assert await slow.receive_nothing()
+    # The other connection has its own buffer and lost nothing.
+    for event in billing:
+        frame = await expect_event(other, "billing::invoice::paid", ["b"])
+        assert frame["event"]["id"] == event.id
+    assert await other.receive_nothing()
+    # Once caught up, the slow connection gets events again.
+    after = dispatch("shop::Order::updated")
+    frame = await expect_event(slow, "shop::Order::updated", ["a"])
+    assert frame["event"]["id"] == after.id
+
+
+# -- found by these tests -------------------------------------------------------
+
+
+async def test_deeply_nested_json_is_an_error_not_a_crash(streams):
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await ws.send_to(text_data="[" * 5000 + "]" * 5000)
+    try:
+        frame = await ws.receive_json_from(timeout=SHORT)
+    except RecursionError:
+        # Raised again without its (very deep) chain, which is unwieldy to report.
+        raise AssertionError("the consumer crashed with RecursionError") from None
+    assert frame["type"] == "error"
+    assert frame["code"] in {"bad_json", "bad_request"}
+    dispatch("shop::Order::created")
+    await expect_event(ws, "shop::Order::created", ["a"])
+
+
+async def test_pattern_with_a_lone_surrogate_is_invalid_not_a_crash(streams):
+    ws = await streams.open()
+    # json.dumps escapes the surrogate as \ud800: the frame itself is valid UTF-8.
+    await ws.send_to(
+        text_data=json.dumps({"type": "subscribe", "id": "p", "pattern": "shop::\ud800"})
+    )
+    frame = await ws.receive_json_from(timeout=SHORT)
+    assert frame["type"] == "error"
+    assert frame["code"] in {"invalid_pattern", "bad_request"}
+    await assert_open(ws)
+
+
+async def test_every_frame_is_valid_utf8_even_with_lone_surrogates(configure, streams):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    emitter = await streams.open()
+    watcher = await streams.open()
+    await subscribe(watcher, "a", "shop::.*")
+    await emitter.send_to(
+        text_data=json.dumps({"type": "emit", "name": "shop::x", "payload": {"t": "\ud800"}})
+    )
+    assert (await receive(emitter))["type"] == "emitted"
+    text = await watcher.receive_from(timeout=TIMEOUT)
+    text.encode("utf-8")
+
+
+async def test_every_frame_is_strict_json(configure, streams):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    emitter = await streams.open()
+    watcher = await streams.open()
+    await subscribe(watcher, "a", "shop::.*")
+    await emitter.send_to(text_data='{"type": "emit", "name": "shop::x", "payload": {"v": NaN}}')
+    answer = await receive(emitter)
+    if answer["type"] == "error":  # refusing NaN from the client is fine too
+        return
+    strict_json(await watcher.receive_from(timeout=TIMEOUT))
+
+
+async def test_without_a_channel_layer_local_connections_still_get_events(configure, streams):
+    configure(CHANNEL_LAYER=None)
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    dispatch("shop::Order::created")
+    frame = await ws.receive_json_from(timeout=SHORT)
+    assert frame["type"] == "event"
+
+
+# -- EventConsumerMixin ---------------------------------------------------------
+
+
+class OrderFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+    listens_for = [r"shop::Order::.*"]
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def on_event(self, event: Event) -> None:
+        await self.send_json({"handler": "on_event", "name": event.name, "id": event.id})
+
+
+class BillingFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+    listens_for = {
+        r"billing::invoice::.*": "invoice_changed",
+        r"billing::refund::.*": "refund_changed",
+    }
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def invoice_changed(self, event: Event) -> None:
+        await self.send_json({"handler": "invoice_changed", "name": event.name})
+
+    async def refund_changed(self, event: Event) -> None:
+        await self.send_json({"handler": "refund_changed", "name": event.name})
+
+
+class RecordingFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+    """Records events with a sync handler; fails on events named ``...::boom``."""
+
+    listens_for = [r"stock::.*"]
+    seen: list[str] = []
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    def on_event(self, event: Event) -> None:
+        if event.name.endswith("::boom"):
+            raise RuntimeError("handler failed")
+        self.seen.append(event.name)
+
+
+class OpenFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+    listens_for = [r".*::created"]
+
+    async def connect(self) -> None:
+        await self.accept()
+
+
+class DeclaredFeed(OpenFeed):
+    event_namespaces = ["shop"]
+
+    async def on_event(self, event: Event) -> None:
+        await self.send_json({"name": event.name})
+
+
+class MissingHandlerFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):
+    listens_for = {r"shop::.*": "no_such_method"}
+
+
+async def open_feed(consumer: type[Any]) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(consumer.as_asgi(), "/ws/feed/")
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
+    return communicator
+
+
+async def test_mixin_delivers_matching_events_to_on_event():
+    feed = await open_feed(OrderFeed)
+    try:
+        event = dispatch("shop::Order::created")
+        dispatch("shop::Invoice::created")
+        dispatch("billing::Order::created")
+        await adispatch("shop::Order::deleted")
+        assert await feed.receive_json_from(timeout=TIMEOUT) == {
+            "handler": "on_event",
+            "name": "shop::Order::created",
+            "id": event.id,
+        }
+        assert (await feed.receive_json_from(timeout=TIMEOUT))["name"] == "shop::Order::deleted"
+        assert await feed.receive_nothing()
+    finally:
+        await finish(feed)
+        await hub_settled()
+
+
+async def test_mixin_routes_each_pattern_to_its_method():
+    feed = await open_feed(BillingFeed)
+    try:
+        dispatch("billing::invoice::paid")
+        dispatch("billing::refund::issued")
+        dispatch("billing::payout::sent")
+        dispatch("billing::invoice::voided")
+        answers = [await feed.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+        assert answers == [
+            {"handler": "invoice_changed", "name": "billing::invoice::paid"},
+            {"handler": "refund_changed", "name": "billing::refund::issued"},
+            {"handler": "invoice_changed", "name": "billing::invoice::voided"},
+        ]
+        assert await feed.receive_nothing()
+    finally:
+        await finish(feed)
+        await hub_settled()
+
+
+async def test_mixin_gets_events_only_while_connected():
+    await get_hub().attach()
+    dispatch("shop::Order::created", {"when": "before"})
+    await hub_settled()
+    feed = await open_feed(OrderFeed)
+    try:
+        during = dispatch("shop::Order::created", {"when": "during"})
+        assert (await feed.receive_json_from(timeout=TIMEOUT))["id"] == during.id
+        assert await feed.receive_nothing()
+    finally:
+        await finish(feed)
+    dispatch("shop::Order::created", {"when": "after"})
+    await hub_settled()
+    assert feed.output_queue.empty()
+
+
+async def test_mixin_sync_handler_and_failing_handler_are_logged(caplog):
+    caplog.set_level(logging.ERROR, logger="channels_events.consumers")
+    RecordingFeed.seen = []
+    feed = await open_feed(RecordingFeed)
+    try:
+        dispatch("stock::item::added")
+        dispatch("stock::item::boom")
+        dispatch("stock::item::removed")
+        await wait_until(lambda: len(RecordingFeed.seen) >= 2)
+        assert RecordingFeed.seen == ["stock::item::added", "stock::item::removed"]
+        failures = [r for r in caplog.records if r.name == "channels_events.consumers"]
+        assert len(failures) == 1
+        assert "stock::item::boom" in failures[0].getMessage()
+        assert failures[0].exc_info is not None
+    finally:
+        await finish(feed)
+        await hub_settled()
+    dispatch("stock::item::added")
+    await hub_settled()
+    await asyncio.sleep(0)
+    assert RecordingFeed.seen == ["stock::item::added", "stock::item::removed"]
+
+
+async def test_mixin_pattern_without_literal_namespace_needs_event_namespaces():
+    communicator = WebsocketCommunicator(OpenFeed.as_asgi(), "/ws/feed/")
+    with pytest.raises(TypeError, match="event_namespaces"):
+        await communicator.connect(timeout=SHORT)
+
+
+async def test_mixin_with_event_namespaces_gets_events_of_those_namespaces():
+    feed = await open_feed(DeclaredFeed)
+    try:
+        dispatch("billing::invoice::created")
+        dispatch("shop::Order::updated")
+        dispatch("shop::Order::created")
+        assert await feed.receive_json_from(timeout=TIMEOUT) == {"name": "shop::Order::created"}
+        assert await feed.receive_nothing()
+    finally:
+        await finish(feed)
+        await hub_settled()
+
+
+async def test_mixin_with_a_missing_handler_method_fails_at_connect():
+    communicator = WebsocketCommunicator(MissingHandlerFeed.as_asgi(), "/ws/feed/")
+    with pytest.raises(TypeError, match="no_such_method"):
+        await communicator.connect(timeout=SHORT)
