@@ -78,6 +78,9 @@ class EventsSettings:
         if isinstance(user, dict):
             values.update(user)
         self._values = values
+        # Plain attributes from now on: reading a setting on a hot path costs
+        # an attribute lookup, not a __getattr__ call.
+        self.__dict__.update({key: values[key] for key in DEFAULTS})
         return values
 
     def __getattr__(self, name: str) -> Any:
@@ -94,6 +97,8 @@ class EventsSettings:
     def reload(self) -> None:
         """Forget cached values so the next access reads Django's settings again."""
         self._values = None
+        for key in DEFAULTS:
+            self.__dict__.pop(key, None)
         self.version += 1
 
 

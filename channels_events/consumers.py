@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -73,6 +73,24 @@ class _Lagged:
         self.dropped = 0
 
 
+def _event_frame(event: Event, ids: tuple[str, ...]) -> str:
+    # Connections whose matching subscription ids are the same (typically
+    # all of them) share one frame per event.
+    frames: dict[tuple[str, ...], str] | None = event.__dict__.get("_frames")
+    if frames is None:
+        frames = event.__dict__["_frames"] = {}
+    text = frames.get(ids)
+    if text is None:
+        text = frames[ids] = (
+            '{"type":"event","subscriptions":'
+            + _JSON.encode(list(ids))
+            + ',"event":'
+            + encoded_envelope(event)
+            + "}"
+        )
+    return text
+
+
 def encoded_envelope(event: Event) -> str:
     """Return the event's envelope as JSON, encoded once per event per process."""
     encoded: str | None = event.__dict__.get("_encoded")
@@ -107,7 +125,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = uuid.uuid4().hex
         self.subscriptions: dict[str, ClientPattern] = {}
         self._by_namespace: dict[str, list[tuple[str, ClientPattern]]] = {}
-        self._outbox: collections.deque[tuple[Event, list[str]] | _Lagged] = collections.deque()
+        self._outbox: collections.deque[tuple[Event, tuple[str, ...]] | _Lagged] = (
+            collections.deque()
+        )
+        self._buffer_size = events_settings.BUFFER_SIZE
+        self._writing = False
         self._lagged: _Lagged | None = None
         self._wake = asyncio.Event()
         self._tokens = float(events_settings.RATE_BURST)
@@ -138,21 +160,46 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Return the namespaces this connection has subscriptions in."""
         return self._by_namespace.keys()
 
-    def deliver(self, events: list[Event]) -> None:
-        """Queue the events that match a subscription (called by the hub, never blocks)."""
+    def deliver(self, events: list[Event]) -> Awaitable[None] | None:
+        """Queue the events that match a subscription; return the write for the hub to await.
+
+        Called by the hub on its loop. When the hub runs on another loop, or
+        the receive policy is async (it may be slow), this connection's own
+        writer task sends instead, so nobody else waits for it.
+        """
         if asyncio.get_running_loop() is not self._loop:
-            self._loop.call_soon_threadsafe(self.deliver, events)
-            return
+            self._loop.call_soon_threadsafe(self._queue_and_wake, events)
+            return None
+        if not self._queue(events):
+            return None
+        if self._writing or self._policy.receive_is_async:
+            self._wake.set()
+            return None
+        return self._flush()
+
+    def _queue_and_wake(self, events: list[Event]) -> None:
+        if self._queue(events):
+            self._wake.set()
+
+    def _queue(self, events: list[Event]) -> bool:
+        # The hub hands over events of one namespace at a time.
+        candidates = self._by_namespace.get(events[0].namespace) if events else None
+        if not candidates:
+            return False
         outbox = self._outbox
-        limit = events_settings.BUFFER_SIZE
+        limit = self._buffer_size
         queued = False
         for event in events:
-            candidates = self._by_namespace.get(event.namespace)
-            if not candidates:
-                continue
-            ids = [sid for sid, pattern in candidates if pattern.matches(event.name)]
-            if not ids:
-                continue
+            name = event.name
+            if len(candidates) == 1:
+                sid, pattern = candidates[0]
+                if not pattern.matches(name):
+                    continue
+                ids: tuple[str, ...] = (sid,)
+            else:
+                ids = tuple(sid for sid, pattern in candidates if pattern.matches(name))
+                if not ids:
+                    continue
             if len(outbox) >= limit:
                 # A marker at the point of loss: the client hears ``lagged``
                 # after the events queued before it, not ahead of them.
@@ -163,17 +210,16 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 continue
             outbox.append((event, ids))
             queued = True
-        if queued:
-            self._wake.set()
+        return queued
 
-    async def _write_forever(self) -> None:
+    async def _flush(self) -> None:
+        """Send every queued frame, in order."""
+        self._writing = True
         policy = self._policy
-        scope = self.scope
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._outbox:
-                item = self._outbox.popleft()
+        outbox = self._outbox
+        try:
+            while outbox:
+                item = outbox.popleft()
                 if isinstance(item, _Lagged):
                     if item is self._lagged:
                         self._lagged = None
@@ -181,23 +227,31 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     continue
                 event, ids = item
                 try:
-                    verdict = policy.may_receive_now(scope, event)
-                    if not isinstance(verdict, bool):
-                        verdict = await verdict
-                    frame = (
-                        '{"type":"event","subscriptions":'
-                        + _JSON.encode(ids)
-                        + ',"event":'
-                        + encoded_envelope(event)
-                        + "}"
-                    )
+                    if policy.receive is not None:
+                        verdict = policy.may_receive_now(self.scope, event)
+                        if not isinstance(verdict, bool):
+                            verdict = await verdict
+                        if not verdict:
+                            continue
+                    text = _event_frame(event, ids)
                 except Exception:
                     # One event's trouble (a policy that raises, a payload
                     # that cannot be encoded) never stops this connection.
                     logger.exception("Event %r not sent to connection %s.", event.name, self)
                     continue
-                if verdict:
-                    await self.send(text_data=frame)
+                await self.send(text_data=text)
+        finally:
+            self._writing = False
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._writing:
+                try:
+                    await self._flush()
+                except Exception:
+                    logger.exception("Writing to connection %s failed.", self)
 
     # -- the client's side -------------------------------------------------
 
@@ -366,6 +420,7 @@ class _MixinSubscriber:
         return self.consumer._event_namespaces
 
     def deliver(self, events: list[Event]) -> None:
+        # The consumer's own task runs its handlers: the hub never waits for them.
         if asyncio.get_running_loop() is not self.loop:
             self.loop.call_soon_threadsafe(self.deliver, events)
             return

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -51,8 +51,12 @@ class Subscriber(Protocol):
     def namespaces(self) -> Iterable[str]:
         """Return the namespaces whose events this subscriber wants."""
 
-    def deliver(self, events: list[Event]) -> None:
-        """Take a batch of remote events; called on the hub's loop, must not block."""
+    def deliver(self, events: list[Event]) -> Awaitable[None] | None:
+        """Take a batch of events of one namespace, on the hub's loop, without blocking.
+
+        Return None, or an awaitable the hub awaits right away (a websocket
+        writing its frames), before it reads or sends anything else.
+        """
 
 
 def envelope_of(event: Event) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class Hub:
         self._sender: asyncio.Task[None] | None = None
         self._pending: tuple[str, list[dict[str, Any]]] | None = None
         self._workers: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
@@ -225,10 +230,11 @@ class Hub:
             # own subscribers (websockets) still get the event.
             loop = self._loop
             if namespace in self._by_namespace and loop is not None and not loop.is_closed():
+                coroutine = self._fan_out(namespace, [event])
                 if _running_loop() is loop:
-                    self._fan_out(namespace, [event])
+                    self._track(loop.create_task(coroutine))
                 else:
-                    loop.call_soon_threadsafe(self._fan_out, namespace, [event])
+                    asyncio.run_coroutine_threadsafe(coroutine, loop)
             return
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -333,7 +339,7 @@ class Hub:
             # Local subscribers (this process's websockets) get the events
             # now; the channel layer's echo of them is ignored.
             if namespace in self._by_namespace:
-                self._fan_out(namespace, events)
+                await self._fan_out(namespace, events)
         namespace, run = self._pending
         if not run:
             self._pending = None
@@ -408,12 +414,22 @@ class Hub:
         prefix = f"{events_settings.GROUP_PREFIX}."
         return {group[len(prefix) :] for group in self._joined}
 
-    def _fan_out(self, namespace: str, events: list[Event]) -> None:
+    async def _fan_out(self, namespace: str, events: list[Event]) -> None:
+        # Each subscriber queues what matches; websockets then write their
+        # frames here, one after another, as a bare loop over sockets would:
+        # no task switch per connection. (An ASGI send hands the frame to
+        # the server's buffer; it does not wait for the client.)
         for subscriber in list(self._by_namespace.get(namespace, ())):
             try:
-                subscriber.deliver(events)
+                pending = subscriber.deliver(events)
+                if pending is not None:
+                    await pending
             except Exception:
                 logger.exception("Subscriber %r failed to take events.", subscriber)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def groups_changed(self, *args: Any) -> None:
         """Ask the hub to recompute which groups to be in (thread-safe)."""
@@ -550,7 +566,7 @@ class Hub:
             start = 0
             for index in range(1, len(events) + 1):
                 if index == len(events) or events[index].namespace != events[start].namespace:
-                    self._fan_out(events[start].namespace, events[start:index])
+                    await self._fan_out(events[start].namespace, events[start:index])
                     start = index
         await self.deliver_to_listeners(events)
 
@@ -589,6 +605,35 @@ class Hub:
                 self._workers, _run_sync_calls, dispatcher, sync_calls
             )
             future.add_done_callback(_log_worker_failure)
+
+    def _after_fork(self) -> None:
+        """Start afresh in a forked child: no thread, no loop, a new origin.
+
+        The parent's loop and threads do not exist in the child, and the
+        events it had queued are the parent's to send.
+        """
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._loop = None
+        self._thread = None
+        self._outbox.clear()
+        self._pending = None
+        self._wake = None
+        self._wake_pending = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._room = threading.Event()
+        self._failing = False
+        self._sender = self._receiver = self._refresher = None
+        self._channel = None
+        self._joined = set()
+        self._subscribers.clear()
+        self._by_namespace.clear()
+        self._workers = None
+        self._tasks = set()
+        # A layer object may hold the parent's connections: get a fresh one.
+        self._layer = None
+        self._layer_version = -1
 
     async def stop(self) -> None:
         """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
@@ -695,5 +740,21 @@ def _flush_at_exit() -> None:
     hub = _hub
     if hub is not None and (hub._outbox or hub._pending):
         started = time.monotonic()
-        ok = hub.flush()
-        logger.debug("Flushed events at exit in %.3fs (ok=%s).", time.monotonic() - started, ok)
+        if hub.flush():
+            logger.debug("Flushed events at exit in %.3fs.", time.monotonic() - started)
+        else:
+            lost = len(hub._outbox) + len(hub._pending[1] if hub._pending else ())
+            logger.error(
+                "%d event(s) were not published before exit (FLUSH_TIMEOUT=%ss).",
+                lost,
+                events_settings.FLUSH_TIMEOUT,
+            )
+
+
+def _after_fork_in_child() -> None:
+    if _hub is not None:
+        _hub._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
