@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 from django.db import models, transaction
 
-from .observers import Observation, _is_muted, get_observation, muted_model_events, observe
+from .conf import events_settings
+from .observers import Observation, _is_muted, get_observation, muted_model_events
 from .payloads import json_safe, model_label
 
 __all__ = ["EventManager", "EventQuerySet", "emit_bulk_event"]
@@ -19,7 +20,17 @@ BULK_ACTIONS = ("bulk_created", "bulk_updated", "bulk_deleted")
 
 
 def _observation(model: type[models.Model]) -> Observation:
-    return get_observation(model) or observe(model)
+    # An unobserved model gets its batched events under the default names,
+    # without turning on its per-row events.
+    return get_observation(model) or Observation(
+        model=model,
+        namespace=events_settings.OBSERVER_NAMESPACE or model._meta.app_label,
+        fields=None,
+        exclude=(),
+        payload=None,
+        m2m=False,
+        dispatcher=None,
+    )
 
 
 def emit_bulk_event(
@@ -33,11 +44,13 @@ def emit_bulk_event(
 
     ``action`` is one of ``bulk_created``, ``bulk_updated``, ``bulk_deleted``.
     Use it after bulk work done outside :class:`EventQuerySet` (raw SQL, say).
-    The model is observed with default options if it is not observed yet.
+    A model that is not observed gets names in its app label's namespace
+    (or ``OBSERVER_NAMESPACE``). Nothing is dispatched when ``pks`` is empty.
     """
     if action not in BULK_ACTIONS:
         raise ValueError(f"Bulk action must be one of {BULK_ACTIONS}, got {action!r}.")
-    if _is_muted(model):
+    pks = list(pks)
+    if _is_muted(model) or not pks:
         return
     payload: dict[str, Any] = {
         "model": model_label(model),

@@ -73,7 +73,7 @@ def _is_importable_or_none(value: Any) -> bool:
         return False
     try:
         return callable(import_string(value))
-    except ImportError:
+    except Exception:  # ImportError, or the module itself failing to import
         return False
 
 

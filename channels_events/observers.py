@@ -418,6 +418,9 @@ def _post_save(
         instance.__dict__[_LOADED] = dict(fields)
         return
     loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
+    if update_fields is not None:
+        # Django accepts attnames ("customer_id") as well as names.
+        update_fields = frozenset(sender._meta.get_field(f).name for f in update_fields)
     if update_fields is None:
         saved = fields
         changed = [name for name, value in fields.items() if loaded.get(name, value) != value]

@@ -86,6 +86,12 @@ def sensitive_regex() -> re.Pattern[str] | None:
     return _compile_sensitive(patterns) if patterns else None
 
 
+def _is_user_model(model: type[models.Model]) -> bool:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    return issubclass(model, AbstractBaseUser)
+
+
 def select_fields(
     model: type[models.Model],
     fields: Sequence[str] | None = None,
@@ -101,6 +107,13 @@ def select_fields(
     concrete = {f.name: f for f in model._meta.concrete_fields}
     label = model._meta.label
     excluded = set(exclude)
+    if _is_user_model(model) and "password" in (fields or ()):
+        raise ValueError(
+            f"{label}.password is a password hash and is never put in a payload; "
+            "remove it from fields."
+        )
+    if _is_user_model(model):
+        excluded.add("password")
     for name in [*(fields or ()), *excluded]:
         if name not in concrete:
             raise ValueError(f"{label} has no concrete field {name!r}; fields: {sorted(concrete)}.")

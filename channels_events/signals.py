@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.db import models
 from django.dispatch import Signal
 
 from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .names import validate_name
-from .payloads import json_safe
+from .payloads import PRIMITIVE_TYPES, json_safe, sensitive_regex
 
 __all__ = ["signal_to_event"]
+
+logger = logging.getLogger("channels_events")
 
 SignalHook = Callable[..., "str | Event | None"]
 
 
 def _payload_from(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keep the arguments that are plain data and whose names do not look secret.
+
+    Objects (a request, a user) are left out: their text form can carry
+    secrets (a query string with a token); a model instance gives its pk.
+    """
+    secret = sensitive_regex()
     payload = {}
     for key, value in kwargs.items():
-        if key in ("signal", "instance"):
+        if key in ("signal", "instance") or (secret and secret.search(key)):
             continue
-        payload[key] = json_safe(value)
+        if isinstance(value, models.Model):
+            payload[key] = json_safe(value.pk)
+        elif _is_plain(value):
+            payload[key] = json_safe(value)
     return payload
+
+
+def _is_plain(value: Any) -> bool:
+    if type(value) in PRIMITIVE_TYPES or isinstance(
+        value, (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID)
+    ):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 def signal_to_event(
@@ -69,13 +97,22 @@ def signal_to_event(
         raise TypeError(f"A signal hook must return an event name, an Event or None: {result!r}.")
 
     def receiver(sender: Any, **kwargs: Any) -> None:
-        result = hook(sender, **kwargs) if hook is not None else name
-        if result is None:
+        target = dispatcher or get_dispatcher()
+        try:
+            result = hook(sender, **kwargs) if hook is not None else name
+            if result is None:
+                return
+            event = build(result, kwargs)
+        except Exception:
+            # Whoever sent the signal (a login, a request) must not fail
+            # because its event could not be built.
+            if target.strict:
+                raise
+            logger.exception("signal_to_event could not build an event for %r.", signal)
             return
-        event = build(result, kwargs)
         if event.instance is None and "instance" in kwargs:
             event.instance = kwargs["instance"]
-        (dispatcher or get_dispatcher()).dispatch(event)
+        target.dispatch(event)
 
     uid = ("channels_events.signal_to_event", id(signal), id(sender), str(name), id(hook))
     signal.connect(receiver, sender=sender, weak=False, dispatch_uid=uid)

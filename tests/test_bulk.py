@@ -23,7 +23,7 @@ class Boom(Exception):
 
 @pytest.fixture(autouse=True)
 def observed_item() -> Iterator[None]:
-    """Observe Item for the test (emit_bulk_event would observe it anyway) and undo it."""
+    """Observe Item for the test and undo it."""
     was_observed = get_observation(Item) is not None
     observe(Item)
     yield
@@ -173,3 +173,16 @@ def test_muted_model_events_suppresses_bulk_events(muted):
         assert events == []
         Item.objects.bulk_create([Item(name="c")])
     assert events.names == ["testapp::Item::bulk_created"]
+
+
+@pytest.mark.django_db
+def test_bulk_events_leave_per_row_events_off_and_skip_empty_updates():
+    unobserve(Item)  # the autouse fixture observed it
+    with capture_events(r"testapp::Item::.*") as events:
+        Item.objects.bulk_create([Item(name="a")])
+    assert events.names == ["testapp::Item::bulk_created"]
+    assert get_observation(Item) is None
+    with capture_events(r"testapp::Item::.*") as events:
+        Item.objects.create(name="b")  # not observed: no per-row event
+        Item.objects.filter(name="nothing-matches").update(quantity=1)
+    assert events.names == []

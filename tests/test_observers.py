@@ -856,3 +856,20 @@ def test_muted_model_events_is_local_to_its_context(observed):
     assert not thread.is_alive()
     assert failures == []
     assert [event.payload["fields"]["number"] for event in events] == ["other-thread"]
+
+
+def test_user_password_cannot_be_asked_for_by_name():
+    with pytest.raises(ObserverError, match="password hash"):
+        observe(User, fields=["username", "password"])
+
+
+@pytest.mark.django_db
+def test_update_fields_given_as_attnames_count_as_changed(observed):
+    observed(Order)
+    customer = Customer.objects.create(name="Ada")
+    order = Order.objects.create(number="A-9", customer=customer)
+    order.customer_id = None
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["customer_id"])
+    assert events[0].payload["changed"] == ["customer"]
+    assert events[0].payload["previous"] == {"customer": customer.pk}

@@ -58,17 +58,40 @@ def bridge() -> Iterator[Callable[..., Callable[[], bool]]]:
 
 def test_name_gets_the_json_safe_keyword_arguments(signal, bridge):
     bridge(signal, "tsignals::order::paid")
-    token = uuid.uuid4()
+    ref = uuid.uuid4()
     when = datetime.datetime(2026, 11, 23, 15, 4, 5, tzinfo=datetime.timezone.utc)
     with capture_events(EVENTS) as events:
-        signal.send(sender=Shop, order=42, amount=Decimal("19.90"), when=when, token=token)
+        signal.send(sender=Shop, order=42, amount=Decimal("19.90"), when=when, ref=ref)
     assert events.names == ["tsignals::order::paid"]
     assert json.loads(json.dumps(events[0].payload)) == {
         "order": 42,
         "amount": "19.90",
         "when": "2026-11-23T15:04:05+00:00",
-        "token": str(token),
+        "ref": str(ref),
     }
+
+
+class Request:
+    """Stands for an HttpRequest: an object whose text could carry secrets."""
+
+    def __str__(self) -> str:
+        return "<WSGIRequest: GET '/reset?token=s3cr3t'>"
+
+
+def test_objects_and_secret_looking_arguments_stay_out_of_the_payload(signal, bridge):
+    bridge(signal, "tsignals::session::started")
+    with capture_events(EVENTS) as events:
+        signal.send(sender=Shop, request=Request(), api_key="k-123", user_id=7)
+    assert events[0].payload == {"user_id": 7}
+    assert "s3cr3t" not in json.dumps(events[0].payload)
+
+
+def test_an_event_that_cannot_be_built_does_not_break_the_sender(signal, bridge, caplog):
+    bridge(signal, hook=lambda sender, **kwargs: 1 / 0)
+    with capture_events(EVENTS) as events:
+        signal.send(sender=Shop)  # no exception reaches the sender
+    assert events == []
+    assert "could not build an event" in caplog.text
 
 
 def test_instance_argument_travels_outside_the_payload(signal, bridge):

@@ -176,6 +176,11 @@ class Command(BaseCommand):
             except Exception as exc:
                 raise CommandError(f"Channel layer {name} is not reachable: {exc!r}") from None
             self.stdout.write(self.style.SUCCESS(f"Channel layer: {name} answers."))
+            if "InMemory" in name:
+                self.stdout.write(
+                    "Note: the in-memory layer works inside one process only; other "
+                    "processes (and manage.py events listen) hear nothing through it."
+                )
         if any(isinstance(p, Error) for p in problems):
             raise CommandError("CHANNELS_EVENTS has errors; see above.")
 
