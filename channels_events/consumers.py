@@ -424,7 +424,18 @@ class _MixinSubscriber:
         if asyncio.get_running_loop() is not self.loop:
             self.loop.call_soon_threadsafe(self.deliver, events)
             return
-        self.consumer._event_queue.extend(events)
+        queue = self.consumer._event_queue
+        room = events_settings.BUFFER_SIZE - len(queue)
+        if room < len(events):
+            # A consumer that cannot keep up loses events rather than memory.
+            logger.warning(
+                "%s is %d event(s) behind; dropped %d.",
+                type(self.consumer).__qualname__,
+                len(queue),
+                len(events) - max(room, 0),
+            )
+            events = events[: max(room, 0)]
+        queue.extend(events)
         self.consumer._event_wake.set()
 
 
@@ -444,21 +455,35 @@ class EventConsumerMixin:
 
     ``listens_for`` is a list of trusted patterns (regexes, Event classes),
     delivered to ``on_event``, or a dict mapping each pattern to the name of
-    its handler method. Handlers may be sync or async. The consumer is
-    registered with the hub when its ``connect`` / ``websocket_connect`` runs
-    and unregistered on disconnect; it receives every matching event
-    published in this process (model events after commit) or received from
-    other processes, in order. Patterns without a literal namespace need
-    ``event_namespaces = [...]``.
+    its handler method. Handlers may be sync or async. A websocket consumer
+    is registered with the hub when it calls ``accept()`` and unregistered on
+    disconnect; other consumers call ``start_listening()`` themselves. It
+    receives every matching event published in this process (model events
+    after commit) or received from other processes, in order, up to
+    ``BUFFER_SIZE`` waiting (beyond that, events are dropped and logged).
+    Patterns without a literal namespace need ``event_namespaces = [...]``.
+
+    The browser policies (``SUBSCRIBE_POLICY``, ``RECEIVE_POLICY``) do not
+    apply here: the patterns are the server's, so decide in ``connect()``
+    who may connect, as with any consumer.
     """
 
     listens_for: ClassVar[Iterable[PatternLike] | dict[PatternLike, str]] = ()
     event_namespaces: ClassVar[Iterable[str]] = ()
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        """Register with the hub, then connect as the consumer class does."""
-        await self.start_listening()
+        """Check ``listens_for`` (a mistake fails here), then connect as the class does."""
+        self._event_routing()
         await super().websocket_connect(message)  # type: ignore[misc]
+
+    async def accept(self, *args: Any, **kwargs: Any) -> None:
+        """Accept the websocket as the consumer class does, then register with the hub.
+
+        Registering only once accepted means a connection the consumer
+        refuses never gets events.
+        """
+        await super().accept(*args, **kwargs)  # type: ignore[misc]
+        await self.start_listening()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Unregister from the hub, then disconnect as the consumer class does."""
@@ -469,6 +494,18 @@ class EventConsumerMixin:
         """Register with the hub (called on connect; call it yourself in other consumers)."""
         if getattr(self, "_event_subscriber", None) is not None:
             return
+        self._event_routes, self._event_namespaces = self._event_routing()
+        self._event_queue: collections.deque[Event] = collections.deque()
+        self._event_wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._event_subscriber: _MixinSubscriber | None = _MixinSubscriber(self, loop)
+        self._event_task = loop.create_task(self._run_event_handlers())
+        hub = get_hub()
+        await hub.attach()
+        hub.add_subscriber(self._event_subscriber)
+
+    def _event_routing(self) -> tuple[list[tuple[Any, str]], frozenset[str]]:
+        """Return the compiled routes of ``listens_for`` and their namespaces, or raise."""
         routes: list[tuple[Any, str]] = []
         spec = self.listens_for
         items = (
@@ -488,16 +525,7 @@ class EventConsumerMixin:
             if literal is not None:
                 namespaces.add(literal)
             routes.append((compile_pattern(source), method))
-        self._event_routes = routes
-        self._event_namespaces = frozenset(namespaces)
-        self._event_queue: collections.deque[Event] = collections.deque()
-        self._event_wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._event_subscriber: _MixinSubscriber | None = _MixinSubscriber(self, loop)
-        self._event_task = loop.create_task(self._run_event_handlers())
-        hub = get_hub()
-        await hub.attach()
-        hub.add_subscriber(self._event_subscriber)
+        return routes, frozenset(namespaces)
 
     async def stop_listening(self) -> None:
         """Unregister from the hub."""

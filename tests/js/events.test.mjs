@@ -169,9 +169,32 @@ test("emit resolves with the event id, or rejects with the error code", async ()
   await assert.rejects(refused, (error) => error.code === "forbidden");
 });
 
-test("emit while disconnected rejects at once", async () => {
-  const { client } = harness();
-  await assert.rejects(client.emit("a::b", {}), /not connected/);
+test("emit before the connection is open waits and is sent on welcome", async () => {
+  const { client, last } = harness();
+  const emitted = client.emit("a::b", { n: 1 });
+  assert.deepEqual(last().sent, []);
+  last().accept();
+  assert.deepEqual(last().sent, [{ type: "emit", name: "a::b", payload: { n: 1 } }]);
+  last().receive({ type: "emitted", id: "EV9" });
+  assert.equal(await emitted, "EV9");
+});
+
+test("emit after close rejects at once", async () => {
+  const { client, last } = harness();
+  last().accept();
+  client.close();
+  await assert.rejects(client.emit("a::b", {}), /closed/);
+});
+
+test("keep-alive pings carry an id, so their errors are not taken for emit errors", async () => {
+  const { client, last, runTimer } = harness({ pingInterval: 1000 });
+  last().accept();
+  const emitted = client.emit("a::b", {});
+  runTimer(); // the ping
+  assert.deepEqual(last().sent.at(-1), { type: "ping", id: "keepalive" });
+  last().receive({ type: "error", code: "rate_limited", message: "slow", id: "keepalive" });
+  last().receive({ type: "emitted", id: "EV1" });
+  assert.equal(await emitted, "EV1");
 });
 
 test("close stops reconnecting", () => {

@@ -47,7 +47,8 @@ export function connect(url, options = {}) {
   const target = absoluteUrl(url);
   const subscriptions = new Map(); // id -> {pattern, callback, onGap, onError, since, acked}
   const statusListeners = new Set();
-  const pendingEmits = []; // {resolve, reject}, answered in order
+  const pendingEmits = []; // sent emits: {resolve, reject}, answered in order
+  const queuedEmits = []; // emits waiting for the connection: {message, resolve, reject}
   let socket = null;
   let attempt = 0;
   let retryTimer = null;
@@ -131,7 +132,9 @@ export function connect(url, options = {}) {
     stopPing();
     if (!opts.pingInterval) return;
     const tick = () => {
-      send({ type: "ping" });
+      // With an id, an error answering the ping (rate_limited) carries it
+      // and cannot be mistaken for the answer to an emit.
+      send({ type: "ping", id: "keepalive" });
       pingTimer = opts.setTimeout(tick, opts.pingInterval);
     };
     pingTimer = opts.setTimeout(tick, opts.pingInterval);
@@ -163,6 +166,11 @@ export function connect(url, options = {}) {
         attempt = 0;
         setStatus("open");
         for (const [id, sub] of subscriptions) sendSubscribe(id, sub);
+        while (queuedEmits.length) {
+          const queued = queuedEmits.shift();
+          send(queued.message);
+          pendingEmits.push(queued);
+        }
         startPing();
         break;
       case "subscribed": {
@@ -239,14 +247,19 @@ export function connect(url, options = {}) {
       };
     },
 
-    /** Ask the server to dispatch an event; resolves with its id, rejects if refused. */
+    /**
+     * Ask the server to dispatch an event; resolves with its id, rejects if refused.
+     * While the connection is (re)opening the emit waits and is sent once it is open.
+     */
     emit(name, payload = {}) {
       return new Promise((resolve, reject) => {
-        if (!send({ type: "emit", name, payload })) {
-          reject(new Error("not connected"));
+        if (closed) {
+          reject(new Error("closed"));
           return;
         }
-        pendingEmits.push({ resolve, reject });
+        const message = { type: "emit", name, payload };
+        if (send(message)) pendingEmits.push({ resolve, reject });
+        else queuedEmits.push({ message, resolve, reject });
       });
     },
 
@@ -260,6 +273,7 @@ export function connect(url, options = {}) {
     /** Close for good: no more reconnects. */
     close() {
       closed = true;
+      while (queuedEmits.length) queuedEmits.shift().reject(new Error("closed"));
       stopPing();
       if (retryTimer !== null) opts.clearTimeout(retryTimer);
       retryTimer = null;
