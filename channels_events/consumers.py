@@ -120,6 +120,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     (frames waiting to be written before the client is told it ``lagged``).
     """
 
+    # Events arrive through the hub, so a connection needs no channel-layer
+    # channel of its own: none means no per-connection receive on Redis.
+    # Subclasses that also want group messages can set an alias back.
+    channel_layer_alias: str | None = None
+
     async def connect(self) -> None:
         """Accept, greet with ``welcome``, and register with the hub."""
         self.connection_id = uuid.uuid4().hex

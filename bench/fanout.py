@@ -1,0 +1,669 @@
+"""Websocket fan-out: EventStreamConsumer next to plain Channels groups and a bare floor.
+
+Run from the repository root, with a Redis server at ``--redis-url``:
+
+    .venv/bin/python bench/fanout.py [--quick]
+
+Three servers, each one daphne process started by this script
+(``python -m daphne bench.fanout_app:<application>``, settings
+``bench.fanout_settings``, channels_redis core layer):
+
+- ``channels_events``: clients connect to ``EventStreamConsumer`` and
+  subscribe to ``bench::.*``; a publisher process (plain Django, same
+  settings) calls ``channels_events.dispatch("bench::tick", payload)`` and its
+  hub publishes the event.
+- ``channels``: an ``AsyncJsonWebsocketConsumer`` that joins group ``bench``
+  on connect and ``send_json``s each ``bench.tick`` message; the publisher
+  awaits ``layer.group_send("bench", {"type": "bench.tick", "event": ...})``.
+- ``floor``: a bare ``AsyncWebsocketConsumer`` without a channel layer; one
+  task in daphne reads a Redis pub/sub channel and ``send``s every message (an
+  already encoded frame) to each connected consumer in turn; the publisher
+  ``PUBLISH``es the encoded frame.
+
+Every server writes the same frame to each client: ``{"type": "event",
+"subscriptions": [...], "event": {id, name, namespace, payload, timestamp}}``,
+with a payload of about 200 bytes that starts with ``"sent": time.time()``.
+
+Two loads: 100 clients at 50 events/s and 1000 clients at 10 events/s, for
+``--seconds`` each. Clients run in one process per 500 connections (the
+``websockets`` asyncio client); all are connected and subscribed before the
+publisher (another process) starts. After the last event the script waits
+``--straggle`` seconds, then reads:
+
+- ``delivered``: event frames received / (clients x events sent);
+- ``p50``/``p99``: publish-to-receive latency, ``time.time()`` on receipt
+  minus ``sent``, over every frame received;
+- ``daphne CPU per delivery``: daphne's utime + stime (``/proc/<pid>/stat``)
+  from the first event to the end of the straggler wait, divided by the frames
+  delivered.
+
+Ratios are against the floor at the same load. Every key of the run lives in
+the Redis database of ``--redis-url`` under a prefix unique to the run and is
+deleted at the end; every process started is killed on the way out. The run
+takes about a minute and a half (``--quick``: under a minute).
+
+``--servers`` picks some of them, or adds ``channels_events_nolayer``: the
+library's consumer without a channel layer (``channel_layer_alias`` names
+none), so that a connection does not also read a channel-layer channel of its
+own, as every Channels consumer otherwise does.
+
+``--profile DIR`` records daphne with py-spy (``pip install py-spy``) during
+each publishing window, as raw stacks, one file per server and load; the
+profiler slows daphne down, so read the figures of such a run with care.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import queue
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = "bench.fanout_settings"
+SERVERS = {
+    "channels_events": "events_application",
+    "channels_events_nolayer": "events_nolayer_application",
+    "channels": "channels_application",
+    "floor": "floor_application",
+}
+EVENT_NAME = "bench::tick"
+SUBSCRIPTION = "s1"
+SUBSCRIBE = json.dumps({"type": "subscribe", "id": SUBSCRIPTION, "pattern": "bench::.*"})
+CLIENTS_PER_PROCESS = 500
+HANDSHAKES_AT_ONCE = 20
+SENT_KEY = b'"sent":'
+# Targets for channels_events, against the floor at the same load.
+TARGET_CPU_RATIO = 1.25
+TARGET_P99_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class Load:
+    clients: int
+    rate: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.clients} clients x {self.rate}/s"
+
+
+LOADS = (Load(100, 50), Load(1000, 10))
+
+
+def payload(seq: int, sent: float) -> dict[str, Any]:
+    """Return the event payload: the send time first, then about 200 bytes of fields."""
+    return {
+        "sent": sent,
+        "seq": seq,
+        "model": "bench.item",
+        "pk": seq,
+        "number": f"A-{seq:06d}",
+        "status": "paid",
+        "total": "19.90",
+        "currency": "EUR",
+        "customer": 17,
+        "changed": ["status", "total"],
+        "note": "a fan-out benchmark event, about two hundred bytes in all",
+    }
+
+
+def frame(seq: int, sent: float) -> dict[str, Any]:
+    """Return the frame the channels and floor servers write: what channels_events writes."""
+    from channels_events.events import new_event_id
+
+    return {
+        "type": "event",
+        "subscriptions": [SUBSCRIPTION],
+        "event": {
+            "id": new_event_id(sent),
+            "name": EVENT_NAME,
+            "namespace": "bench",
+            "payload": payload(seq, sent),
+            "timestamp": datetime.fromtimestamp(sent, timezone.utc).isoformat(),
+        },
+    }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Return the nearest-rank ``q`` percentile (0-100) of sorted ``ordered``."""
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+# -- the client process --------------------------------------------------------
+
+
+async def run_clients(args: argparse.Namespace) -> None:
+    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.exceptions import ConnectionClosed
+
+    latencies = array.array("d")
+    counting = False
+    # Few handshakes at a time: each channels connection borrows a Redis
+    # connection for group_add, and the layer's pool holds at most 100.
+    opening = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+
+    async def open_one() -> ClientConnection:
+        async with opening:
+            ws = await connect(
+                args.url, compression=None, ping_interval=None, open_timeout=60, max_size=2**20
+            )
+            if args.kind.startswith("channels_events"):
+                await ws.recv()  # welcome
+                await ws.send(SUBSCRIBE)
+                while True:
+                    answer = await ws.recv()
+                    if '"subscribed"' in answer:
+                        break
+                    if '"error"' in answer:
+                        raise RuntimeError(f"subscribe refused: {answer}")
+            return ws
+
+    async def read(ws: ClientConnection) -> None:
+        recv = ws.recv
+        now = time.time
+        append = latencies.append
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data = await recv(decode=False)
+                start = data.find(SENT_KEY)
+                if start < 0 or not counting:
+                    continue
+                end = data.find(b",", start)
+                append(now() - float(data[start + len(SENT_KEY) : end]))
+
+    connections = await asyncio.gather(*(open_one() for _ in range(args.clients)))
+    readers = [asyncio.create_task(read(ws)) for ws in connections]
+    counting = True
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    counting = False
+    await asyncio.to_thread(Path(args.out).write_bytes, latencies.tobytes())
+    print(json.dumps({"frames": len(latencies), "connections": len(connections)}), flush=True)
+    for task in readers:
+        task.cancel()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True), 10
+        )
+
+
+# -- the publisher process -----------------------------------------------------
+
+
+def run_publisher(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    total = round(args.rate * args.seconds)
+    if args.kind.startswith("channels_events"):
+        from channels_events import dispatch
+        from channels_events.hub import get_hub
+
+        hub = get_hub()
+        dispatch("benchwarmup::ping", {})  # starts the hub's thread and its connection
+        hub.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        clock = time.perf_counter
+        start = clock()
+        for seq in range(total):
+            delay = start + seq / args.rate - clock()
+            if delay > 0:
+                time.sleep(delay)
+            dispatch(EVENT_NAME, payload(seq, time.time()))
+        hub.flush()
+        elapsed = clock() - start
+    else:
+        elapsed = asyncio.run(publish_async(args, total))
+    print(json.dumps({"sent": total, "seconds": elapsed}), flush=True)
+
+
+async def publish_async(args: argparse.Namespace, total: int) -> float:
+    from django.conf import settings
+
+    if args.kind == "channels":
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        await layer.group_send("benchwarmup", {"type": "bench.warmup"})
+
+        async def send(seq: int) -> None:
+            message = {"type": "bench.tick", "event": frame(seq, time.time())}
+            await layer.group_send("bench", message)
+
+    else:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.FANOUT_REDIS_URL)
+        await client.ping()
+        channel = settings.FANOUT_FLOOR_CHANNEL
+        encode = json.JSONEncoder(separators=(",", ":")).encode
+
+        async def send(seq: int) -> None:
+            await client.publish(channel, encode(frame(seq, time.time())))
+
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    clock = time.perf_counter
+    start = clock()
+    for seq in range(total):
+        delay = start + seq / args.rate - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await send(seq)
+    return clock() - start
+
+
+# -- the driver ----------------------------------------------------------------
+
+
+class Child:
+    """A child process whose stdout lines are read by a thread into a queue."""
+
+    children: list[Child] = []
+
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], stderr: TextIO | None = None
+    ) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        Child.children.append(self)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
+
+    def expect(self, timeout: float) -> str:
+        """Return the next line the child printed, or raise if none comes in time."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{self.name}: no answer within {timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"{self.name} exited with code {self.proc.wait()}")
+        return line
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for child in cls.children:
+            child.stop()
+        cls.children.clear()
+
+
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    return dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE=SETTINGS,
+        FANOUT_REDIS_URL=args.redis_url,
+        FANOUT_PREFIX=args.prefix,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+
+
+def this_script(role: str, *options: object) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--role", role, *map(str, options)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the process's user + system CPU time (all its threads) from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_daphne(args: argparse.Namespace, server: str, log: TextIO) -> tuple[Child, int]:
+    port = free_port()
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    command.append(f"bench.fanout_app:{SERVERS[server]}")
+    daphne = Child(f"daphne ({server})", command, child_env(args), stderr=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if daphne.proc.poll() is not None:
+            log.flush()
+            tail = Path(log.name).read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"daphne ({server}) exited:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return daphne, port
+        time.sleep(0.1)
+    raise RuntimeError(f"daphne ({server}) did not listen within 30 s")
+
+
+def wait_until_listening(args: argparse.Namespace, server: str, clients: int) -> None:
+    """Return once Redis shows the server's subscription: the group or the pub/sub channel."""
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            if server.startswith("channels_events"):
+                ready = client.zcard(f"{args.prefix}:group:events.bench") > 0
+            elif server == "channels":
+                ready = client.zcard(f"{args.prefix}:group:bench") >= clients
+            else:
+                channel = f"{args.prefix}:floor"
+                ready = dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+            if ready:
+                return
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(f"{server}: its Redis subscription did not appear within 10 s")
+
+
+def start_profiler(
+    args: argparse.Namespace, server: str, load: Load, daphne: Child
+) -> Child | None:
+    """Start py-spy on daphne for the publishing window, if ``--profile`` asks for it."""
+    if not args.profile:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(args.profile) / f"{server}-{load.clients}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(daphne.proc.pid), "--format", "raw"]
+    command += ["--rate", "250", "--nonblocking", "--output", str(out)]
+    command += ["--duration", str(round(args.seconds + args.straggle))]
+    return Child(f"py-spy ({server})", command, dict(os.environ))
+
+
+def settle(daphne: Child, timeout: float = 20) -> None:
+    """Wait until daphne is idle again (below 5% of a core for half a second)."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(daphne.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = cpu_seconds(daphne.proc.pid)
+        if after - before < 0.025:
+            return
+        before = after
+
+
+def measure(
+    args: argparse.Namespace, server: str, port: int, daphne: Child, load: Load
+) -> dict[str, Any]:
+    env = child_env(args)
+    sizes = [CLIENTS_PER_PROCESS] * (load.clients // CLIENTS_PER_PROCESS)
+    if load.clients % CLIENTS_PER_PROCESS:
+        sizes.append(load.clients % CLIENTS_PER_PROCESS)
+    outputs = [Path(args.tmp) / f"{server}-{load.clients}-{i}.bin" for i in range(len(sizes))]
+    clients = [
+        Child(
+            f"clients {i} ({server})",
+            this_script(
+                "clients",
+                "--kind", server,
+                "--url", f"ws://127.0.0.1:{port}/",
+                "--clients", size,
+                "--out", out,
+            ),
+            env,
+        )
+        for i, (size, out) in enumerate(zip(sizes, outputs, strict=True))
+    ]  # fmt: skip
+    profiler: Child | None = None
+    publisher = Child(
+        f"publisher ({server})",
+        this_script("publish", "--kind", server, "--rate", load.rate, "--seconds", args.seconds),
+        env,
+    )
+    try:
+        for child in [*clients, publisher]:
+            line = child.expect(90)
+            if line != "ready":
+                raise RuntimeError(f"{child.name} said {line!r}")
+        wait_until_listening(args, server, load.clients)
+        time.sleep(0.5)
+        profiler = start_profiler(args, server, load, daphne)
+        cpu_before = cpu_seconds(daphne.proc.pid)
+        started = time.monotonic()
+        publisher.tell("go")
+        sent = json.loads(publisher.expect(args.seconds + 60))
+        time.sleep(args.straggle)
+        cpu = cpu_seconds(daphne.proc.pid) - cpu_before
+        window = time.monotonic() - started
+        received = 0
+        for child in clients:
+            child.tell("stop")
+            received += json.loads(child.expect(60))["frames"]
+        latencies: list[float] = []
+        for out in outputs:
+            values = array.array("d")
+            values.frombytes(out.read_bytes())
+            latencies.extend(values)
+        for child in [*clients, publisher]:
+            child.wait(15)
+        if profiler is not None:
+            profiler.wait(15)
+    finally:
+        for child in [*clients, publisher, *([profiler] if profiler else [])]:
+            child.stop()
+            Child.children.remove(child)
+    latencies.sort()
+    expected = load.clients * sent["sent"]
+    return {
+        "sent": sent["sent"],
+        "publish_rate": sent["sent"] / sent["seconds"] if sent["seconds"] else float("nan"),
+        "received": received,
+        "delivered": received / expected if expected else float("nan"),
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "max_ms": latencies[-1] * 1e3 if latencies else float("nan"),
+        "cpu_s": cpu,
+        "cpu_share": cpu / window,
+        "cpu_us": cpu / received * 1e6 if received else float("nan"),
+    }
+
+
+def clean_redis(args: argparse.Namespace) -> int:
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{args.prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.2f}x" if floor else "n/a"
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, Any]]) -> None:
+    print(
+        f"\nPython {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g} s of "
+        f"publishing per load, {args.straggle:g} s for stragglers\n"
+    )
+    print(
+        "| load | server | delivered | p50 | p99 | daphne CPU per delivery "
+        "| CPU vs floor | p99 vs floor |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for load in LOADS:
+        floor = results.get((load.label, "floor"))
+        for server in SERVERS:
+            row = results.get((load.label, server))
+            if row is None:
+                continue
+            cpu_ratio = ratio(row["cpu_us"], floor["cpu_us"]) if floor else "n/a"
+            p99_ratio = ratio(row["p99_ms"], floor["p99_ms"]) if floor else "n/a"
+            print(
+                f"| {load.label} | {server} | {row['delivered']:.2%} | {row['p50_ms']:.1f} ms "
+                f"| {row['p99_ms']:.1f} ms | {row['cpu_us']:.1f} µs | {cpu_ratio} | {p99_ratio} |"
+            )
+    print("\nLatency and CPU per delivery cover the frames delivered, however few.")
+    print("\n| load | server | events sent | publish rate | frames received | max latency "
+          "| daphne CPU | daphne busy |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for load in LOADS:
+        for server in SERVERS:
+            row = results.get((load.label, server))
+            if row is None:
+                continue
+            print(
+                f"| {load.label} | {server} | {row['sent']} | {row['publish_rate']:.1f}/s "
+                f"| {row['received']:,} | {row['max_ms']:.1f} ms | {row['cpu_s']:.2f} s "
+                f"| {row['cpu_share']:.0%} of a core |"
+            )
+    print()
+    for load, server in itertools.product(LOADS, ("channels_events", "channels_events_nolayer")):
+        ours = results.get((load.label, server))
+        floor = results.get((load.label, "floor"))
+        if not ours or not floor:
+            continue
+        misses = []
+        if ours["received"] < ours["sent"] * load.clients:
+            misses.append(f"delivered {ours['delivered']:.2%}")
+        if ours["cpu_us"] > TARGET_CPU_RATIO * floor["cpu_us"]:
+            misses.append(f"CPU {ratio(ours['cpu_us'], floor['cpu_us'])} > {TARGET_CPU_RATIO}x")
+        if ours["p99_ms"] > TARGET_P99_RATIO * floor["p99_ms"]:
+            misses.append(f"p99 {ratio(ours['p99_ms'], floor['p99_ms'])} > {TARGET_P99_RATIO}x")
+        verdict = "meets the targets" if not misses else "misses: " + ", ".join(misses)
+        print(f"- {load.label}: {server} {verdict}")
+
+
+def drive(args: argparse.Namespace) -> None:
+    raise_fd_limit()
+    args.prefix = f"fanout-{uuid.uuid4().hex[:10]}"
+    args.tmp = tempfile.mkdtemp(prefix="fanout-")
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    log_path = Path(args.tmp) / "daphne.log"
+    failed = False
+    try:
+        with open(log_path, "w") as log:
+            for server in args.servers:
+                daphne, port = start_daphne(args, server, log)
+                try:
+                    for load in LOADS:
+                        print(f"{server}: {load.label} ...", file=sys.stderr, flush=True)
+                        try:
+                            results[(load.label, server)] = measure(
+                                args, server, port, daphne, load
+                            )
+                        except Exception as exc:  # report it, go on with the others
+                            print(f"{server}: {load.label} failed: {exc}", file=sys.stderr)
+                            failed = True
+                        with contextlib.suppress(OSError):
+                            settle(daphne)
+                finally:
+                    daphne.stop()
+                    Child.children.remove(daphne)
+        if failed:
+            tail = log_path.read_text(errors="replace")[-4000:]
+            print(f"daphne's log ended with:\n{tail}", file=sys.stderr)
+    finally:
+        Child.stop_all()
+        with contextlib.suppress(Exception):
+            clean_redis(args)
+        shutil.rmtree(args.tmp, ignore_errors=True)
+    report(args, results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s per load: a smoke run")
+    parser.add_argument("--seconds", type=float, default=None, help="publishing time per load")
+    parser.add_argument("--straggle", type=float, default=None, help="wait after the last event")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record daphne with py-spy during each publishing window, into DIR (raw stacks)",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=list(SERVERS),
+        default=["channels_events", "channels", "floor"],
+    )
+    # Internal: the client and publisher processes.
+    parser.add_argument("--role", choices=["drive", "clients", "publish"], default="drive")
+    parser.add_argument("--kind", choices=list(SERVERS))
+    parser.add_argument("--url")
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--out")
+    parser.add_argument("--rate", type=float)
+    args = parser.parse_args()
+    if args.role == "clients":
+        asyncio.run(run_clients(args))
+    elif args.role == "publish":
+        sys.path.insert(0, str(ROOT))
+        run_publisher(args)
+    else:
+        if args.seconds is None:
+            args.seconds = 2.0 if args.quick else 10.0
+        if args.straggle is None:
+            args.straggle = 1.0 if args.quick else 2.0
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()
