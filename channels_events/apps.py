@@ -32,5 +32,6 @@ class ChannelsEventsConfig(AppConfig):
         from .hub import get_hub
 
         # Every event that leaves the process goes through the hub's outbox.
-        get_dispatcher().add_publisher(get_hub().publish)
+        hub = get_hub()
+        get_dispatcher().add_publisher(hub.publish, accepts=hub.accepts)
         autodiscover_modules("listeners", "observers")

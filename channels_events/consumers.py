@@ -484,21 +484,27 @@ class EventConsumerMixin:
     async def accept(self, *args: Any, **kwargs: Any) -> None:
         """Accept the websocket as the consumer class does, then register with the hub.
 
-        Registering only once accepted means a connection the consumer
-        refuses never gets events.
+        The consumer registers just before the handshake completes, so no
+        event dispatched after a client sees the connection open is missed;
+        handlers run only once it is accepted, and a refused connection
+        never gets events.
         """
+        await self.start_listening(accepted=False)
         await super().accept(*args, **kwargs)  # type: ignore[misc]
-        await self.start_listening()
+        self._event_ready.set()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Unregister from the hub, then disconnect as the consumer class does."""
         await self.stop_listening()
         await super().websocket_disconnect(message)  # type: ignore[misc]
 
-    async def start_listening(self) -> None:
-        """Register with the hub (called on connect; call it yourself in other consumers)."""
+    async def start_listening(self, *, accepted: bool = True) -> None:
+        """Register with the hub (websockets do on ``accept()``; other consumers call it)."""
         if getattr(self, "_event_subscriber", None) is not None:
             return
+        self._event_ready = asyncio.Event()
+        if accepted:
+            self._event_ready.set()
         self._event_routes, self._event_namespaces = self._event_routing()
         self._event_queue: collections.deque[Event] = collections.deque()
         self._event_wake = asyncio.Event()
@@ -542,6 +548,7 @@ class EventConsumerMixin:
         self._event_subscriber = None
 
     async def _run_event_handlers(self) -> None:
+        await self._event_ready.wait()
         while True:
             await self._event_wake.wait()
             self._event_wake.clear()

@@ -158,6 +158,7 @@ class Dispatcher:
         self._muted = 0
         self._taps: list[Callable[[Event], None]] = []
         self._publishers: list[Publisher] = []
+        self._accepts: list[Callable[[Event], bool] | None] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[Callable[[Dispatcher], None]] = []
 
@@ -565,16 +566,30 @@ class Dispatcher:
 
     # -- publication -------------------------------------------------------
 
-    def add_publisher(self, publisher: Publisher) -> None:
-        """Register a callable that receives every event meant to leave the process."""
+    def add_publisher(
+        self, publisher: Publisher, accepts: Callable[[Event], bool] | None = None
+    ) -> None:
+        """Register a callable that receives every event meant to leave the process.
+
+        ``accepts(event)``, if given, says cheaply whether the publisher wants
+        an event at all; when no publisher does, nothing is deferred to the
+        end of the transaction for it.
+        """
         with self._lock:
             if publisher not in self._publishers:
                 self._publishers = [*self._publishers, publisher]
+                self._accepts = [*self._accepts, accepts]
 
     def remove_publisher(self, publisher: Publisher) -> None:
         """Unregister a publisher added with :meth:`add_publisher`."""
         with self._lock:
-            self._publishers = [p for p in self._publishers if p != publisher]
+            kept = [
+                (p, a)
+                for p, a in zip(self._publishers, self._accepts, strict=True)
+                if p != publisher
+            ]
+            self._publishers = [p for p, _ in kept]
+            self._accepts = [a for _, a in kept]
 
     def publish(self, event: Event) -> None:
         """Hand an event to the publishers, after commit if the event asks for it.
@@ -584,6 +599,8 @@ class Dispatcher:
         it commits, and never if it rolls back.
         """
         if event.local or not self._publishers:
+            return
+        if not any(accepts is None or accepts(event) for accepts in self._accepts):
             return
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: self._publish_now(event))

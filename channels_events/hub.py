@@ -217,6 +217,13 @@ class Hub:
 
     # -- publishing --------------------------------------------------------
 
+    def accepts(self, event: Event) -> bool:
+        """Return whether :meth:`publish` would do anything with ``event``."""
+        namespace = event.namespace
+        if namespace in events_settings.LOCAL_NAMESPACES:
+            return False
+        return self.layer is not None or namespace in self._by_namespace
+
     def publish(self, event: Event) -> None:
         """Queue ``event`` for the channel layer; never waits for the network.
 
