@@ -303,7 +303,7 @@ class Hub:
                             logger.warning(
                                 "Publishing to the channel layer failed (%s); retrying.", exc
                             )
-                        await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+                        await asyncio.sleep(_backoff(failures))
                         continue
                     if failures:
                         logger.warning("Publishing to the channel layer works again.")
@@ -534,7 +534,7 @@ class Hub:
                     logger.warning(
                         "Receiving from the channel layer failed (%r); retrying with backoff.", exc
                     )
-                await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+                await asyncio.sleep(_backoff(failures))
                 continue
             if failures:
                 logger.warning("The channel layer is reachable again; groups rejoined.")
@@ -707,6 +707,11 @@ def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Even
 def _log_worker_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.error("Delivering remote events failed.", exc_info=future.exception())
+
+
+def _backoff(failures: int) -> float:
+    """Return the seconds to wait after the n-th failure in a row: 0.1, 0.2, ... up to 5."""
+    return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

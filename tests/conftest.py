@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from channels_events import Dispatcher, Event, get_dispatcher
+
 REDIS_URL_ENV = "CHANNELS_EVENTS_TEST_REDIS_URL"
 REDIS_SKIP_REASON = (
     "Redis not reachable: set CHANNELS_EVENTS_TEST_REDIS_URL (scripts/dev.py test does)"
@@ -63,3 +65,28 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*batch)
     finally:
         client.close()
+
+
+@pytest.fixture
+def default_dispatcher() -> Iterator[Dispatcher]:
+    """Yield the default dispatcher; disconnect whatever the test left connected to it."""
+    dispatcher = get_dispatcher()
+    before = set(dispatcher.registrations)
+    yield dispatcher
+    for registration in dispatcher.registrations:
+        if registration not in before:
+            dispatcher.disconnect(registration.callback, registration.pattern)
+
+
+@pytest.fixture
+def published() -> Iterator[list[Event]]:
+    """Collect the events handed to publishers, that is, the ones leaving the process."""
+    events: list[Event] = []
+
+    def publisher(event: Event) -> None:
+        events.append(event)
+
+    dispatcher = get_dispatcher()
+    dispatcher.add_publisher(publisher)
+    yield events
+    dispatcher.remove_publisher(publisher)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 from django.db import transaction
 
-from channels_events import Event, get_dispatcher
 from channels_events.bulk import emit_bulk_event
 from channels_events.observers import get_observation, muted_model_events, observe, unobserve
 from channels_events.testing import capture_events
@@ -29,20 +28,6 @@ def observed_item() -> Iterator[None]:
     yield
     if not was_observed:
         unobserve(Item)
-
-
-@pytest.fixture
-def published() -> Iterator[list[Event]]:
-    """Collect the events handed to publishers, that is, the ones leaving the process."""
-    events: list[Event] = []
-
-    def publisher(event: Event) -> None:
-        events.append(event)
-
-    dispatcher = get_dispatcher()
-    dispatcher.add_publisher(publisher)
-    yield events
-    dispatcher.remove_publisher(publisher)
 
 
 def make_items(*names: str) -> list[Item]:

@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,7 +20,6 @@ from channels_events import (
     connect,
     disconnect,
     dispatch,
-    get_dispatcher,
 )
 from channels_events.exceptions import InvalidEventName, InvalidPattern
 from channels_events.testing import strict_dispatch
@@ -53,17 +51,6 @@ async def afailing(event: Event) -> None:
 @pytest.fixture
 def d() -> Dispatcher:
     return Dispatcher()
-
-
-@pytest.fixture
-def default_dispatcher() -> Iterator[Dispatcher]:
-    """Yield the default dispatcher; disconnect whatever the test left connected to it."""
-    dispatcher = get_dispatcher()
-    before = set(dispatcher.registrations)
-    yield dispatcher
-    for registration in dispatcher.registrations:
-        if registration not in before:
-            dispatcher.disconnect(registration.callback, registration.pattern)
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import ClassVar
 
 import pytest
 
-from channels_events import Dispatcher, Event, connect, disconnect, get_dispatcher
+from channels_events import Dispatcher, Event, connect, disconnect
 from channels_events.events import event_class_for
 from channels_events.exceptions import (
     ChannelsEventsError,
@@ -37,17 +36,6 @@ class OrderShipped(Event):
 
 class NoFields(Event):
     name = "tevents::ping"
-
-
-@pytest.fixture
-def default_dispatcher() -> Iterator[Dispatcher]:
-    """Yield the default dispatcher; disconnect whatever the test left connected to it."""
-    dispatcher = get_dispatcher()
-    before = set(dispatcher.registrations)
-    yield dispatcher
-    for registration in dispatcher.registrations:
-        if registration not in before:
-            dispatcher.disconnect(registration.callback, registration.pattern)
 
 
 # -- ad-hoc events -------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,7 +14,6 @@ from channels_events import (
     Listener,
     Namespace,
     UnknownEventKey,
-    get_dispatcher,
     listen,
 )
 
@@ -28,17 +26,6 @@ class ItemAdded(Event):
 @pytest.fixture
 def d() -> Dispatcher:
     return Dispatcher()
-
-
-@pytest.fixture
-def default_dispatcher() -> Iterator[Dispatcher]:
-    """Yield the default dispatcher; disconnect whatever the test left connected to it."""
-    dispatcher = get_dispatcher()
-    before = set(dispatcher.registrations)
-    yield dispatcher
-    for registration in dispatcher.registrations:
-        if registration not in before:
-            dispatcher.disconnect(registration.callback, registration.pattern)
 
 
 # -- @listen --------------------------------------------------------------------

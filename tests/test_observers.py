@@ -69,20 +69,6 @@ def observed() -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def published() -> Iterator[list[Event]]:
-    """Collect the events handed to publishers, that is, the ones leaving the process."""
-    events: list[Event] = []
-
-    def publisher(event: Event) -> None:
-        events.append(event)
-
-    dispatcher = get_dispatcher()
-    dispatcher.add_publisher(publisher)
-    yield events
-    dispatcher.remove_publisher(publisher)
-
-
-@pytest.fixture
 def listen_to() -> Iterator[Callable[..., list[Event]]]:
     """Connect a recording listener to a pattern; disconnected afterwards."""
     dispatcher = get_dispatcher()

@@ -35,17 +35,6 @@ def local(name: str, payload: dict[str, Any] | None = None) -> Event:
 
 
 @pytest.fixture
-def default_dispatcher() -> Iterator[Dispatcher]:
-    """Yield the default dispatcher; disconnect whatever the test left connected to it."""
-    dispatcher = get_dispatcher()
-    before = set(dispatcher.registrations)
-    yield dispatcher
-    for registration in dispatcher.registrations:
-        if registration not in before:
-            dispatcher.disconnect(registration.callback, registration.pattern)
-
-
-@pytest.fixture
 def publisher() -> Iterator[list[Event]]:
     """Add a recording publisher to the default dispatcher for the test."""
     published: list[Event] = []
