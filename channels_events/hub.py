@@ -219,6 +219,12 @@ class Hub:
 
     def accepts(self, event: Event) -> bool:
         """Return whether :meth:`publish` would do anything with ``event``."""
+        if (
+            self._layer is None
+            and not self._by_namespace
+            and self._layer_version == events_settings.version
+        ):
+            return False  # publication is off and no local websocket listens
         namespace = event.namespace
         if namespace in events_settings.LOCAL_NAMESPACES:
             return False
