@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from demo.shop.models import STATUSES, Order
@@ -34,8 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, rate: float, count: int, seed: int | None, **options: Any) -> None:
         if rate <= 0:
-            self.stderr.write("--rate must be positive.")
-            return
+            raise CommandError(f"--rate must be positive, got {rate}.")
         rng = random.Random(seed)
         done = 0
         try:
