@@ -600,8 +600,11 @@ class Dispatcher:
         """
         if event.local or not self._publishers:
             return
-        if not any(accepts is None or accepts(event) for accepts in self._accepts):
-            return
+        for accepts in self._accepts:
+            if accepts is None or accepts(event):
+                break
+        else:
+            return  # no publisher wants it: defer nothing to the commit
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: self._publish_now(event))
         else:

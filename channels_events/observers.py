@@ -415,7 +415,8 @@ def _post_save(
     if created:
         payload["fields"] = fields
         observation.emit("created", instance, using, payload=payload)
-        instance.__dict__[_LOADED] = dict(fields)
+        # Shared with the payload, which listeners must treat as read-only.
+        instance.__dict__[_LOADED] = fields
         return
     loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
     if update_fields is not None:
@@ -432,7 +433,8 @@ def _post_save(
     payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
     observation.emit("updated", instance, using, payload=payload)
     if update_fields is None:
-        instance.__dict__[_LOADED] = dict(fields)
+        # Shared with the payload, which listeners must treat as read-only.
+        instance.__dict__[_LOADED] = fields
     else:
         instance.__dict__[_LOADED] = {**loaded, **saved}
 
