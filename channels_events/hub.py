@@ -104,6 +104,9 @@ class Hub:
         self._pending: tuple[str, list[dict[str, Any]]] | None = None
         self._workers: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._remote: asyncio.Queue[list[Event]] | None = None
+        self._deliverer: asyncio.Task[None] | None = None
+        self.dropped_remote = 0
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
@@ -144,7 +147,8 @@ class Hub:
         # closed loop are dead: forget them, and the channel they read.
         self._loop = loop
         self._wake = None
-        self._sender = self._receiver = self._refresher = None
+        self._sender = self._receiver = self._refresher = self._deliverer = None
+        self._remote = None
         self._channel = None
         self._joined = set()
         self._wake_pending = False
@@ -480,6 +484,20 @@ class Hub:
         loop = asyncio.get_running_loop()
         self._receiver = loop.create_task(self._receive_forever())
         self._refresher = loop.create_task(self._refresh_groups())
+        self._remote = asyncio.Queue(maxsize=events_settings.OUTBOX_SIZE)
+        self._deliverer = loop.create_task(self._deliver_forever())
+
+    async def _deliver_forever(self) -> None:
+        # Listeners run here, apart from the receive loop: a slow listener
+        # delays its own later events, never the reading of messages or the
+        # websockets, which got their copy already.
+        assert self._remote is not None
+        while True:
+            events = await self._remote.get()
+            try:
+                await self.deliver_to_listeners(events)
+            except Exception:
+                logger.exception("Delivering remote events failed.")
 
     async def _sync_groups(self, *, rejoin: bool = False) -> None:
         assert self._channel is not None
@@ -581,15 +599,25 @@ class Hub:
                 if index == len(events) or events[index].namespace != events[start].namespace:
                     await self._fan_out(events[start].namespace, events[start:index])
                     start = index
-        await self.deliver_to_listeners(events)
+        if self._remote is None:
+            await self.deliver_to_listeners(events)
+        elif self._remote.full():
+            self.dropped_remote += len(events)
+            logger.error(
+                "Local listeners are %d messages behind; %d remote event(s) dropped so far.",
+                self._remote.qsize(),
+                self.dropped_remote,
+            )
+        else:
+            self._remote.put_nowait(events)
 
     async def deliver_to_listeners(self, events: list[Event]) -> None:
         """Run local listeners for events from other processes, each in publish order.
 
-        Async listeners are awaited here. Sync listeners run on one worker
-        thread of the hub's (so they may use the ORM, and see events in
-        order), a whole message's worth per hand-off; the hub does not wait
-        for them before reading the next message.
+        Runs on the hub's delivery task, apart from the receive loop. Async
+        listeners are awaited; sync listeners run on one worker thread of the
+        hub's (so they may use the ORM, and see events in order), a whole
+        message's worth per hand-off.
         """
         dispatcher = self.dispatcher
         if dispatcher._muted:
@@ -614,10 +642,9 @@ class Hub:
                 self._workers = ThreadPoolExecutor(
                     1, thread_name_prefix="channels-events-listeners"
                 )
-            future = asyncio.get_running_loop().run_in_executor(
+            await asyncio.get_running_loop().run_in_executor(
                 self._workers, _run_sync_calls, dispatcher, sync_calls
             )
-            future.add_done_callback(_log_worker_failure)
 
     def _after_fork(self) -> None:
         """Start afresh in a forked child: no thread, no loop, a new origin.
@@ -637,7 +664,8 @@ class Hub:
         self._idle.set()
         self._room = threading.Event()
         self._failing = False
-        self._sender = self._receiver = self._refresher = None
+        self._sender = self._receiver = self._refresher = self._deliverer = None
+        self._remote = None
         self._channel = None
         self._joined = set()
         self._subscribers.clear()
@@ -651,10 +679,11 @@ class Hub:
     async def stop(self) -> None:
         """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
         self.dispatcher.unwatch(self.groups_changed)
-        for task in (self._receiver, self._refresher, self._sender):
+        for task in (self._receiver, self._refresher, self._sender, self._deliverer):
             if task is not None:
                 task.cancel()
-        self._receiver = self._refresher = self._sender = None
+        self._receiver = self._refresher = self._sender = self._deliverer = None
+        self._remote = None
         if self._channel is not None and self.layer is not None:
             for group in self._joined:
                 with contextlib.suppress(Exception):
@@ -708,11 +737,6 @@ def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Even
     # This thread lives long: drop database connections past their age, as
     # Django does at the end of each request.
     close_old_connections()
-
-
-def _log_worker_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.error("Delivering remote events failed.", exc_info=future.exception())
 
 
 def _backoff(failures: int) -> float:

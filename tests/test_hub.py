@@ -670,3 +670,42 @@ def wait_stderr(child: HubProcess, text: str, timeout: float) -> None:
         return any(text in line for line in list(child.stderr))
 
     child.wait_until(found, timeout, f"a log line with {text!r}")
+
+
+async def test_a_slow_listener_holds_up_neither_reading_nor_websockets(
+    make_hub: Any, memory_layer: Any
+) -> None:
+    hub = make_hub()
+    release = asyncio.Event()
+    heard: list[str] = []
+
+    async def slow(event: Event) -> None:
+        heard.append(event.name)
+        await release.wait()
+
+    class Socket:
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        def namespaces(self) -> list[str]:
+            return ["shop"]
+
+        def deliver(self, events: list[Event]) -> None:
+            self.got.extend(event.name for event in events)
+
+    hub.dispatcher.connect(slow, r"shop::.*")
+    socket = Socket()
+    hub.add_subscriber(socket)
+    await hub.attach()
+    await joined(hub)
+    for n in range(3):
+        envelope = Event(f"shop::tick::{n}", {}).to_dict()
+        await memory_layer.group_send(
+            "events.shop", {"type": "channels_events.event", "event": envelope, "origin": "other"}
+        )
+    # The listener is stuck on the first event; the websocket has all three.
+    await eventually(lambda: len(socket.got) == 3, "the subscriber getting every event")
+    assert heard == ["shop::tick::0"]
+    release.set()
+    await eventually(lambda: len(heard) == 3, "the listener catching up, in order")
+    assert heard == ["shop::tick::0", "shop::tick::1", "shop::tick::2"]
