@@ -599,6 +599,9 @@ class Hub:
                 if index == len(events) or events[index].namespace != events[start].namespace:
                     await self._fan_out(events[start].namespace, events[start:index])
                     start = index
+        listeners_for = self.dispatcher.listeners_for
+        if not any(listeners_for(event.name) for event in events):
+            return  # nobody here listens: no hand-off to the delivery task
         if self._remote is None:
             await self.deliver_to_listeners(events)
         elif self._remote.full():
