@@ -11,6 +11,7 @@ from django.core.checks import CheckMessage, Error, register
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, SETTING_NAME
+from .names import validate_namespace
 
 __all__ = ["check_settings"]
 
@@ -24,9 +25,7 @@ def _is_positive_int(value: Any) -> bool:
 
 
 def _is_namespace_or_none(value: Any) -> bool:
-    from .names import is_valid_name
-
-    return value is None or (is_valid_name(value) and "::" not in value)
+    return value is None or _is_namespace(value)
 
 
 def _is_regex_list(value: Any) -> bool:
@@ -55,7 +54,11 @@ def _is_namespace_list(value: Any) -> bool:
 
 
 def _is_namespace(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value) is not None
+    try:
+        validate_namespace(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_non_negative_number(value: Any) -> bool:

@@ -75,6 +75,10 @@ class Hub(Outbox):
     def __init__(self, dispatcher: Dispatcher | None = None, alias: str | None = None) -> None:
         self.dispatcher = dispatcher or get_dispatcher()
         self._alias = alias
+        self._reset()
+
+    def _reset(self) -> None:
+        """Set every piece of state to its start: on creation, and in a forked child."""
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -466,29 +470,7 @@ class Hub(Outbox):
         The parent's loop and threads do not exist in the child, and the
         events it had queued are the parent's to send.
         """
-        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lock = threading.Lock()
-        self._loop = None
-        self._thread = None
-        self._outbox.clear()
-        self._pending = None
-        self._wake = None
-        self._wake_pending = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._room = threading.Event()
-        self._failing = False
-        self._sender = self._receiver = self._refresher = self._deliverer = None
-        self._remote = None
-        self._channel = None
-        self._joined = set()
-        self._subscribers.clear()
-        self._by_namespace.clear()
-        self._workers = None
-        self._tasks = set()
-        # A layer object may hold the parent's connections: get a fresh one.
-        self._layer = None
-        self._layer_version = -1
+        self._reset()
 
     async def stop(self) -> None:
         """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""

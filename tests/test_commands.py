@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from django.test import override_settings
 
 from channels_events import Dispatcher, get_dispatcher
 from channels_events.testing import capture_events
+from tests.hubproc import hub_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = [sys.executable, "manage.py", "events"]
@@ -117,14 +117,7 @@ def test_listen_does_not_run_the_projects_listeners() -> None:
 
 @pytest.mark.redis
 def test_listen_prints_events_from_another_process(redis_url: str, redis_prefix: str) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.hubproc_settings",
-        "CE_HUB_REDIS_URL": redis_url,
-        "CE_HUB_PREFIX": redis_prefix,
-        "CE_HUB_LAYER": "core",
-    }
+    env = hub_env(redis_url, redis_prefix)
     listener = subprocess.Popen(
         [*MANAGE, "listen", "cmd::.*", "--count", "2", "--timeout", "30"],
         cwd=ROOT,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hubproc import hub_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FORKING_SENDER = textwrap.dedent(
@@ -39,14 +41,7 @@ FORKING_SENDER = textwrap.dedent(
 @pytest.mark.redis
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_publishes_its_own_events(redis_url: str, redis_prefix: str) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.hubproc_settings",
-        "CE_HUB_REDIS_URL": redis_url,
-        "CE_HUB_PREFIX": redis_prefix,
-        "CE_HUB_LAYER": "core",
-    }
+    env = hub_env(redis_url, redis_prefix)
     manage = [sys.executable, "manage.py", "events"]
     listener = subprocess.Popen(
         [*manage, "listen", "fork::.*", "--count", "3", "--timeout", "40"],
