@@ -159,6 +159,8 @@ class Dispatcher:
         self._taps: list[Callable[[Event], None]] = []
         self._publishers: list[Publisher] = []
         self._accepts: list[Callable[[Event], bool] | None] = []
+        # Per event name: whether any publisher accepts it (see publishers_changed).
+        self._wanted: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers: list[Callable[[Dispatcher], None]] = []
 
@@ -381,6 +383,8 @@ class Dispatcher:
         self._debug = bool(events_settings.DEBUG) if debug is None else debug
         self._cache_size = max(1, int(events_settings.CACHE_SIZE))
         self._settings_version = version
+        # Publishers read settings too (the channel layer, local namespaces).
+        self.publishers_changed()
 
     @property
     def strict(self) -> bool:
@@ -441,7 +445,11 @@ class Dispatcher:
         if self._debug:
             self._log_dispatch(event, registrations)
         if self._publishers and not self._muted and not event.local:
-            self.publish(event)
+            wanted = self._wanted.get(event.name)
+            if wanted is None:
+                wanted = self._publishers_want(event)
+            if wanted:
+                self._hand_over(event)
         return event
 
     def _deliver_sync(self, registration: Registration, event: Event) -> None:
@@ -539,7 +547,11 @@ class Dispatcher:
         if self._debug:
             self._log_dispatch(event, registrations)
         if self._publishers and not self._muted and not event.local:
-            self.publish(event)
+            wanted = self._wanted.get(event.name)
+            if wanted is None:
+                wanted = self._publishers_want(event)
+            if wanted:
+                self._hand_over(event)
         return event
 
     def _run_sync_batch(self, registrations: list[Registration], event: Event) -> None:
@@ -573,12 +585,16 @@ class Dispatcher:
 
         ``accepts(event)``, if given, says cheaply whether the publisher wants
         an event at all; when no publisher does, nothing is deferred to the
-        end of the transaction for it.
+        end of the transaction for it. Its answer must depend on the event's
+        name only: the dispatcher keeps it per name until settings change,
+        a publisher is added or removed, or :meth:`publishers_changed` is
+        called.
         """
         with self._lock:
             if publisher not in self._publishers:
                 self._publishers = [*self._publishers, publisher]
                 self._accepts = [*self._accepts, accepts]
+            self.publishers_changed()
 
     def remove_publisher(self, publisher: Publisher) -> None:
         """Unregister a publisher added with :meth:`add_publisher`."""
@@ -590,6 +606,25 @@ class Dispatcher:
             ]
             self._publishers = [p for p, _ in kept]
             self._accepts = [a for _, a in kept]
+            self.publishers_changed()
+
+    def publishers_changed(self) -> None:
+        """Forget what publishers said they accept; call it when their answer changes.
+
+        Thread-safe. The hub calls it when its websockets start or stop
+        listening to a namespace.
+        """
+        self._wanted = {}
+
+    def _publishers_want(self, event: Event) -> bool:
+        # Kept in the dict that was current when we started: if publishers
+        # changed meanwhile, the answer lands in a dict nobody reads any more.
+        cache = self._wanted
+        wanted = any(accepts is None or accepts(event) for accepts in self._accepts)
+        if len(cache) >= self._cache_size:
+            cache.clear()
+        cache[event.name] = wanted
+        return wanted
 
     def publish(self, event: Event) -> None:
         """Hand an event to the publishers, after commit if the event asks for it.
@@ -600,11 +635,10 @@ class Dispatcher:
         """
         if event.local or not self._publishers:
             return
-        for accepts in self._accepts:
-            if accepts is None or accepts(event):
-                break
-        else:
-            return  # no publisher wants it: defer nothing to the commit
+        if any(accepts is None or accepts(event) for accepts in self._accepts):
+            self._hand_over(event)
+
+    def _hand_over(self, event: Event) -> None:
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: self._publish_now(event))
         else:

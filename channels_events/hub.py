@@ -110,6 +110,7 @@ class Hub(Outbox):
         self._warned_open = False
         self.dropped = 0
         self.received = 0
+        self.dispatcher.publishers_changed()
 
     # -- the loop ----------------------------------------------------------
 
@@ -226,7 +227,12 @@ class Hub(Outbox):
         for namespace in old - namespaces:
             self._unindex(namespace, subscriber)
         for namespace in namespaces - old:
-            self._by_namespace.setdefault(namespace, set()).add(subscriber)
+            subscribers = self._by_namespace.get(namespace)
+            if subscribers is None:
+                subscribers = self._by_namespace[namespace] = set()
+                # Without a channel layer, what accepts() says depends on this.
+                self.dispatcher.publishers_changed()
+            subscribers.add(subscriber)
         if namespaces - self._joined_namespaces():
             self.groups_changed()
 
@@ -241,6 +247,7 @@ class Hub(Outbox):
             subscribers.discard(subscriber)
             if not subscribers:
                 del self._by_namespace[namespace]
+                self.dispatcher.publishers_changed()
 
     def _joined_namespaces(self) -> set[str]:
         prefix = f"{events_settings.GROUP_PREFIX}."

@@ -7,6 +7,7 @@ import contextvars
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from time import time as _now
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import models
@@ -17,7 +18,7 @@ from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .exceptions import ChannelsEventsError
 from .names import validate_namespace
-from .payloads import PRIMITIVE_TYPES, json_safe, model_label, select_fields
+from .payloads import json_safe, model_label, select_fields
 
 __all__ = [
     "ACTIONS",
@@ -47,6 +48,9 @@ _CLEARED = "_channels_events_cleared"
 # Set on a model class whose from_db we wrapped, holding what to restore.
 _FROM_DB = "_channels_events_from_db"
 _MISSING = object()
+# Values that are JSON as they are. Not float: NaN and infinities are not JSON.
+_AS_IS = frozenset({str, int, bool, type(None)})
+_new_event = object.__new__
 
 _muted: contextvars.ContextVar[bool | frozenset[type[models.Model]]] = contextvars.ContextVar(
     "channels_events_muted_models", default=frozenset()
@@ -113,11 +117,15 @@ class Observation:
     label: str = field(init=False)
     _selected: tuple[tuple[str, str], ...] = field(init=False, default=())
     _version: int = field(init=False, default=-1)
+    _pk_attname: str = field(init=False)
 
     def __post_init__(self) -> None:
         prefix = f"{self.namespace}::{self.model.__name__}::"
         self.names = {action: prefix + action for action in _HOOKS}
         self.label = model_label(self.model)
+        pk = self.model._meta.pk
+        assert pk is not None
+        self._pk_attname = pk.attname
         self.selected  # noqa: B018 - validate field names now, not at the first save
 
     @property
@@ -152,13 +160,22 @@ class Observation:
         Deferred fields that were never loaded are left out.
         """
         values = instance.__dict__
-        # The inline type test spares a call per field for the common values.
-        return {
-            name: value if type(value) in PRIMITIVE_TYPES else json_safe(value)
-            for name, attname in self.selected
-            if attname in values
-            for value in (values[attname],)
-        }
+        selected = self._selected if self._version == events_settings.version else self.selected
+        # Runs on every save: the inline type test spares a call per field.
+        try:
+            return {
+                name: value if type(value := values[attname]) in _AS_IS else json_safe(value)
+                for name, attname in selected
+            }
+        except KeyError:  # a deferred field
+            return {
+                name: json_safe(values[attname]) for name, attname in selected if attname in values
+            }
+
+    def json_pk(self, instance: models.Model) -> Any:
+        """Return the instance's primary key, JSON-safe."""
+        pk = instance.__dict__.get(self._pk_attname)
+        return pk if type(pk) in _AS_IS else json_safe(pk)
 
     def build_payload(self, instance: models.Model, action: str) -> dict[str, Any]:
         """Return the payload for ``action`` on ``instance`` (``changed`` is added by saves)."""
@@ -166,7 +183,7 @@ class Observation:
             return self.payload(instance, action)
         return {
             "model": self.label,
-            "pk": json_safe(instance.pk),
+            "pk": self.json_pk(instance),
             "fields": self.json_fields(instance),
         }
 
@@ -186,13 +203,18 @@ class Observation:
         if payload is None:
             assert instance is not None
             payload = self.build_payload(instance, action)
-        event = ModelEvent._adhoc(name, payload)
-        attributes = event.__dict__
-        attributes["action"] = action
-        attributes["instance"] = instance
-        attributes["using"] = using
+        # Built in one go, not through __init__: this runs on every save.
+        event = _new_event(ModelEvent)
+        event.__dict__ = {
+            "name": name,
+            "_payload": payload,
+            "_time": _now(),
+            "action": action,
+            "instance": instance,
+            "using": using,
+        }
         if local:
-            attributes["local"] = True
+            event.local = True
         dispatcher.dispatch(event)
         return event
 
@@ -402,41 +424,41 @@ def _post_save(
     **kwargs: Any,
 ) -> None:
     observation = _observations.get(sender)
-    if observation is None or _is_muted(sender):
+    # Nothing muted (the usual case) is an empty frozenset: one test, no call.
+    if observation is None or (_muted.get() and _is_muted(sender)):
         return
     if observation.payload is not None:
         # A custom payload has no fields/changed to compute or track.
         observation.emit("created" if created else "updated", instance, using)
         return
     fields = observation.json_fields(instance)
-    payload: dict[str, Any] = {"model": observation.label, "pk": json_safe(instance.pk)}
+    payload: dict[str, Any] = {
+        "model": observation.label,
+        "pk": observation.json_pk(instance),
+        "fields": fields,
+    }
+    values = instance.__dict__
     # Django's created flag says what the database did (INSERT or UPDATE):
     # right for preset primary keys too, which a missing pk test is not.
     if created:
-        payload["fields"] = fields
+        # Kept before listeners run, so a save inside one compares with this
+        # one. Shared with the payload, which listeners must treat as read-only.
+        values[_LOADED] = fields
         observation.emit("created", instance, using, payload=payload)
-        # Shared with the payload, which listeners must treat as read-only.
-        instance.__dict__[_LOADED] = fields
         return
-    loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
-    if update_fields is not None:
+    loaded: dict[str, Any] = values.get(_LOADED, {})
+    if update_fields is None:
+        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
+        values[_LOADED] = fields
+    else:
         # Django accepts attnames ("customer_id") as well as names.
         update_fields = frozenset(sender._meta.get_field(f).name for f in update_fields)
-    if update_fields is None:
-        saved = fields
-        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
-    else:
         saved = {name: value for name, value in fields.items() if name in update_fields}
         changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
-    payload["fields"] = fields
+        values[_LOADED] = {**loaded, **saved}
     payload["changed"] = changed
     payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
     observation.emit("updated", instance, using, payload=payload)
-    if update_fields is None:
-        # Shared with the payload, which listeners must treat as read-only.
-        instance.__dict__[_LOADED] = fields
-    else:
-        instance.__dict__[_LOADED] = {**loaded, **saved}
 
 
 def _pre_delete(

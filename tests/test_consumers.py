@@ -925,6 +925,20 @@ async def test_without_a_channel_layer_local_connections_still_get_events(config
     assert frame["type"] == "event"
 
 
+async def test_without_a_channel_layer_a_late_subscriber_gets_names_dispatched_before(
+    configure, streams
+):
+    # Nobody wanted shop::Order::created when it was first dispatched; a
+    # connection subscribing later must still get it the next time.
+    configure(CHANNEL_LAYER=None)
+    dispatch("shop::Order::created")
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    dispatch("shop::Order::created")
+    frame = await ws.receive_json_from(timeout=SHORT)
+    assert frame["event"]["name"] == "shop::Order::created"
+
+
 # -- EventConsumerMixin ---------------------------------------------------------
 
 

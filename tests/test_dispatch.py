@@ -909,6 +909,49 @@ def test_publisher_added_twice_is_called_once_and_can_be_removed(d):
     assert len(published) == 1
 
 
+def test_what_publishers_accept_is_asked_once_per_name(d):
+    asked: list[str] = []
+    published: list[Event] = []
+
+    def accepts(event: Event) -> bool:
+        asked.append(event.name)
+        return event.name.startswith("a::")
+
+    d.add_publisher(published.append, accepts=accepts)
+    for _ in range(3):
+        d.dispatch("a::b")
+        d.dispatch("z::b")
+    assert asked == ["a::b", "z::b"]
+    assert [e.name for e in published] == ["a::b"] * 3
+
+
+def test_publishers_changed_makes_the_dispatcher_ask_again(d):
+    wanted = {"z"}
+    published: list[Event] = []
+    d.add_publisher(published.append, accepts=lambda e: e.namespace in wanted)
+    d.dispatch("a::b")
+    wanted.add("a")
+    d.dispatch("a::b")
+    assert published == []  # the answer for a::b is kept...
+    d.publishers_changed()
+    d.dispatch("a::b")
+    assert [e.name for e in published] == ["a::b"]  # ...until told it changed
+
+
+def test_adding_or_removing_a_publisher_asks_again(d):
+    quiet: list[Event] = []
+    loud: list[Event] = []
+    d.add_publisher(quiet.append, accepts=lambda e: False)
+    d.dispatch("a::b")
+    d.add_publisher(loud.append)
+    d.dispatch("a::b")
+    assert [e.name for e in loud] == ["a::b"]
+    assert [e.name for e in quiet] == ["a::b"]  # one publisher wants it: all get it
+    d.remove_publisher(loud.append)
+    d.dispatch("a::b")
+    assert len(quiet) == 1
+
+
 # -- muted() and taps -------------------------------------------------------------------
 
 

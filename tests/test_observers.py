@@ -430,6 +430,54 @@ def test_saving_a_loaded_instance_costs_no_extra_query(observed, django_assert_n
 
 
 @pytest.mark.django_db
+def test_deferred_fields_are_left_out_and_not_reported_changed(observed):
+    observed(Order)
+    pk = Order.objects.create(number="A-1", total=Decimal("5.00")).pk
+    order = Order.objects.only("number", "status").get(pk=pk)
+    order.status = "paid"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=["status"])
+    payload = events[0].payload
+    assert payload["fields"] == {"id": pk, "number": "A-1", "status": "paid"}
+    assert payload["changed"] == ["status"]
+    assert payload["previous"] == {"status": "new"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_float_fields_that_are_not_json_become_null(observed, value):
+    observed(Country)
+    with capture_events(r"testapp::Country::created") as events:
+        Country.objects.create(code="FR", name="France", area=value)
+    assert events[0].payload["fields"]["area"] is None
+    payload_json(events[0])
+
+
+@pytest.mark.django_db
+def test_a_save_inside_a_listener_compares_with_the_save_that_ran_it(observed):
+    observed(Order)
+    seen: list[dict[str, Any]] = []
+
+    class Stamp(Observer):
+        model = Order
+
+        def created(self, event: Event) -> None:
+            order = event.instance
+            order.status = "stamped"
+            order.save(update_fields=["status"])
+
+        def updated(self, event: Event) -> None:
+            seen.append(event.payload)
+
+    order = Order.objects.create(number="A-1")
+    assert [p["changed"] for p in seen] == [["status"]]
+    assert seen[0]["previous"] == {"status": "new"}
+    # The nested save's values stay the baseline once the outer save returns.
+    order.save(update_fields=["status"])
+    assert seen[1]["changed"] == []
+
+
+@pytest.mark.django_db
 def test_json_field_mutated_in_place_is_changed(observed):
     observed(Order)
     pk = Order.objects.create(number="A-1", notes={"tags": ["a"]}).pk

@@ -42,6 +42,7 @@ class Country(models.Model):
 
     code = models.CharField(max_length=2, primary_key=True)
     name = models.CharField(max_length=100)
+    area = models.FloatField(null=True, blank=True)
 
 
 class Item(models.Model):
