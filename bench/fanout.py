@@ -6,7 +6,7 @@ Run from the repository root, with a Redis server at ``--redis-url``:
 
 Three servers, each one daphne process started by this script
 (``python -m daphne bench.fanout_app:<application>``, settings
-``bench.fanout_settings``, channels_redis core layer):
+``bench.fanout_settings``, the channels_redis layer of ``--layer``):
 
 - ``channels_events``: clients connect to ``EventStreamConsumer`` and
   subscribe to ``bench::.*``; a publisher process (plain Django, same
@@ -37,15 +37,17 @@ publisher (another process) starts. After the last event the script waits
   from the first event to the end of the straggler wait, divided by the frames
   delivered.
 
-Ratios are against the floor at the same load. Every key of the run lives in
-the Redis database of ``--redis-url`` under a prefix unique to the run and is
-deleted at the end; every process started is killed on the way out. The run
-takes about a minute and a half (``--quick``: under a minute).
+Every server and load is measured ``--rounds`` times (3 by default), the
+servers taking turns within a round; the tables give the median of each
+figure, and the least delivered. Ratios are against the floor at the same
+load. Every key of the run lives in the Redis database of ``--redis-url``
+under a prefix unique to the run and is deleted at the end; every process
+started is killed on the way out. The run takes about four and a half minutes
+(``--quick``: one round of 2 s per load, under a minute).
 
-``--servers`` picks some of them, or adds ``channels_events_nolayer``: the
-library's consumer without a channel layer (``channel_layer_alias`` names
-none), so that a connection does not also read a channel-layer channel of its
-own, as every Channels consumer otherwise does.
+``--servers`` picks some of them. ``--layer pubsub`` runs daphne and the
+publisher on ``channels_redis.pubsub.RedisPubSubChannelLayer`` instead of the
+core ``RedisChannelLayer``; the floor uses no channel layer either way.
 
 ``--profile DIR`` records daphne with py-spy (``pip install py-spy``) during
 each publishing window, as raw stacks, one file per server and load; the
@@ -58,13 +60,13 @@ import argparse
 import array
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import queue
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,7 +82,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "bench.fanout_settings"
 SERVERS = {
     "channels_events": "events_application",
-    "channels_events_nolayer": "events_nolayer_application",
     "channels": "channels_application",
     "floor": "floor_application",
 }
@@ -349,6 +350,7 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE=SETTINGS,
         FANOUT_REDIS_URL=args.redis_url,
         FANOUT_PREFIX=args.prefix,
+        FANOUT_LAYER=args.layer,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
 
@@ -393,15 +395,22 @@ def wait_until_listening(args: argparse.Namespace, server: str, clients: int) ->
 
     client = redis.Redis.from_url(args.redis_url)
     deadline = time.monotonic() + 10
+    group = "events.bench" if server.startswith("channels_events") else "bench"
+
+    def subscribed(channel: str) -> bool:
+        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+
     try:
         while time.monotonic() < deadline:
-            if server.startswith("channels_events"):
-                ready = client.zcard(f"{args.prefix}:group:events.bench") > 0
-            elif server == "channels":
-                ready = client.zcard(f"{args.prefix}:group:bench") >= clients
+            if server == "floor":
+                ready = subscribed(f"{args.prefix}:floor")
+            elif args.layer == "pubsub":
+                # One subscription per process and group, made by the first
+                # member, which joins before its websocket is accepted.
+                ready = subscribed(f"{args.prefix}__group__{group}")
             else:
-                channel = f"{args.prefix}:floor"
-                ready = dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+                wanted = clients if server == "channels" else 1
+                ready = client.zcard(f"{args.prefix}:group:{group}") >= wanted
             if ready:
                 return
             time.sleep(0.05)
@@ -538,9 +547,11 @@ def ratio(value: float, floor: float) -> str:
 
 
 def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, Any]]) -> None:
+    layer = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[args.layer]
     print(
-        f"\nPython {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g} s of "
-        f"publishing per load, {args.straggle:g} s for stragglers\n"
+        f"\nPython {sys.version.split()[0]}, {os.cpu_count()} cores, channels_redis {layer}, "
+        f"{args.seconds:g} s of publishing per load, {args.straggle:g} s for stragglers, "
+        f"median of {args.rounds} round(s)\n"
     )
     print(
         "| load | server | delivered | p50 | p99 | daphne CPU per delivery "
@@ -559,7 +570,11 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                 f"| {load.label} | {server} | {row['delivered']:.2%} | {row['p50_ms']:.1f} ms "
                 f"| {row['p99_ms']:.1f} ms | {row['cpu_us']:.1f} µs | {cpu_ratio} | {p99_ratio} |"
             )
-    print("\nLatency and CPU per delivery cover the frames delivered, however few.")
+    print(
+        "\nLatency and CPU per delivery cover the frames delivered, however few. Each figure "
+        "is the median over the rounds; delivered, events sent and frames received are "
+        "those of the round that delivered least."
+    )
     print("\n| load | server | events sent | publish rate | frames received | max latency "
           "| daphne CPU | daphne busy |")  # fmt: skip
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -574,7 +589,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                 f"| {row['cpu_share']:.0%} of a core |"
             )
     print()
-    for load, server in itertools.product(LOADS, ("channels_events", "channels_events_nolayer")):
+    server = "channels_events"
+    for load in LOADS:
         ours = results.get((load.label, server))
         floor = results.get((load.label, "floor"))
         if not ours or not floor:
@@ -590,32 +606,48 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
         print(f"- {load.label}: {server} {verdict}")
 
 
+def combine(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return one row for several rounds: the median of each figure, the least delivered."""
+    row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    worst = min(rows, key=lambda r: r["delivered"])
+    row.update(sent=worst["sent"], received=worst["received"], delivered=worst["delivered"])
+    row["rounds"] = len(rows)
+    return row
+
+
 def drive(args: argparse.Namespace) -> None:
     raise_fd_limit()
     args.prefix = f"fanout-{uuid.uuid4().hex[:10]}"
     args.tmp = tempfile.mkdtemp(prefix="fanout-")
-    results: dict[tuple[str, str], dict[str, Any]] = {}
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     log_path = Path(args.tmp) / "daphne.log"
     failed = False
     try:
         with open(log_path, "w") as log:
-            for server in args.servers:
-                daphne, port = start_daphne(args, server, log)
-                try:
-                    for load in LOADS:
-                        print(f"{server}: {load.label} ...", file=sys.stderr, flush=True)
-                        try:
-                            results[(load.label, server)] = measure(
-                                args, server, port, daphne, load
+            # Servers take turns within each round, so a slower spell of the
+            # machine spreads over all of them rather than one.
+            for round_no in range(1, args.rounds + 1):
+                for server in args.servers:
+                    daphne, port = start_daphne(args, server, log)
+                    try:
+                        for load in LOADS:
+                            print(
+                                f"round {round_no}/{args.rounds}: {server}: {load.label} ...",
+                                file=sys.stderr,
+                                flush=True,
                             )
-                        except Exception as exc:  # report it, go on with the others
-                            print(f"{server}: {load.label} failed: {exc}", file=sys.stderr)
-                            failed = True
-                        with contextlib.suppress(OSError):
-                            settle(daphne)
-                finally:
-                    daphne.stop()
-                    Child.children.remove(daphne)
+                            try:
+                                row = measure(args, server, port, daphne, load)
+                            except Exception as exc:  # report it, go on with the others
+                                print(f"{server}: {load.label} failed: {exc}", file=sys.stderr)
+                                failed = True
+                            else:
+                                rounds.setdefault((load.label, server), []).append(row)
+                            with contextlib.suppress(OSError):
+                                settle(daphne)
+                    finally:
+                        daphne.stop()
+                        Child.children.remove(daphne)
         if failed:
             tail = log_path.read_text(errors="replace")[-4000:]
             print(f"daphne's log ended with:\n{tail}", file=sys.stderr)
@@ -624,15 +656,28 @@ def drive(args: argparse.Namespace) -> None:
         with contextlib.suppress(Exception):
             clean_redis(args)
         shutil.rmtree(args.tmp, ignore_errors=True)
-    report(args, results)
+    report(args, {key: combine(rows) for key, rows in rounds.items()})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s per load: a smoke run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="measure every server and load this many times and report medians "
+        "(default: 3; 1 with --quick)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="publishing time per load")
     parser.add_argument("--straggle", type=float, default=None, help="wait after the last event")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
+    parser.add_argument(
+        "--layer",
+        choices=["core", "pubsub"],
+        default="core",
+        help="the channels_redis layer of daphne and the publisher (default: core)",
+    )
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -662,6 +707,8 @@ def main() -> None:
             args.seconds = 2.0 if args.quick else 10.0
         if args.straggle is None:
             args.straggle = 1.0 if args.quick else 2.0
+        if args.rounds is None:
+            args.rounds = 1 if args.quick else 3
         drive(args)
 
 

@@ -4,11 +4,8 @@ Each is served by its own daphne process (settings: ``bench.fanout_settings``):
 
 - ``events_application``: ``EventStreamConsumer`` as the library ships it;
   ``may_subscribe`` (the ``SUBSCRIBE_POLICY``) opens namespace ``bench``.
-  Like every Channels consumer in a process with a channel layer, each
-  connection also gets a channel-layer channel of its own and reads it.
-- ``events_nolayer_application``: the same consumer without a channel layer
-  (``channel_layer_alias`` names no layer), so connections read nothing but
-  their websocket and get events from the hub only.
+  Connections get events from the process's hub, the one reader of the
+  channel layer.
 - ``channels_application``: a plain Channels consumer that joins group
   ``bench`` and sends each ``bench.tick`` message it gets with ``send_json``.
 - ``floor_application``: no channel layer either. One task per process
@@ -51,12 +48,6 @@ def may_subscribe(scope: dict[str, Any], namespace: str, pattern: str) -> bool:
 
 class BenchEventStream(EventStreamConsumer):
     """The library's browser stream; the policy comes from ``CHANNELS_EVENTS``."""
-
-
-class BenchEventStreamNoLayer(BenchEventStream):
-    """The library's browser stream, without a channel-layer channel per connection."""
-
-    channel_layer_alias = NO_LAYER
 
 
 class GroupConsumer(AsyncJsonWebsocketConsumer):
@@ -118,8 +109,5 @@ class FloorConsumer(AsyncWebsocketConsumer):
 
 
 events_application = HubMiddleware(ProtocolTypeRouter({"websocket": BenchEventStream.as_asgi()}))
-events_nolayer_application = HubMiddleware(
-    ProtocolTypeRouter({"websocket": BenchEventStreamNoLayer.as_asgi()})
-)
 channels_application = ProtocolTypeRouter({"websocket": GroupConsumer.as_asgi()})
 floor_application = ProtocolTypeRouter({"websocket": FloorConsumer.as_asgi()})

@@ -4,7 +4,9 @@ The daphne servers and the publisher share them. ``bench/fanout.py`` sets:
 
 - ``FANOUT_REDIS_URL``: the Redis server and database of the run;
 - ``FANOUT_PREFIX``: the channel layer's key prefix, unique to the run; the
-  floor server's pub/sub channel is ``<prefix>:floor``.
+  floor server's pub/sub channel is ``<prefix>:floor``;
+- ``FANOUT_LAYER``: ``core`` (``RedisChannelLayer``, the default) or
+  ``pubsub`` (``RedisPubSubChannelLayer``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ FANOUT_REDIS_URL = os.environ.get("FANOUT_REDIS_URL", "redis://127.0.0.1:6379/4"
 FANOUT_PREFIX = os.environ.get("FANOUT_PREFIX", "fanout")
 FANOUT_FLOOR_CHANNEL = f"{FANOUT_PREFIX}:floor"
 
+LAYER_BACKENDS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": LAYER_BACKENDS[os.environ.get("FANOUT_LAYER", "core")],
         "CONFIG": {"hosts": [FANOUT_REDIS_URL], "prefix": FANOUT_PREFIX},
     }
 }
