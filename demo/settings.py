@@ -70,18 +70,20 @@ DATABASES = {
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
+    _REDIS = {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "asgi")}
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "asgi")},
-        }
+        # For Channels consumers of your own.
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": _REDIS},
+        # The hub's own layer: one Redis read per event, however many
+        # websockets a process serves (README: "Which Redis layer").
+        "events": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": _REDIS},
     }
 else:
     # Single process only; set REDIS_URL to share events between processes.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# channels-events settings; the library defaults are fine for the demo.
 CHANNELS_EVENTS: dict[str, Any] = {
+    "CHANNEL_LAYER": "events" if REDIS_URL else "default",
     # Browsers may subscribe to namespace "shop" and nothing else.
     "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
 }

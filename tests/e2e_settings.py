@@ -8,7 +8,10 @@ the environment:
 - ``CE_E2E_REDIS_URL``: the Redis server of the ``channels_redis`` core layer;
 - ``CE_E2E_PREFIX``: the layer's key prefix, unique per test;
 - ``CE_E2E_PLAIN_HOSTS``: ``1`` to give the layer the bare URL, exactly as
-  ``demo/settings.py`` does, instead of a host with a ``socket_timeout``.
+  ``demo/settings.py`` does, instead of a host with a ``socket_timeout``;
+- ``CE_E2E_HUB_LAYER``: ``pubsub`` to give the hub a layer of its own, a
+  ``RedisPubSubChannelLayer`` under the alias ``events``, as the demo does
+  (consumers keep the core layer); otherwise the hub uses the core layer.
 
 redis-py 8 gives connections a 5 s ``socket_timeout`` by default, the same as
 the 5 s ``BZPOPMIN`` that ``channels_redis`` blocks in when it receives, so
@@ -54,4 +57,11 @@ CHANNEL_LAYERS = {
     }
 }
 
-CHANNELS_EVENTS = dict(_DEMO_EVENTS)
+CHANNELS_EVENTS = dict(_DEMO_EVENTS, CHANNEL_LAYER="default")
+
+if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
+    CHANNEL_LAYERS["events"] = {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_REDIS_URL], "prefix": os.environ.get("CE_E2E_PREFIX", "cetest-e2e")},
+    }
+    CHANNELS_EVENTS["CHANNEL_LAYER"] = "events"

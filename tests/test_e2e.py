@@ -418,8 +418,17 @@ async def _refused(client: Client) -> None:
     assert answer["id"] == "bills", answer
 
 
-async def test_model_events_reach_every_daphne_exactly_once(cluster: Cluster) -> None:
-    """A create and an update in a third process reach two daphnes, once each, in order."""
+@pytest.mark.parametrize("hub_layer", ["core", "pubsub"])
+async def test_model_events_reach_every_daphne_exactly_once(
+    cluster: Cluster, hub_layer: str
+) -> None:
+    """A create and an update in a third process reach two daphnes, once each, in order.
+
+    With ``pubsub``, every process's hub uses a pub/sub layer of its own while
+    consumers keep the core layer, as the README suggests for fan-out.
+    """
+    if hub_layer == "pubsub":
+        cluster.env["CE_E2E_HUB_LAYER"] = "pubsub"
     one, two = await cluster.start("one", "two")
     async with _clients() as clients:
         for daphne in (one, two):
@@ -433,6 +442,8 @@ async def test_model_events_reach_every_daphne_exactly_once(cluster: Cluster) ->
         for client in others:
             if client.name.startswith("refused@"):
                 await _refused(client)
+        if hub_layer == "pubsub":
+            await _wait_for_pubsub_hubs(cluster, "events.shop", 2)
 
         pk = await cluster.write_orders("A-1", "--update", "--rollback")
 
@@ -464,6 +475,22 @@ async def test_model_events_reach_every_daphne_exactly_once(cluster: Cluster) ->
         for client in others:
             assert client.events() == [], f"{client.name}: {client.frames}"
             assert client.closed is None, f"{client.name}: {client.closed!r}"
+
+
+async def _wait_for_pubsub_hubs(cluster: Cluster, group: str, count: int) -> None:
+    """Wait until ``count`` processes subscribe to ``group`` on the pub/sub layer."""
+    admin = redis.Redis.from_url(cluster.env["CE_E2E_REDIS_URL"])
+    channel = f"{cluster.env['CE_E2E_PREFIX']}__group__{group}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            found = dict(admin.pubsub_numsub(channel)).get(channel.encode(), 0)
+            if found >= count:
+                return
+            assert time.monotonic() < deadline, f"{found} of {count} hubs on {channel}"
+            await asyncio.sleep(0.05)
+    finally:
+        admin.close()
 
 
 async def test_refused_and_idle_clients_get_no_events(cluster: Cluster) -> None:
