@@ -20,6 +20,10 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+def _is_non_negative_int(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
 def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -103,6 +107,7 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "RATE_LIMIT": (_is_positive_number, "a positive number of messages per second"),
     "RATE_BURST": (_is_positive_int, "a positive int"),
     "BUFFER_SIZE": (_is_positive_int, "a positive int (frames)"),
+    "HISTORY_SIZE": (_is_non_negative_int, "an int, 0 (no history) or more (events)"),
 }
 
 

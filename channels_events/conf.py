@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": 20,
     "RATE_BURST": 40,
     "BUFFER_SIZE": 1000,
+    # Events kept per namespace for subscribers catching up with ``since``
+    # (a Redis stream with a channels_redis layer); 0 keeps none.
+    "HISTORY_SIZE": 1000,
 }
 
 

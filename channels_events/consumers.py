@@ -38,6 +38,8 @@ logger = logging.getLogger("channels_events.consumers")
 PROTOCOL_VERSION = 1
 CLOSE_POLICY = 4008
 CLOSE_TOO_BIG = 1009
+# Seconds a catching-up subscription ignores live copies of replayed events.
+REPLAY_OVERLAP = 10.0
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64
@@ -137,6 +139,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         self._buffer_size = events_settings.BUFFER_SIZE
         self._writing = False
+        # Frames are held back while a subscription catches up with ``since``.
+        self._held = 0
+        # Per subscription: ids of events replayed from the history, not to be
+        # sent again when they also arrive live (for REPLAY_OVERLAP seconds).
+        self._replayed: dict[str, set[str]] = {}
         self._lagged: _Lagged | None = None
         self._wake = asyncio.Event()
         self._tokens = float(events_settings.RATE_BURST)
@@ -181,6 +188,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             len(events) == 1
             and not self._outbox
             and not self._writing
+            and not self._held
+            and not self._replayed
             and self._policy.receive is None
         ):
             # The usual case (one event, nothing waiting): no queue, no
@@ -195,7 +204,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return self.base_send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
         if not self._queue(events):
             return None
-        if self._writing or self._policy.receive_is_async:
+        if self._writing or self._held or self._policy.receive_is_async:
             self._wake.set()
             return None
         return self._flush()
@@ -222,6 +231,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         queued = False
         for event in events:
             ids = self._matching(event)
+            if ids is not None and self._replayed:
+                ids = tuple(i for i in ids if event.id not in self._replayed.get(i, ())) or None
             if ids is None:
                 continue
             if len(outbox) >= limit:
@@ -250,7 +261,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         policy = self._policy
         outbox = self._outbox
         try:
-            while outbox:
+            while outbox and not self._held:
                 item = outbox.popleft()
                 if isinstance(item, _Lagged):
                     if item is self._lagged:
@@ -281,7 +292,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._writing:
+            if not self._writing and not self._held:
                 try:
                     await self._flush()
                 except Exception:
@@ -372,17 +383,76 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
         self.subscriptions[sid] = compiled
         self._by_namespace.setdefault(compiled.namespace, []).append((sid, compiled))
-        self._hub.add_subscriber(self)
-        await self._send_frame({"type": "subscribed", "id": sid, "namespace": compiled.namespace})
-        if since is not None:
-            # No history is kept yet: whatever came after ``since`` is gone.
+        subscribed = {"type": "subscribed", "id": sid, "namespace": compiled.namespace}
+        if since is None:
+            self._hub.add_subscriber(self)
+            await self._send_frame(subscribed)
+            return
+        # Catching up: live events queue from now on, held back until the
+        # history after ``since`` is in front of them (PROTOCOL.md section 6).
+        mark = len(self._outbox)
+        self._held += 1
+        try:
+            self._hub.add_subscriber(self)
+            await self._send_frame(subscribed)
+            await self._catch_up(sid, compiled, since, mark)
+        finally:
+            self._held -= 1
+            if self._outbox:
+                self._wake.set()
+
+    async def _catch_up(self, sid: str, compiled: ClientPattern, since: str, mark: int) -> None:
+        history = self._hub.history
+        found = None
+        if history is not None:
+            try:
+                found = await history.after(compiled.namespace, since)
+            except Exception:
+                logger.exception("Reading the history of %r failed.", compiled.namespace)
+        if found is None:
+            # Nothing kept after ``since``, or no history at all: it is gone.
             await self._send_frame({"type": "gap", "subscription": sid, "since": since})
+            return
+        replay: list[tuple[Event, tuple[str, ...]]] = []
+        replayed: set[str] = set()
+        for envelope, encoded in found:
+            try:
+                event = Event.from_dict(envelope)
+            except Exception as exc:
+                logger.warning("Skipped a malformed event in the history: %s", exc)
+                continue
+            if compiled.matches(event.name):
+                event.__dict__["_encoded"] = encoded
+                replay.append((event, (sid,)))
+                replayed.add(event.id)
+        if not replayed:
+            return
+        outbox = self._outbox
+        # What arrived live meanwhile follows the replay, without repeats.
+        live = [outbox.pop() for _ in range(len(outbox) - mark)][::-1]
+        outbox.extend(replay)
+        for item in live:
+            if not isinstance(item, _Lagged) and item[0].id in replayed:
+                ids = tuple(i for i in item[1] if i != sid)
+                if not ids:
+                    continue
+                item = (item[0], ids)
+            outbox.append(item)
+        # An event recorded just before the history was read may still be on
+        # its way here live: keep its id a while.
+        self._replayed[sid] = replayed
+        self._loop.call_later(REPLAY_OVERLAP, self._forget_replayed, sid, replayed)
+
+    def _forget_replayed(self, sid: str, replayed: set[str]) -> None:
+        if self._replayed.get(sid) is replayed:
+            del self._replayed[sid]
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         sid = _field(message, "id", str)
         compiled = self.subscriptions.pop(sid, None)
         if compiled is None:
             raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
+        self._replayed.pop(sid, None)
         remaining = [entry for entry in self._by_namespace[compiled.namespace] if entry[0] != sid]
         if remaining:
             self._by_namespace[compiled.namespace] = remaining

@@ -30,6 +30,7 @@ from django.db import close_old_connections
 from .conf import events_settings
 from .dispatch import Dispatcher, Registration, get_dispatcher
 from .events import Event
+from .history import History, history_for
 from .outbox import (
     BATCH_TYPE,
     EVENT_TYPE,
@@ -84,6 +85,7 @@ class Hub(Outbox):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._layer: Any = None
+        self._history: History | None = None
         self._layer_version = -1
         self._outbox: collections.deque[tuple[str, Event]] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -109,6 +111,7 @@ class Hub(Outbox):
         self._groups_dirty: asyncio.Event | None = None
         self._warned_open = False
         self.dropped = 0
+        self.unrecorded = 0
         self.received = 0
         self.dispatcher.publishers_changed()
 
@@ -122,8 +125,16 @@ class Hub(Outbox):
 
             alias = self._alias or events_settings.CHANNEL_LAYER
             self._layer = get_channel_layer(alias) if alias else None
+            self._history = history_for(alias, int(events_settings.HISTORY_SIZE))
             self._layer_version = events_settings.version
         return self._layer
+
+    @property
+    def history(self) -> History | None:
+        """Return where published events are kept for catching up, or None (see history.py)."""
+        if self._layer_version != events_settings.version:
+            self.layer  # noqa: B018 - refreshes both
+        return self._history if self._layer is not None else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -475,8 +486,13 @@ class Hub(Outbox):
         """Start afresh in a forked child: no thread, no loop, a new origin.
 
         The parent's loop and threads do not exist in the child, and the
-        events it had queued are the parent's to send.
+        events it had queued are the parent's to send. The parent's Redis
+        connections must outlive the reset here: finalizing one in the child
+        would unregister its socket from the event-loop selector that parent
+        and child share, and the parent would wait for the reply for ever.
         """
+        if self._history is not None:
+            _inherited.append(self._history)
         self._reset()
 
     async def stop(self) -> None:
@@ -493,6 +509,9 @@ class Hub(Outbox):
                     await self.layer.group_discard(group, self._channel)
         self._joined = set()
         self._channel = None
+        if self._history is not None:
+            with contextlib.suppress(Exception):
+                await self._history.close()
         with self._lock:
             self._loop = None
 
@@ -568,6 +587,10 @@ def _flush_at_exit() -> None:
                 lost,
                 events_settings.FLUSH_TIMEOUT,
             )
+
+
+# What a forked child keeps of its parent's hub, never to be finalized.
+_inherited: list[Any] = []
 
 
 def _after_fork_in_child() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .conf import events_settings
 from .events import Event
+from .history import History
 from .payloads import is_flat_json, json_safe
 
 __all__ = ["BATCH_TYPE", "EVENT_TYPE", "Outbox", "envelope_of", "group_name"]
@@ -29,6 +30,8 @@ _BACKOFF_MAX = 5.0
 _BACKPRESSURE_WAIT = 1.0
 _LINGER_POLLS = 3
 _LINGER_INTERVAL = 0.001
+# Seconds a history write may take before the events go out without it.
+_HISTORY_TIMEOUT = 2.0
 
 
 def envelope_of(event: Event) -> dict[str, Any]:
@@ -96,9 +99,14 @@ class Outbox:
     _layer: Any
     _layer_version: int
     dropped: int
+    unrecorded: int
 
     @property
     def layer(self) -> Any:  # pragma: no cover - defined by Hub
+        raise NotImplementedError
+
+    @property
+    def history(self) -> History | None:  # pragma: no cover - defined by Hub
         raise NotImplementedError
 
     def start_thread(self, *, receive: bool = True) -> None:  # pragma: no cover - Hub's
@@ -242,6 +250,11 @@ class Outbox:
                 events.append(outbox.popleft()[1])
             events, envelopes = _envelopes(events)
             self._pending = (namespace, envelopes)
+            if envelopes:
+                # Recorded before anyone can receive them: a websocket that
+                # subscribes with ``since`` reads the history after it starts
+                # taking live events, so it misses nothing in between.
+                await self._record(namespace, envelopes)
             # Local subscribers (this process's websockets) get the events
             # now; the channel layer's echo of them is ignored.
             if namespace in self._by_namespace:
@@ -258,6 +271,23 @@ class Outbox:
         await self.layer.group_send(group_name(namespace), message)
         # Only now: a failed send keeps the run pending, ahead of the queue.
         self._pending = None
+
+    async def _record(self, namespace: str, envelopes: list[dict[str, Any]]) -> None:
+        history = self.history
+        if history is None:
+            return
+        try:
+            # A slow history never holds up publication for long.
+            await asyncio.wait_for(history.append(namespace, envelopes), _HISTORY_TIMEOUT)
+        except Exception as exc:
+            # The events still go out; only catching up on them may fail.
+            self.unrecorded += len(envelopes)
+            if self.unrecorded == len(envelopes) or self.unrecorded % 1000 < len(envelopes):
+                logger.warning(
+                    "Recording events in the history failed (%r); %d event(s) not recorded so far.",
+                    exc,
+                    self.unrecorded,
+                )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event was handed to the channel layer; return success.

@@ -41,6 +41,7 @@ def test_full_valid_setting_passes():
         "RATE_LIMIT": 0.5,
         "RATE_BURST": 2,
         "BUFFER_SIZE": 10,
+        "HISTORY_SIZE": 0,
     }
     assert set(value) == set(DEFAULTS)
     with override_settings(CHANNELS_EVENTS=value):
@@ -118,6 +119,9 @@ def test_each_unknown_key_is_reported():
         ("RATE_LIMIT", 0),
         ("RATE_BURST", 1.5),
         ("BUFFER_SIZE", None),
+        ("HISTORY_SIZE", -1),
+        ("HISTORY_SIZE", True),
+        ("HISTORY_SIZE", "1000"),
     ],
 )
 def test_wrong_type_or_value_is_e003(key, value):

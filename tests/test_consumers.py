@@ -314,6 +314,126 @@ async def test_since_gives_subscribed_then_gap(streams):
     assert frame["event"]["id"] == event.id
 
 
+# -- catching up with since (PROTOCOL.md section 6) ------------------------------
+
+
+def only_small_orders(scope: dict[str, Any], event: Event) -> bool:
+    return event.payload.get("n", 0) < 10
+
+
+async def subscribe_since(ws: WebsocketCommunicator, sid: str, pattern: str, since: str) -> None:
+    await ws.send_json_to({"type": "subscribe", "id": sid, "pattern": pattern, "since": since})
+    assert (await receive(ws))["type"] == "subscribed"
+
+
+async def test_since_replays_what_came_after_it_then_live_events(streams):
+    first = dispatch("shop::Order::created", {"n": 1})
+    second = dispatch("shop::Order::updated", {"n": 2})
+    dispatch("shop::Parcel::sent", {"n": 3})  # another pattern
+    dispatch("billing::Invoice::paid", {"n": 4})  # another namespace
+    third = dispatch("shop::Order::updated", {"n": 5})
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::Order::.*", first.id)
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["a"]))["event"], second)
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["a"]))["event"], third)
+    live = dispatch("shop::Order::deleted", {"n": 6})
+    assert_envelope((await expect_event(ws, "shop::Order::deleted", ["a"]))["event"], live)
+    assert await ws.receive_nothing()
+
+
+async def test_since_the_newest_event_replays_nothing(streams):
+    newest = dispatch("shop::Order::created")
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::.*", newest.id)
+    assert await ws.receive_nothing()
+    live = dispatch("shop::Order::updated")
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["a"]))["event"], live)
+
+
+async def test_since_older_than_the_history_gives_gap(configure, streams):
+    configure(HISTORY_SIZE=2)
+    oldest = dispatch("shop::Order::created")
+    for _ in range(2):
+        dispatch("shop::Order::updated")
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::.*", oldest.id)
+    assert await receive(ws) == {"type": "gap", "subscription": "a", "since": oldest.id}
+    assert await ws.receive_nothing()
+
+
+async def test_without_history_every_since_gives_gap(configure, streams):
+    configure(HISTORY_SIZE=0)
+    event = dispatch("shop::Order::created")
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::.*", event.id)
+    assert await receive(ws) == {"type": "gap", "subscription": "a", "since": event.id}
+
+
+async def test_replayed_events_pass_the_receive_policy(configure, streams):
+    configure(RECEIVE_POLICY=f"{HERE}.only_small_orders")
+    first = dispatch("shop::Order::created", {"n": 1})
+    dispatch("shop::Order::created", {"n": 50})
+    small = dispatch("shop::Order::created", {"n": 2})
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::.*", first.id)
+    assert_envelope((await expect_event(ws, "shop::Order::created", ["a"]))["event"], small)
+    assert await ws.receive_nothing()
+
+
+async def test_live_events_wait_behind_the_replay_and_are_not_repeated(streams):
+    first = dispatch("shop::Order::created", {"n": 1})
+    missed = dispatch("shop::Order::updated", {"n": 2})
+    await hub_settled()
+    hub = get_hub()
+    history = hub.history
+    assert history is not None
+    reading = asyncio.Event()
+    release = asyncio.Event()
+    read_after = history.after
+
+    async def slow_after(namespace: str, since: str) -> Any:
+        found = await read_after(namespace, since)
+        reading.set()
+        await release.wait()
+        return found
+
+    other = await streams.open()
+    await subscribe(other, "o", r"shop::.*")
+    ws = await streams.open()
+    await subscribe(ws, "b", r"shop::Order::updated")
+    history.after = slow_after  # type: ignore[method-assign]
+    try:
+        await ws.send_json_to(
+            {"type": "subscribe", "id": "a", "pattern": r"shop::.*", "since": first.id}
+        )
+        assert (await receive(ws))["type"] == "subscribed"
+        await asyncio.wait_for(reading.wait(), TIMEOUT)
+        # While the history is read, live events queue; a copy of a replayed
+        # one arriving live (as it may from another process) is not repeated.
+        live = dispatch("shop::Order::deleted", {"n": 3})
+        await hub._fan_out("shop", [Event.from_dict(missed.to_dict())])
+        await hub_settled()
+        # Another connection is not held up.
+        await expect_event(other, "shop::Order::updated", ["o"])
+        await expect_event(other, "shop::Order::deleted", ["o"])
+        assert await ws.receive_nothing()
+        release.set()
+    finally:
+        del history.after
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["a"]))["event"], missed)
+    # The live copy still counts for subscription "b", which never replayed it.
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["b"]))["event"], missed)
+    assert_envelope((await expect_event(ws, "shop::Order::deleted", ["a"]))["event"], live)
+    await hub._fan_out("shop", [Event.from_dict(missed.to_dict())])
+    assert_envelope((await expect_event(ws, "shop::Order::updated", ["b"]))["event"], missed)
+    assert await ws.receive_nothing()
+
+
 # -- event frames ---------------------------------------------------------------
 
 

@@ -477,6 +477,51 @@ async def test_model_events_reach_every_daphne_exactly_once(
             assert client.closed is None, f"{client.name}: {client.closed!r}"
 
 
+@pytest.mark.parametrize("hub_layer", ["core", "pubsub"])
+async def test_a_client_back_on_another_daphne_catches_up_with_since(
+    cluster: Cluster, hub_layer: str
+) -> None:
+    """A client that left resumes on the other daphne from its last event id, missing nothing."""
+    if hub_layer == "pubsub":
+        cluster.env["CE_E2E_HUB_LAYER"] = "pubsub"
+    one, two = await cluster.start("one", "two")
+    async with _clients() as clients:
+        first = await Client.open("before@one", one)
+        clients.append(first)
+        await _welcomed(first)
+        await _subscribe_orders(first)
+        if hub_layer == "pubsub":
+            await _wait_for_pubsub_hubs(cluster, "events.shop", 1)
+        pk = await cluster.write_orders("B-1")
+        seen = await first.wait_event("shop::Order::created", pk)
+        await first.close()
+
+        # Written while the client is away: an update, then another order.
+        missed = [await cluster.write_orders("B-2", "--update")]
+        again = await Client.open("after@two", two)
+        clients.append(again)
+        await _welcomed(again)
+        await again.send(
+            {
+                "type": "subscribe",
+                "id": "orders",
+                "pattern": r"shop::Order::.*",
+                "since": seen["event"]["id"],
+            }
+        )
+        await again.wait_event("shop::Order::updated", missed[0])
+        live = await cluster.write_orders("B-3")
+        await again.wait_event("shop::Order::created", live)
+        await asyncio.sleep(QUIET_PERIOD)
+        names = [(f["event"]["name"], f["event"]["payload"]["pk"]) for f in again.events()]
+        assert names == [
+            ("shop::Order::created", missed[0]),
+            ("shop::Order::updated", missed[0]),
+            ("shop::Order::created", live),
+        ], f"{again.frames}\n{cluster.describe()}"
+        assert not any(f.get("type") == "gap" for f in again.frames), again.frames
+
+
 async def _wait_for_pubsub_hubs(cluster: Cluster, group: str, count: int) -> None:
     """Wait until ``count`` processes subscribe to ``group`` on the pub/sub layer."""
     admin = redis.Redis.from_url(cluster.env["CE_E2E_REDIS_URL"])

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.hubproc import hub_env
 
@@ -64,6 +65,7 @@ def test_a_forked_child_publishes_its_own_events(redis_url: str, redis_prefix: s
         )
         assert sender.returncode == 0, sender.stderr
         assert "child exit 0" in sender.stdout, (sender.stdout, sender.stderr)
+        assert "Recording events in the history failed" not in sender.stderr, sender.stderr
         out, err = listener.communicate(timeout=40)
     finally:
         listener.kill()
@@ -71,4 +73,15 @@ def test_a_forked_child_publishes_its_own_events(redis_url: str, redis_prefix: s
     assert sorted(names) == ["fork::child::sent", "fork::parent::after", "fork::parent::before"], (
         out,
         err,
+    )
+    # Both processes recorded their events in the history too: the child's
+    # fresh hub did not break the parent's Redis connections on its way.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = client.xrange(f"{redis_prefix}:history:fork")
+    finally:
+        client.close()
+    recorded = [json.loads(fields[b"event"])["name"] for _id, fields in entries]
+    assert recorded == ["fork::parent::before", "fork::child::sent", "fork::parent::after"], (
+        sender.stderr
     )

@@ -1,0 +1,178 @@
+"""Tests for channels_events.history: what a subscriber catching up with ``since`` reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from channels_events import Dispatcher, Event
+from channels_events.history import History, MemoryHistory, RedisHistory, history_for
+from channels_events.hub import Hub
+
+ALIAS = "historytest"
+
+
+def envelope(n: int, namespace: str = "shop") -> dict[str, Any]:
+    return Event(f"{namespace}::Order::created", {"n": n}).to_dict()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_history(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[int], History]]:
+    """Build histories of a given size, in memory or in the test Redis (own prefix)."""
+    if request.param == "memory":
+        yield MemoryHistory
+        return
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    made: list[History] = []
+
+    def make(size: int) -> History:
+        made.append(RedisHistory({"address": url}, prefix, size))
+        return made[-1]
+
+    yield make
+    for history in made:
+        await history.close()
+
+
+async def test_after_returns_what_came_after_since_in_order(make_history):
+    history = make_history(10)
+    first, second, third = envelope(1), envelope(2), envelope(3)
+    await history.append("shop", [first, second])
+    await history.append("shop", [third])
+    found = await history.after("shop", first["id"])
+    assert found is not None
+    assert [e for e, _ in found] == [second, third]
+    # The encoded form is the envelope itself, ready to send.
+    assert [json.loads(encoded) for _, encoded in found] == [second, third]
+
+
+async def test_after_the_newest_event_is_empty_and_unknown_ids_are_none(make_history):
+    history = make_history(10)
+    events = [envelope(n) for n in range(3)]
+    await history.append("shop", events)
+    assert await history.after("shop", events[-1]["id"]) == []
+    assert await history.after("shop", "01JD3Z8Q4X1V6T2N9K5M7R0B3C") is None
+    assert await history.after("billing", events[0]["id"]) is None
+
+
+async def test_namespaces_are_kept_apart(make_history):
+    history = make_history(10)
+    shop = [envelope(n, "shop") for n in range(2)]
+    billing = [envelope(n, "billing") for n in range(2)]
+    await history.append("shop", shop[:1])
+    await history.append("billing", billing)
+    await history.append("shop", shop[1:])
+    assert [e for e, _ in await history.after("shop", shop[0]["id"]) or []] == shop[1:]
+    assert [e for e, _ in await history.after("billing", billing[0]["id"]) or []] == billing[1:]
+
+
+async def test_only_the_last_size_events_count(make_history):
+    history = make_history(3)
+    events = [envelope(n) for n in range(6)]
+    await history.append("shop", events)
+    # The oldest of the last three is the oldest id a subscriber can resume from.
+    assert await history.after("shop", events[2]["id"]) is None
+    assert [e for e, _ in await history.after("shop", events[3]["id"]) or []] == events[4:]
+
+
+async def test_an_event_recorded_twice_is_replayed_once(make_history):
+    history = make_history(10)
+    first, second = envelope(1), envelope(2)
+    await history.append("shop", [first, second])
+    await history.append("shop", [second])  # a run sent again after a failure
+    found = await history.after("shop", first["id"])
+    assert [e for e, _ in found or []] == [second]
+
+
+@pytest.mark.redis
+async def test_redis_history_is_a_stream_per_namespace_trimmed_near_size(redis_url, redis_prefix):
+    history = RedisHistory({"address": redis_url}, redis_prefix, 150)
+    await history.append("shop", [envelope(n) for n in range(1000)])
+    await history.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.type(f"{redis_prefix}:history:shop") == b"stream"
+        # Trimmed in whole nodes of 100 entries: about size, never less.
+        assert 150 <= client.xlen(f"{redis_prefix}:history:shop") < 400
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("channels.layers.InMemoryChannelLayer", MemoryHistory),
+        ("channels_redis.core.RedisChannelLayer", RedisHistory),
+        ("channels_redis.pubsub.RedisPubSubChannelLayer", RedisHistory),
+        ("some.other.Layer", type(None)),
+    ],
+)
+def test_history_follows_the_channel_layer(settings, backend, expected):
+    settings.CHANNEL_LAYERS = {
+        ALIAS: {
+            "BACKEND": backend,
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/3"], "prefix": "myapp"},
+        }
+    }
+    history = history_for(ALIAS, 500)
+    assert type(history) is expected
+    if isinstance(history, RedisHistory):
+        assert history.host == {"address": "redis://127.0.0.1:6379/3"}
+        assert history.key("shop") == "myapp:history:shop"
+    if history is not None:
+        assert history.size == 500
+
+
+def test_no_history_without_a_layer_or_with_size_zero(settings):
+    settings.CHANNEL_LAYERS = {ALIAS: {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert history_for(None, 1000) is None
+    assert history_for(ALIAS, 0) is None
+    assert history_for("missing", 1000) is None
+
+
+# -- the hub records what it publishes ----------------------------------------------
+
+
+@pytest.fixture
+async def redis_hub(settings, redis_url, redis_prefix) -> AsyncIterator[Hub]:
+    """A hub of its own on the core Redis layer, under the test's key prefix."""
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        ALIAS: {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": redis_prefix},
+        },
+    }
+    dispatcher = Dispatcher()
+    hub = Hub(dispatcher=dispatcher, alias=ALIAS)
+    dispatcher.add_publisher(hub.publish, accepts=hub.accepts)
+    await hub.attach(receive=False)
+    yield hub
+    await hub.stop()
+
+
+@pytest.mark.redis
+async def test_hub_records_published_events_in_redis(redis_hub, redis_url, redis_prefix):
+    first = redis_hub.dispatcher.dispatch("shop::Order::created", {"n": 1})
+    second = redis_hub.dispatcher.dispatch("shop::Order::updated", {"n": 2})
+    redis_hub.dispatcher.dispatch("audit::entry::added", {"n": 3})
+    history = redis_hub.history
+    assert isinstance(history, RedisHistory)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    found = None
+    while not found and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+        found = await history.after("shop", first.id)
+    assert [e for e, _ in found or []] == [second.to_dict()]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.xlen(f"{redis_prefix}:history:audit") == 1
+    finally:
+        client.close()
