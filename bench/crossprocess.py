@@ -8,8 +8,8 @@ For ``channels_redis.core.RedisChannelLayer`` and
 ``channels_redis.pubsub.RedisPubSubChannelLayer`` in turn, each measurement
 starts a receiving process B, waits until B has joined its group and seen a
 probe message come back through Redis, then starts a sending process A (both
-are fresh interpreters started with ``subprocess``). Four measurements per
-layer:
+are fresh interpreters started with ``subprocess``). Three paths per
+layer and rate:
 
 - ``hub, burst``: A calls ``dispatch(name, payload)`` ``--events`` times in a
   loop (a sync caller; Django's ``ready()`` hands every event to the hub,
@@ -21,7 +21,10 @@ layer:
   ``layer.receive(channel)`` in a loop on a channel added to that group. The
   message carries the same envelope (id, name, namespace, payload, timestamp)
   the hub sends, so both paths move about the same bytes per event.
-- ``hub, N/s`` and ``raw, N/s``: the same two paths at a fixed ``--rate`` for
+- ``hub, no history``: the hub path with ``HISTORY_SIZE`` 0, so A's hub does
+  not record the events in a Redis stream before sending them (what the
+  history for ``since`` costs).
+- ``hub, N/s`` and ``raw, N/s``: the same paths at a fixed ``--rate`` for
   ``--seconds``. A puts ``time.time()`` in each payload just before sending;
   B subtracts it from ``time.time()`` when the event reaches the listener (or
   ``receive()`` returns), so latency is end to end on one machine's clock.
@@ -37,7 +40,7 @@ how many events the hub dropped from its outbox (``OUTBOX_SIZE``).
 
 Every Redis key and channel of the run lives under a prefix unique to it
 (``--prefix``); the keys are deleted at the end. The whole run takes about a
-minute.
+minute and a half.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ PROBE = "bench::Probe::ready"
 WARMUP = "bench::Warmup::sent"
 RAW_GROUP = "bench-raw"
 TIMESTAMP = "2025-01-01T12:00:00.000000+00:00"
+# The paths measured, and the child roles that run them: the hub as
+# configured by default (recording a history for catching up), the hub with
+# HISTORY_SIZE 0, and raw channel-layer calls.
+ROLES = {"hub": "hub", "hub-nohistory": "hub", "raw": "raw"}
 # B gives up waiting for the rest once nothing arrived for this long.
 QUIET_SECONDS = 3.0
 
@@ -126,6 +133,7 @@ def setup_django(args: argparse.Namespace) -> None:
                 "CONFIG": {"hosts": [args.redis_url], "prefix": args.prefix},
             }
         },
+        CHANNELS_EVENTS={"HISTORY_SIZE": args.history},
     )
     django.setup()
 
@@ -362,6 +370,8 @@ def child_command(
         str(rate),
         "--seconds",
         str(args.seconds),
+        "--history",
+        "0" if path == "hub-nohistory" else "1000",
     ]
 
 
@@ -375,7 +385,7 @@ def last_json(text: str) -> dict[str, Any]:
 def measure(args: argparse.Namespace, layer: str, path: str, rate: int) -> dict[str, Any]:
     """Run one receiver B and one sender A; return B's result with A's under ``sender``."""
     receiver = subprocess.Popen(
-        child_command(args, f"receive-{path}", layer, path, rate),
+        child_command(args, f"receive-{ROLES[path]}", layer, path, rate),
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -387,7 +397,7 @@ def measure(args: argparse.Namespace, layer: str, path: str, rate: int) -> dict[
         if line.strip() != "READY":
             raise RuntimeError(f"receiver did not get ready: {line!r}")
         sender = subprocess.run(
-            child_command(args, f"send-{path}", layer, path, rate),
+            child_command(args, f"send-{ROLES[path]}", layer, path, rate),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -438,6 +448,7 @@ def main() -> None:
     parser.add_argument("--layers", nargs="+", choices=sorted(LAYERS), default=["core", "pubsub"])
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--layer", help=argparse.SUPPRESS)
+    parser.add_argument("--history", type=int, default=1000, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", args.prefix):
         parser.error("--prefix takes 1 to 40 letters, digits, '_', '.' or '-'")
@@ -462,7 +473,7 @@ def main() -> None:
     try:
         for layer in args.layers:
             for rate in (0, args.rate):
-                for path in ("hub", "raw"):
+                for path in ROLES:
                     results[layer, path, rate] = measure(args, layer, path, rate)
     finally:
         deleted = delete_keys(args.redis_url, args.prefix)
@@ -476,8 +487,9 @@ def print_report(
     deleted: int,
 ) -> None:
     def label(path: str, rate: int) -> str:
-        route = "dispatch() -> listener" if path == "hub" else "group_send -> receive"
-        return f"{path}: {route}, " + (f"{rate:,}/s" if rate else "burst")
+        route = "group_send -> receive" if path == "raw" else "dispatch() -> listener"
+        name = "hub, no history" if path == "hub-nohistory" else path
+        return f"{name}: {route}, " + (f"{rate:,}/s" if rate else "burst")
 
     print(
         f"Python {sys.version.split()[0]}, {args.redis_url}, prefix {args.prefix!r}: bursts of "

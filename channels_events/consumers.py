@@ -415,14 +415,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         replay: list[tuple[Event, tuple[str, ...]]] = []
         replayed: set[str] = set()
-        for envelope, encoded in found:
+        for envelope in found:
             try:
                 event = Event.from_dict(envelope)
             except Exception as exc:
                 logger.warning("Skipped a malformed event in the history: %s", exc)
                 continue
             if compiled.matches(event.name):
-                event.__dict__["_encoded"] = encoded
                 replay.append((event, (sid,)))
                 replayed.add(event.id)
         if not replayed:

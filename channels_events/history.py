@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 from typing import Any
 
@@ -26,20 +25,20 @@ _CHUNK = 200
 
 
 class History:
-    """Where published events are kept, oldest first, at most ``size`` per namespace."""
+    """Where published events are kept, oldest first, at least ``size`` per namespace."""
 
     def __init__(self, size: int) -> None:
         self.size = size
 
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
-        """Record published events of one namespace, in publish order."""
+        """Record a run of published events of one namespace, in publish order."""
         raise NotImplementedError
 
-    async def after(self, namespace: str, since: str) -> list[tuple[Envelope, str]] | None:
+    async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         """Return the events recorded after the one with id ``since``, oldest first.
 
-        Each comes with its envelope encoded as JSON. None means ``since`` is
-        not (or no longer) in the history: what came after it is unknown.
+        None means ``since`` is not among the last ``size`` events recorded:
+        what came after it is unknown.
         """
         raise NotImplementedError
 
@@ -47,18 +46,14 @@ class History:
         """Let go of this event loop's connections, if any."""
 
 
-def _encode(envelope: Envelope) -> str:
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def _unique_after(entries: list[tuple[str, str]], since: str) -> list[tuple[Envelope, str]]:
-    # A run the hub had to send again may be recorded twice: keep the first.
+def _unique(envelopes: list[Envelope], since: str) -> list[Envelope]:
+    # A run the hub had to record again may be there twice: keep the first.
     seen = {since}
     found = []
-    for event_id, encoded in entries:
-        if event_id not in seen:
-            seen.add(event_id)
-            found.append((json.loads(encoded), encoded))
+    for envelope in envelopes:
+        if envelope["id"] not in seen:
+            seen.add(envelope["id"])
+            found.append(envelope)
     return found
 
 
@@ -67,27 +62,30 @@ class MemoryHistory(History):
 
     def __init__(self, size: int) -> None:
         super().__init__(size)
-        self._kept: dict[str, collections.deque[tuple[str, str]]] = {}
+        self._kept: dict[str, collections.deque[Envelope]] = {}
 
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
         kept = self._kept.get(namespace)
         if kept is None:
             kept = self._kept[namespace] = collections.deque(maxlen=self.size)
-        kept.extend((envelope["id"], _encode(envelope)) for envelope in envelopes)
+        kept.extend(envelopes)
 
-    async def after(self, namespace: str, since: str) -> list[tuple[Envelope, str]] | None:
-        entries = list(self._kept.get(namespace, ()))
-        for index in range(len(entries) - 1, -1, -1):
-            if entries[index][0] == since:
-                return _unique_after(entries[index + 1 :], since)
+    async def after(self, namespace: str, since: str) -> list[Envelope] | None:
+        kept = list(self._kept.get(namespace, ()))
+        for index in range(len(kept) - 1, -1, -1):
+            if kept[index]["id"] == since:
+                return _unique(kept[index + 1 :], since)
         return None
 
 
 class RedisHistory(History):
     """History in a Redis stream per namespace, ``<prefix>:history:<namespace>``.
 
-    Trimmed at each append to about ``size`` entries (Redis trims in whole
-    nodes, so a few more may stay). Each event loop gets its own client.
+    One stream entry per run the hub publishes (a single event, or a burst of
+    up to ``BATCH_SIZE``): its ``ids`` and its ``events``, both msgpack lists. The
+    stream is trimmed to about ``size`` entries, so it keeps at least ``size``
+    events; ``after`` looks through the newest ``size`` events only. Each
+    event loop gets its own client.
     """
 
     def __init__(self, host: dict[str, Any], prefix: str, size: int) -> None:
@@ -118,35 +116,41 @@ class RedisHistory(History):
             await client.aclose(close_connection_pool=True)
 
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
-        key = self.key(namespace)
-        async with self._client().pipeline(transaction=False) as pipe:
-            for envelope in envelopes:
-                pipe.xadd(
-                    key,
-                    {"id": envelope["id"], "event": _encode(envelope)},
-                    maxlen=self.size,
-                    approximate=True,
-                )
-            await pipe.execute()
+        # msgpack (which channels_redis uses too): several times faster than JSON.
+        import msgpack  # type: ignore[import-untyped]
 
-    async def after(self, namespace: str, since: str) -> list[tuple[Envelope, str]] | None:
+        fields = {
+            "ids": msgpack.packb([envelope["id"] for envelope in envelopes]),
+            "events": msgpack.packb(envelopes),
+        }
+        await self._client().xadd(self.key(namespace), fields, maxlen=self.size, approximate=True)
+
+    async def after(self, namespace: str, since: str) -> list[Envelope] | None:
+        import msgpack
+
         client = self._client()
         key = self.key(namespace)
-        newer: list[tuple[str, str]] = []  # newest first
+        runs: list[bytes] = []  # newest first, still encoded
+        counted = 0
         top = "+"
-        # Only the newest ``size`` entries count (the stream may hold a few more).
-        while True:
-            count = min(_CHUNK, self.size - len(newer))
-            chunk = await client.xrevrange(key, max=top, min="-", count=count)
+        while counted < self.size:
+            chunk = await client.xrevrange(key, max=top, min="-", count=_CHUNK)
             for _stream_id, fields in chunk:
-                event_id = fields[b"id"].decode()
-                if event_id == since:
-                    newer.reverse()
-                    return _unique_after(newer, since)
-                newer.append((event_id, fields[b"event"].decode()))
-            if len(chunk) < count or len(newer) >= self.size:
+                ids = msgpack.unpackb(fields[b"ids"])
+                if since in ids:
+                    # Only the newest ``size`` events count, as in memory.
+                    if counted + len(ids) - ids.index(since) > self.size:
+                        return None
+                    found = msgpack.unpackb(fields[b"events"])[ids.index(since) + 1 :]
+                    for run in reversed(runs):
+                        found.extend(msgpack.unpackb(run))
+                    return _unique(found, since)
+                counted += len(ids)
+                runs.append(fields[b"events"])
+            if len(chunk) < _CHUNK:
                 return None
             top = "(" + chunk[-1][0].decode()
+        return None
 
 
 def history_for(alias: str | None, size: int) -> History | None:
