@@ -1,24 +1,23 @@
-"""The registry of listeners and the dispatcher that delivers events to them."""
+"""The dispatcher: delivers each event to the listeners the registry finds for it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import re
-import threading
-import types
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 
 from .conf import events_settings
 from .events import Event
-from .exceptions import InvalidPattern
-from .names import compile_pattern, literal_namespace, validate_name, validate_namespace
+from .registry import (
+    ListenerCallable,
+    PatternLike,
+    Registration,
+    Registry,
+)
 
 __all__ = [
     "Dispatcher",
@@ -34,8 +33,6 @@ __all__ = [
 
 logger = logging.getLogger("channels_events")
 
-PatternLike: TypeAlias = "str | re.Pattern[str] | type[Event]"
-ListenerCallable: TypeAlias = "Callable[[Event], Any]"
 Publisher: TypeAlias = "Callable[[Event], None]"
 CommitHook: TypeAlias = "Callable[[Event, Callable[[], None]], None]"
 
@@ -50,87 +47,7 @@ def set_commit_hook(hook: CommitHook | None) -> None:
     _commit_hook = hook
 
 
-def _as_list(pattern: PatternLike | Iterable[PatternLike]) -> list[PatternLike]:
-    if isinstance(pattern, (str, re.Pattern, type)):
-        return [pattern]
-    try:
-        return list(pattern)
-    except TypeError:
-        raise InvalidPattern(
-            f"A pattern must be a str, a compiled regex, an Event subclass or a list of "
-            f"those, got {pattern!r}."
-        ) from None
-
-
-def pattern_text(pattern: PatternLike) -> str:
-    """Return the regex source for a pattern given as text, compiled regex or Event class."""
-    if isinstance(pattern, str):
-        return pattern
-    if isinstance(pattern, re.Pattern):
-        if pattern.flags & ~re.UNICODE:
-            raise InvalidPattern(
-                f"Compiled pattern {pattern.pattern!r} has flags; write them inline, e.g. '(?i)'."
-            )
-        return pattern.pattern
-    if isinstance(pattern, type) and issubclass(pattern, Event):
-        if pattern._fixed_name is None:
-            raise InvalidPattern(
-                f"{pattern.__qualname__} has no fixed name to listen for; give it name = '...'."
-            )
-        return re.escape(pattern._fixed_name)
-    raise InvalidPattern(
-        f"A pattern must be a str, a compiled regex or an Event subclass, got {pattern!r}."
-    )
-
-
-def _describe(callback: Callable[..., Any]) -> str:
-    func = getattr(callback, "__func__", callback)
-    module = getattr(func, "__module__", None) or ""
-    qualname = getattr(func, "__qualname__", None) or repr(func)
-    return f"{module}.{qualname}" if module else qualname
-
-
-def _callback_id(callback: Callable[..., Any]) -> Hashable:
-    # Bound methods (Python or builtin, such as list.append) are new objects
-    # on every attribute access; identify them by owner and function.
-    owner = getattr(callback, "__self__", None)
-    if owner is not None and not isinstance(owner, types.ModuleType):
-        func = getattr(callback, "__func__", None)
-        return (id(owner), id(func) if func is not None else getattr(callback, "__name__", ""))
-    return id(callback)
-
-
-@dataclass(eq=False)
-class Registration:
-    """One listener connected to one pattern; returned by :meth:`Dispatcher.connect`."""
-
-    callback: ListenerCallable
-    pattern: str
-    regex: re.Pattern[str]
-    priority: int
-    once: bool
-    is_async: bool
-    filter: Callable[[Event], bool] | None
-    after_commit: bool
-    namespaces: frozenset[str] | None
-    uid: Hashable
-    #: The dispatch_uid, or the callback's identity: one call per event per key.
-    key: Hashable
-    seq: int
-    active: bool = True
-    #: True when none of once, filter, after_commit or async applies: the fast path.
-    plain: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.plain = not (self.once or self.filter or self.after_commit or self.is_async)
-
-    @property
-    def description(self) -> str:
-        """Return ``module.qualname`` of the callback, for logs and listings."""
-        return _describe(self.callback)
-
-
-class Dispatcher:
+class Dispatcher(Registry):
     """Hold listeners and deliver each event to those whose pattern fully matches its name.
 
     Listeners run by priority (higher first), then in registration order. The
@@ -143,18 +60,12 @@ class Dispatcher:
     """
 
     def __init__(self, *, strict: bool | None = None, debug: bool | None = None) -> None:
-        self._lock = threading.RLock()
-        self._registrations: list[Registration] = []
-        self._by_uid: dict[Hashable, Registration] = {}
-        self._cache: dict[str, tuple[Registration, ...]] = {}
-        self._generation = 0
-        self._seq = itertools.count()
+        super().__init__()
         self._strict_override = strict
         self._debug_override = debug
         self._settings_version = -1
         self._strict = False
         self._debug = False
-        self._cache_size = 4096
         self._muted = 0
         self._taps: list[Callable[[Event], None]] = []
         self._publishers: list[Publisher] = []
@@ -162,200 +73,10 @@ class Dispatcher:
         # Per event name: whether any publisher accepts it (see publishers_changed).
         self._wanted: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._watchers: list[Callable[[Dispatcher], None]] = []
-
-    # -- registry ---------------------------------------------------------
-
-    def connect(
-        self,
-        callback: ListenerCallable,
-        pattern: PatternLike | Iterable[PatternLike],
-        *,
-        priority: int = 0,
-        once: bool = False,
-        filter: Callable[[Event], bool] | None = None,
-        after_commit: bool = False,
-        namespaces: Iterable[str] | None = None,
-        dispatch_uid: Hashable | None = None,
-    ) -> list[Registration]:
-        """Connect ``callback`` to every event whose name fully matches ``pattern``.
-
-        ``pattern`` may be a regex string, a compiled regex, an Event subclass or
-        a list of those. Connecting the same callback to the same pattern again
-        (or reusing a ``dispatch_uid``) replaces the earlier registration rather
-        than adding a second one. ``namespaces`` declares which namespaces a
-        pattern whose namespace part is not literal (``.*``) can match, so the
-        hub knows which groups to join. ``after_commit`` delays the call until
-        the current database transaction commits (sync dispatch only).
-        """
-        if not callable(callback):
-            raise TypeError(f"Listener must be callable, got {callback!r}.")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, got {priority!r}.")
-        if filter is not None and not callable(filter):
-            raise TypeError(f"filter must be callable, got {filter!r}.")
-        declared = None
-        if namespaces is not None:
-            if isinstance(namespaces, str):
-                raise TypeError(f"namespaces must be a list of names, not the str {namespaces!r}.")
-            declared = frozenset(validate_namespace(ns) for ns in namespaces)
-        patterns = _as_list(pattern)
-        if not patterns:
-            raise InvalidPattern(f"No pattern given for listener {_describe(callback)}.")
-        sources = [pattern_text(p) for p in patterns]
-        compiled = [compile_pattern(source) for source in sources]
-        is_async = iscoroutinefunction(callback)
-        registrations = []
-        key = ("uid", dispatch_uid) if dispatch_uid is not None else _callback_id(callback)
-        with self._lock:
-            if dispatch_uid is not None:
-                # Reusing a dispatch_uid replaces everything connected under it.
-                for old in [r for r in self._registrations if r.key == key]:
-                    self._remove(old)
-            for source, regex in zip(sources, compiled, strict=True):
-                literal = literal_namespace(source)
-                uid = (key, source)
-                registration = Registration(
-                    callback=callback,
-                    pattern=source,
-                    regex=regex,
-                    priority=priority,
-                    once=once,
-                    is_async=is_async,
-                    filter=filter,
-                    after_commit=after_commit,
-                    namespaces=frozenset({literal}) if literal is not None else declared,
-                    uid=uid,
-                    key=key,
-                    seq=next(self._seq),
-                )
-                replaced = self._by_uid.get(uid)
-                if replaced is not None:
-                    self._remove(replaced)
-                self._by_uid[uid] = registration
-                self._registrations.append(registration)
-                registrations.append(registration)
-            self._registrations.sort(key=lambda r: (-r.priority, r.seq))
-            self._invalidate()
-        return registrations
-
-    def disconnect(
-        self,
-        callback: ListenerCallable | None = None,
-        pattern: PatternLike | None = None,
-        *,
-        dispatch_uid: Hashable | None = None,
-    ) -> bool:
-        """Disconnect a listener; return whether anything was disconnected.
-
-        With ``dispatch_uid``, remove that registration. With a callback and a
-        pattern, remove that pair. With a callback alone, remove every pattern
-        it is connected to.
-        """
-        with self._lock:
-            if dispatch_uid is not None:
-                doomed = [r for r in self._registrations if r.key == ("uid", dispatch_uid)]
-            elif callback is not None:
-                key = _callback_id(callback)
-                source = None if pattern is None else pattern_text(pattern)
-                doomed = [
-                    r
-                    for r in self._registrations
-                    if _callback_id(r.callback) == key and (source is None or r.pattern == source)
-                ]
-            else:
-                raise TypeError("disconnect() needs a callback or a dispatch_uid.")
-            for registration in doomed:
-                self._remove(registration)
-            if doomed:
-                self._invalidate()
-            return bool(doomed)
-
-    def clear(self) -> None:
-        """Disconnect every listener."""
-        with self._lock:
-            for registration in self._registrations:
-                registration.active = False
-            self._registrations.clear()
-            self._by_uid.clear()
-            self._invalidate()
-
-    def _remove(self, registration: Registration) -> None:
-        if registration.active:
-            registration.active = False
-            self._registrations.remove(registration)
-            if self._by_uid.get(registration.uid) is registration:
-                del self._by_uid[registration.uid]
-
-    def _invalidate(self) -> None:
-        self._generation += 1
-        self._cache = {}
-        for callback in self._watchers:
-            callback(self)
-
-    def watch(self, callback: Callable[[Dispatcher], None]) -> None:
-        """Call ``callback(dispatcher)`` whenever listeners or taps change.
-
-        Producers use it to stay unhooked from a source (a Django signal, say)
-        while nothing would receive its events.
-        """
-        with self._lock:
-            if callback not in self._watchers:
-                self._watchers = [*self._watchers, callback]
-
-    def unwatch(self, callback: Callable[[Dispatcher], None]) -> None:
-        """Stop calling a callback given to :meth:`watch`."""
-        with self._lock:
-            self._watchers = [w for w in self._watchers if w != callback]
 
     def would_receive(self, name: str) -> bool:
         """Return whether a listener or a tap would see ``name``, muted or not."""
         return bool(self._taps) or bool(self.listeners_for(name))
-
-    @property
-    def registrations(self) -> tuple[Registration, ...]:
-        """Return every registration, in delivery order."""
-        return tuple(self._registrations)
-
-    def namespaces(self) -> tuple[frozenset[str], bool]:
-        """Return the namespaces listeners are confined to, and whether any pattern is open.
-
-        The flag is true when some pattern's namespace is neither literal nor
-        declared, so it could match any namespace.
-        """
-        found: set[str] = set()
-        open_pattern = False
-        for registration in self._registrations:
-            if registration.namespaces is None:
-                open_pattern = True
-            else:
-                found.update(registration.namespaces)
-        return frozenset(found), open_pattern
-
-    def listeners_for(self, name: str) -> tuple[Registration, ...]:
-        """Return the registrations an event with this name reaches, in order (cached)."""
-        registrations = self._cache.get(name)
-        if registrations is not None:
-            return registrations
-        validate_name(name)
-        generation = self._generation
-        seen: set[Hashable] = set()
-        matched = []
-        for registration in list(self._registrations):
-            # One call per listener per event, even when several of its
-            # patterns match; the first (highest priority) wins.
-            if registration.key not in seen and registration.regex.fullmatch(name):
-                seen.add(registration.key)
-                matched.append(registration)
-        found = tuple(matched)
-        with self._lock:
-            # A connect or disconnect while we scanned makes the result stale.
-            if generation == self._generation:
-                self._refresh_settings()
-                if len(self._cache) >= self._cache_size:
-                    self._cache = {}
-                self._cache[name] = found
-        return found
 
     def has_receivers(self, name: str) -> bool:
         """Return whether dispatching ``name`` would reach a listener or a tap.

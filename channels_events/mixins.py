@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from .conf import events_settings
-from .dispatch import PatternLike, _as_list, pattern_text
 from .events import Event
 from .hub import get_hub
 from .names import compile_pattern, literal_namespace
+from .registry import PatternLike, _as_list, pattern_text
 
 __all__ = ["EventConsumerMixin"]
 

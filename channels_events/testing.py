@@ -14,9 +14,10 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .dispatch import Dispatcher, PatternLike, get_dispatcher, pattern_text
+from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .names import compile_pattern
+from .registry import PatternLike, pattern_text
 
 __all__ = [
     "CapturedEvents",
