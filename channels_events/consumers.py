@@ -39,7 +39,11 @@ PROTOCOL_VERSION = 1
 CLOSE_POLICY = 4008
 CLOSE_TOO_BIG = 1009
 # Seconds a catching-up subscription ignores live copies of replayed events.
-REPLAY_OVERLAP = 10.0
+REPLAY_OVERLAP = 60.0
+# Seconds to wait for the hub to join a namespace's group, and for a history
+# read, before a subscribe with ``since`` is answered with ``gap``.
+JOIN_TIMEOUT = 5.0
+HISTORY_TIMEOUT = 2.0
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64
@@ -141,9 +145,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._writing = False
         # Frames are held back while a subscription catches up with ``since``.
         self._held = 0
-        # Per subscription: ids of events replayed from the history, not to be
-        # sent again when they also arrive live (for REPLAY_OVERLAP seconds).
-        self._replayed: dict[str, set[str]] = {}
+        # Event id -> the subscriptions a replay from the history already sent
+        # it to: a live copy is not sent to them again (for REPLAY_OVERLAP s).
+        self._replayed: dict[str, frozenset[str]] = {}
         self._lagged: _Lagged | None = None
         self._wake = asyncio.Event()
         self._tokens = float(events_settings.RATE_BURST)
@@ -232,7 +236,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         for event in events:
             ids = self._matching(event)
             if ids is not None and self._replayed:
-                ids = tuple(i for i in ids if event.id not in self._replayed.get(i, ())) or None
+                sent = self._replayed.get(event.id)
+                if sent:
+                    ids = tuple(i for i in ids if i not in sent) or None
             if ids is None:
                 continue
             if len(outbox) >= limit:
@@ -391,6 +397,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # Catching up: live events queue from now on, held back until the
         # history after ``since`` is in front of them (PROTOCOL.md section 6).
         mark = len(self._outbox)
+        # Events lost from now on are reported after the replay, not counted
+        # into a ``lagged`` marker queued ahead of it.
+        self._lagged = None
         self._held += 1
         try:
             self._hub.add_subscriber(self)
@@ -402,19 +411,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 self._wake.set()
 
     async def _catch_up(self, sid: str, compiled: ClientPattern, since: str, mark: int) -> None:
-        history = self._hub.history
-        found = None
-        if history is not None:
-            try:
-                found = await history.after(compiled.namespace, since)
-            except Exception:
-                logger.exception("Reading the history of %r failed.", compiled.namespace)
+        found = await self._read_history(compiled.namespace, since)
         if found is None:
             # Nothing kept after ``since``, or no history at all: it is gone.
             await self._send_frame({"type": "gap", "subscription": sid, "since": since})
             return
         replay: list[tuple[Event, tuple[str, ...]]] = []
-        replayed: set[str] = set()
+        position: dict[str, int] = {}
         for envelope in found:
             try:
                 event = Event.from_dict(envelope)
@@ -422,36 +425,60 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 logger.warning("Skipped a malformed event in the history: %s", exc)
                 continue
             if compiled.matches(event.name):
+                position[event.id] = len(replay)
                 replay.append((event, (sid,)))
-                replayed.add(event.id)
-        if not replayed:
-            return
         outbox = self._outbox
-        # What arrived live meanwhile follows the replay, without repeats.
+        # What arrived live meanwhile follows the replay. An event in both is
+        # sent once, in the replay, listing every subscription it matched.
         live = [outbox.pop() for _ in range(len(outbox) - mark)][::-1]
-        outbox.extend(replay)
         for item in live:
-            if not isinstance(item, _Lagged) and item[0].id in replayed:
-                ids = tuple(i for i in item[1] if i != sid)
-                if not ids:
-                    continue
-                item = (item[0], ids)
-            outbox.append(item)
-        # An event recorded just before the history was read may still be on
-        # its way here live: keep its id a while.
-        self._replayed[sid] = replayed
-        self._loop.call_later(REPLAY_OVERLAP, self._forget_replayed, sid, replayed)
+            if not isinstance(item, _Lagged) and item[0].id in position:
+                index = position[item[0].id]
+                event, ids = replay[index]
+                replay[index] = (event, ids + tuple(i for i in item[1] if i not in ids))
+                continue
+        outbox.extend(replay)
+        outbox.extend(
+            item for item in live if isinstance(item, _Lagged) or item[0].id not in position
+        )
+        # A copy of a replayed event (or of ``since``) may still be on its way
+        # here from another process: remember who got it, a while.
+        sent = {event.id: frozenset(ids) for event, ids in replay}
+        sent[since] = frozenset({sid})
+        self._replayed.update(sent)
+        self._loop.call_later(REPLAY_OVERLAP, self._forget_replayed, sent)
 
-    def _forget_replayed(self, sid: str, replayed: set[str]) -> None:
-        if self._replayed.get(sid) is replayed:
-            del self._replayed[sid]
+    async def _read_history(self, namespace: str, since: str) -> list[dict[str, Any]] | None:
+        history = self._hub.history
+        if history is None:
+            return None
+        try:
+            # Only once this process hears the namespace's live events can
+            # what the history holds and what arrives next meet without a hole.
+            if not await self._hub.joined(namespace, JOIN_TIMEOUT):
+                logger.warning("Not in the group of %r yet: answering since with gap.", namespace)
+                return None
+            return await asyncio.wait_for(history.after(namespace, since), HISTORY_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("Reading the history of %r timed out: answering gap.", namespace)
+        except Exception:
+            logger.exception("Reading the history of %r failed: answering gap.", namespace)
+        return None
+
+    def _forget_replayed(self, sent: dict[str, frozenset[str]]) -> None:
+        for event_id in sent:
+            self._replayed.pop(event_id, None)
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         sid = _field(message, "id", str)
         compiled = self.subscriptions.pop(sid, None)
         if compiled is None:
             raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
-        self._replayed.pop(sid, None)
+        if self._replayed:
+            # A later subscription may reuse the id: it has seen nothing yet.
+            self._replayed = {
+                event_id: sids - {sid} for event_id, sids in self._replayed.items() if sids != {sid}
+            }
         remaining = [entry for entry in self._by_namespace[compiled.namespace] if entry[0] != sid]
         if remaining:
             self._by_namespace[compiled.namespace] = remaining

@@ -260,6 +260,24 @@ class Hub(Outbox):
                 del self._by_namespace[namespace]
                 self.dispatcher.publishers_changed()
 
+    async def joined(self, namespace: str, timeout: float) -> bool:
+        """Wait until this process is in ``namespace``'s group; return whether it is.
+
+        From then on, every event other processes publish in the namespace
+        reaches it. Without a channel layer nothing comes from elsewhere, so
+        there is nothing to wait for.
+        """
+        if self.layer is None:
+            return True
+        group = group_name(namespace)
+        deadline = time.monotonic() + timeout
+        # Polled: the caller may run on another loop than the hub's.
+        while group not in self._joined:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     def _joined_namespaces(self) -> set[str]:
         prefix = f"{events_settings.GROUP_PREFIX}."
         return {group[len(prefix) :] for group in self._joined}

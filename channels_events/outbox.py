@@ -312,5 +312,10 @@ class Outbox:
         return True
 
     async def _drain_now(self) -> None:
-        while self._outbox or self._pending:
-            await self._send_some()
+        try:
+            while self._outbox or self._pending:
+                await self._send_some()
+        finally:
+            history = self.history
+            if history is not None:
+                await history.close()  # its connections belong to this short-lived loop
