@@ -165,6 +165,20 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         """Unregister from the hub and stop writing."""
+        self._stop()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the consumer; unregister from the hub however it ends.
+
+        A server that gives up on a connection cancels it without a
+        ``websocket.disconnect``: the hub must not keep feeding it.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
         hub = getattr(self, "_hub", None)
         if hub is not None:
             hub.remove_subscriber(self)

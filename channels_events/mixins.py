@@ -103,6 +103,13 @@ class EventConsumerMixin:
         await self.stop_listening()
         await super().websocket_disconnect(message)  # type: ignore[misc]
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the consumer; unregister from the hub however it ends (even cancelled)."""
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            await self.stop_listening()
+
     async def start_listening(self, *, accepted: bool = True) -> None:
         """Register with the hub (websockets do on ``accept()``; other consumers call it)."""
         if getattr(self, "_event_subscriber", None) is not None:

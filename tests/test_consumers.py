@@ -8,6 +8,7 @@ sender, over the in-memory channel layer of ``tests.settings``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 import json
@@ -1185,6 +1186,33 @@ async def test_mixin_gets_events_only_while_connected():
     dispatch("shop::Order::created", {"when": "after"})
     await hub_settled()
     assert feed.output_queue.empty()
+
+
+async def cancel_application(communicator: WebsocketCommunicator) -> None:
+    """End a connection as a server that gives up on it does: cancel it, no disconnect."""
+    communicator.future.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await communicator.future
+
+
+async def test_a_cancelled_stream_leaves_the_hub(streams):
+    hub = get_hub()
+    before = set(hub._subscribers)
+    ws = await streams.open()
+    await subscribe(ws, "a", r"shop::.*")
+    assert len(set(hub._subscribers) - before) == 1
+    await cancel_application(ws)
+    assert set(hub._subscribers) - before == set()
+
+
+async def test_a_cancelled_mixin_consumer_leaves_the_hub():
+    hub = get_hub()
+    await hub.attach()
+    before = set(hub._subscribers)
+    feed = await open_feed(OrderFeed)
+    assert len(set(hub._subscribers) - before) == 1
+    await cancel_application(feed)
+    assert set(hub._subscribers) - before == set()
 
 
 async def test_mixin_sync_handler_and_failing_handler_are_logged(caplog):
