@@ -25,6 +25,7 @@ from .conf import events_settings
 from .dispatch import get_dispatcher
 from .events import Event
 from .exceptions import ChannelsEventsError
+from .history import TIMEOUT as HISTORY_TIMEOUT
 from .hub import get_hub
 from .mixins import EventConsumerMixin
 from .names import ClientPattern, compile_client_pattern
@@ -40,10 +41,9 @@ CLOSE_POLICY = 4008
 CLOSE_TOO_BIG = 1009
 # Seconds a catching-up subscription ignores live copies of replayed events.
 REPLAY_OVERLAP = 60.0
-# Seconds to wait for the hub to join a namespace's group, and for a history
-# read, before a subscribe with ``since`` is answered with ``gap``.
+# Seconds to wait for the hub to join a namespace's group before a subscribe
+# with ``since`` is answered with ``gap`` (history reads: history.TIMEOUT).
 JOIN_TIMEOUT = 5.0
-HISTORY_TIMEOUT = 2.0
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64

@@ -165,12 +165,8 @@ class Dispatcher(Registry):
                     self._deliver_sync(registration, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        if self._publishers and not self._muted and not event.local:
-            wanted = self._wanted.get(event.name)
-            if wanted is None:
-                wanted = self._publishers_want(event)
-            if wanted:
-                self._hand_over(event)
+        if self._publishers and not self._muted:
+            self.publish(event)
         return event
 
     def _deliver_sync(self, registration: Registration, event: Event) -> None:
@@ -267,12 +263,8 @@ class Dispatcher(Registry):
                 await sync_to_async(self._run_sync_batch)(pending, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        if self._publishers and not self._muted and not event.local:
-            wanted = self._wanted.get(event.name)
-            if wanted is None:
-                wanted = self._publishers_want(event)
-            if wanted:
-                self._hand_over(event)
+        if self._publishers and not self._muted:
+            self.publish(event)
         return event
 
     def _run_sync_batch(self, registrations: list[Registration], event: Event) -> None:
@@ -356,10 +348,11 @@ class Dispatcher(Registry):
         """
         if event.local or not self._publishers:
             return
-        if any(accepts is None or accepts(event) for accepts in self._accepts):
-            self._hand_over(event)
-
-    def _hand_over(self, event: Event) -> None:
+        wanted = self._wanted.get(event.name)
+        if wanted is None:
+            wanted = self._publishers_want(event)
+        if not wanted:
+            return  # no publisher wants it: defer nothing to the commit
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: self._publish_now(event))
         else:

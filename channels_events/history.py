@@ -15,13 +15,16 @@ import collections
 import logging
 from typing import Any
 
-__all__ = ["History", "MemoryHistory", "RedisHistory", "history_for"]
+__all__ = ["TIMEOUT", "History", "MemoryHistory", "RedisHistory", "history_for"]
 
 logger = logging.getLogger("channels_events.history")
 
 Envelope = dict[str, Any]
 # Entries read from Redis per round trip when looking for ``since``.
 _CHUNK = 200
+#: Seconds a history write or read may take: past it, events go out without
+#: being recorded, and a subscriber catching up gets ``gap``.
+TIMEOUT = 2.0
 
 
 class History:

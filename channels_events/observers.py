@@ -18,7 +18,7 @@ from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .exceptions import ChannelsEventsError
 from .names import validate_namespace
-from .payloads import json_safe, model_label, select_fields
+from .payloads import VERBATIM_TYPES, json_safe, model_label, select_fields
 
 __all__ = [
     "ACTIONS",
@@ -48,8 +48,6 @@ _CLEARED = "_channels_events_cleared"
 # Set on a model class whose from_db we wrapped, holding what to restore.
 _FROM_DB = "_channels_events_from_db"
 _MISSING = object()
-# Values that are JSON as they are. Not float: NaN and infinities are not JSON.
-_AS_IS = frozenset({str, int, bool, type(None)})
 _new_event = object.__new__
 
 _muted: contextvars.ContextVar[bool | frozenset[type[models.Model]]] = contextvars.ContextVar(
@@ -164,7 +162,9 @@ class Observation:
         # Runs on every save: the inline type test spares a call per field.
         try:
             return {
-                name: value if type(value := values[attname]) in _AS_IS else json_safe(value)
+                name: value
+                if type(value := values[attname]) in VERBATIM_TYPES
+                else json_safe(value)
                 for name, attname in selected
             }
         except KeyError:  # a deferred field
@@ -175,7 +175,7 @@ class Observation:
     def json_pk(self, instance: models.Model) -> Any:
         """Return the instance's primary key, JSON-safe."""
         pk = instance.__dict__.get(self._pk_attname)
-        return pk if type(pk) in _AS_IS else json_safe(pk)
+        return pk if type(pk) in VERBATIM_TYPES else json_safe(pk)
 
     def build_payload(self, instance: models.Model, action: str) -> dict[str, Any]:
         """Return the payload for ``action`` on ``instance`` (``changed`` is added by saves)."""
@@ -431,12 +431,8 @@ def _post_save(
         # A custom payload has no fields/changed to compute or track.
         observation.emit("created" if created else "updated", instance, using)
         return
-    fields = observation.json_fields(instance)
-    payload: dict[str, Any] = {
-        "model": observation.label,
-        "pk": observation.json_pk(instance),
-        "fields": fields,
-    }
+    payload = observation.build_payload(instance, "created" if created else "updated")
+    fields = payload["fields"]
     values = instance.__dict__
     # Django's created flag says what the database did (INSERT or UPDATE):
     # right for preset primary keys too, which a missing pk test is not.

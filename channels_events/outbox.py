@@ -16,6 +16,7 @@ from typing import Any
 
 from .conf import events_settings
 from .events import Event
+from .history import TIMEOUT as HISTORY_TIMEOUT
 from .history import History
 from .payloads import is_flat_json, json_safe
 
@@ -30,8 +31,6 @@ _BACKOFF_MAX = 5.0
 _BACKPRESSURE_WAIT = 1.0
 _LINGER_POLLS = 3
 _LINGER_INTERVAL = 0.001
-# Seconds a history write may take before the events go out without it.
-_HISTORY_TIMEOUT = 2.0
 
 
 def envelope_of(event: Event) -> dict[str, Any]:
@@ -278,7 +277,7 @@ class Outbox:
             return
         try:
             # A slow history never holds up publication for long.
-            await asyncio.wait_for(history.append(namespace, envelopes), _HISTORY_TIMEOUT)
+            await asyncio.wait_for(history.append(namespace, envelopes), HISTORY_TIMEOUT)
         except Exception as exc:
             # The events still go out; only catching up on them may fail.
             self.unrecorded += len(envelopes)

@@ -18,6 +18,7 @@ from .conf import events_settings
 
 __all__ = [
     "PRIMITIVE_TYPES",
+    "VERBATIM_TYPES",
     "is_flat_json",
     "json_safe",
     "model_label",
@@ -26,8 +27,11 @@ __all__ = [
 ]
 
 _PRIMITIVES = (str, int, float, bool, type(None))
-#: Types json.dumps takes as they are; hot loops test ``type(v) in`` this first.
+#: Types json.dumps takes as they are (floats included, NaN and infinities too).
 PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
+#: Types whose values are JSON as they are; hot loops test ``type(v) in`` this
+#: before calling json_safe(). Not float: NaN and infinities are not JSON.
+VERBATIM_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def json_safe(value: Any) -> Any:
