@@ -99,6 +99,30 @@ def _event_frame(event: Event, ids: tuple[str, ...]) -> str:
     return text
 
 
+def _single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | None:
+    """Return the frame for a connection with one subscription in the event's namespace.
+
+    None when the subscription does not match, or the event cannot be
+    encoded (logged once per event).
+    """
+    verdicts: dict[tuple[str, ClientPattern], str | None] | None = event.__dict__.get("_single")
+    if verdicts is None:
+        verdicts = event.__dict__["_single"] = {}
+    try:
+        return verdicts[candidate]
+    except KeyError:
+        pass
+    sid, pattern = candidate
+    text = None
+    if pattern.matches(event.name):
+        try:
+            text = _event_frame(event, (sid,))
+        except Exception:
+            logger.exception("Event %r could not be encoded; not sent.", event.name)
+    verdicts[candidate] = text
+    return text
+
+
 def encoded_envelope(event: Event) -> str:
     """Return the event's envelope as JSON, encoded once per event per process."""
     encoded: str | None = event.__dict__.get("_encoded")
@@ -213,10 +237,16 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # The usual case (one event, nothing waiting): no queue, no
             # coroutine of ours, the frame goes straight to the server.
             event = events[0]
-            ids = self._matching(event)
-            if ids is None:
+            candidates = self._by_namespace.get(event.namespace)
+            if not candidates:
                 return None
-            text = self._frame_or_none(event, ids)
+            if len(candidates) == 1:
+                # Connections with the same subscription share the verdict
+                # and the frame: one dict look-up per connection.
+                text = _single_frame(event, candidates[0])
+            else:
+                ids = self._matching(event)
+                text = None if ids is None else self._frame_or_none(event, ids)
             if text is None:
                 return None
             return self.base_send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]

@@ -516,8 +516,15 @@ class Hub(Outbox):
     async def stop(self) -> None:
         """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
         self.dispatcher.unwatch(self.groups_changed)
+        loop = self._loop
+        elsewhere = loop is not None and loop is not _running_loop() and not loop.is_closed()
         for task in (self._receiver, self._refresher, self._sender, self._deliverer):
-            if task is not None:
+            if task is None:
+                continue
+            if elsewhere:
+                # Tasks of the hub's thread are cancelled on that thread.
+                loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+            else:
                 task.cancel()
         self._receiver = self._refresher = self._sender = self._deliverer = None
         self._remote = None

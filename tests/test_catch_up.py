@@ -38,6 +38,9 @@ async def other_process(
         }
     }
     settings.CHANNELS_EVENTS = {"SUBSCRIBE_POLICY": f"{__name__}.allow_all"}
+    # An earlier test may have left this process's hub running on a thread,
+    # receiving from the layer of its own settings: start from a stopped hub.
+    await get_hub().stop()
     other = Hub(dispatcher=Dispatcher())
     await other.attach(receive=False)
     yield other

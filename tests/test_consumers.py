@@ -555,6 +555,25 @@ async def test_every_subscribed_connection_gets_the_event_once(streams):
         assert await ws.receive_nothing()
 
 
+async def test_same_subscription_id_with_other_patterns_is_judged_per_pattern(streams):
+    # Connections often reuse ids ("s1"); what one connection's pattern
+    # decided must not be taken for another's.
+    orders = await streams.open()
+    invoices = await streams.open()
+    also_orders = await streams.open()
+    await subscribe(orders, "s1", "shop::Order::.*")
+    await subscribe(invoices, "s1", "shop::Invoice::.*")
+    await subscribe(also_orders, "s1", "shop::Order::.*")
+    event = dispatch("shop::Order::created")
+    one = await expect_event(orders, "shop::Order::created", ["s1"])
+    two = await expect_event(also_orders, "shop::Order::created", ["s1"])
+    assert one == two and one["event"]["id"] == event.id
+    assert await invoices.receive_nothing()
+    dispatch("shop::Invoice::created")
+    await expect_event(invoices, "shop::Invoice::created", ["s1"])
+    assert await orders.receive_nothing()
+
+
 async def test_frames_carry_the_encoded_envelope(streams):
     ws = await streams.open()
     await subscribe(ws, "a", "shop::.*")
