@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from django.db import models, transaction
 
 from .conf import events_settings
-from .observers import Observation, _is_muted, get_observation, muted_model_events
+from .model_events import Observation, _is_muted, get_observation, muted_model_events
 from .payloads import json_safe, model_label
 
 __all__ = ["EventManager", "EventQuerySet", "emit_bulk_event"]

@@ -1,12 +1,13 @@
 """The per-process hub: publishes events to the channel layer and receives other processes'.
 
 One hub per process owns one event loop (the ASGI server's, or a background
-thread's) and, on it, one channel-layer channel. Publishing queues envelopes
-from any thread and sends them from that loop, coalescing bursts of one
-namespace into one message (PROTOCOL.md section 3). Receiving joins
-``<GROUP_PREFIX>.<namespace>`` for every namespace something in the process
-listens to, ignores its own echoes, and hands each batch of remote events to
-the local listeners and to registered subscribers (websocket connections).
+thread's) and, on it, one channel-layer channel. Publishing (outbox.py)
+queues envelopes from any thread and sends them from that loop, coalescing
+bursts of one namespace into one message (PROTOCOL.md section 3). Receiving
+(inbox.py) joins ``<GROUP_PREFIX>.<namespace>`` for every namespace something
+in the process listens to, and hands each batch of remote events to the local
+listeners and to registered subscribers (websocket connections), whose index
+lives here.
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from django.db import close_old_connections
-
 from .conf import events_settings
-from .dispatch import Dispatcher, Registration, get_dispatcher
+from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .history import History, history_for
+from .inbox import Inbox
 from .outbox import (
     BATCH_TYPE,
     EVENT_TYPE,
     Outbox,
-    _backoff,
     _running_loop,
     envelope_of,
     group_name,
@@ -70,7 +69,7 @@ class Subscriber(Protocol):
         """
 
 
-class Hub(Outbox):
+class Hub(Outbox, Inbox):
     """Connect this process's dispatcher to the channel layer, both ways."""
 
     def __init__(self, dispatcher: Dispatcher | None = None, alias: str | None = None) -> None:
@@ -223,7 +222,7 @@ class Hub(Outbox):
             loop.call_soon_threadsafe(call)
             await done
 
-    # -- receiving ---------------------------------------------------------
+    # -- local subscribers -------------------------------------------------
 
     def add_subscriber(self, subscriber: Subscriber) -> None:
         """Deliver events of ``subscriber.namespaces()`` to it, joining groups as needed.
@@ -260,28 +259,6 @@ class Hub(Outbox):
                 del self._by_namespace[namespace]
                 self.dispatcher.publishers_changed()
 
-    async def joined(self, namespace: str, timeout: float) -> bool:
-        """Wait until this process is in ``namespace``'s group; return whether it is.
-
-        From then on, every event other processes publish in the namespace
-        reaches it. Without a channel layer nothing comes from elsewhere, so
-        there is nothing to wait for.
-        """
-        if self.layer is None:
-            return True
-        group = group_name(namespace)
-        deadline = time.monotonic() + timeout
-        # Polled: the caller may run on another loop than the hub's.
-        while group not in self._joined:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.005)
-        return True
-
-    def _joined_namespaces(self) -> set[str]:
-        prefix = f"{events_settings.GROUP_PREFIX}."
-        return {group[len(prefix) :] for group in self._joined}
-
     async def _fan_out(self, namespace: str, events: list[Event]) -> None:
         # Each subscriber queues what matches; websockets then write their
         # frames here, one after another, as a bare loop over sockets would:
@@ -298,207 +275,6 @@ class Hub(Outbox):
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def groups_changed(self, *args: Any) -> None:
-        """Ask the hub to recompute which groups to be in (thread-safe)."""
-        loop = self._loop
-        if loop is None or self._groups_dirty is None or loop.is_closed():
-            return
-        if _running_loop() is loop:
-            self._groups_dirty.set()
-        else:
-            loop.call_soon_threadsafe(self._groups_dirty.set)
-
-    def wanted_namespaces(self) -> set[str]:
-        """Return the namespaces this process needs events of."""
-        found, open_pattern = self.dispatcher.namespaces()
-        wanted = set(found) | set(events_settings.NAMESPACES)
-        wanted.update(self._by_namespace)
-        if open_pattern and not self._warned_open:
-            self._warned_open = True
-            open_listeners = [
-                r.description for r in self.dispatcher.registrations if r.namespaces is None
-            ]
-            logger.warning(
-                "Listener(s) %s use a pattern without a literal namespace; they receive "
-                "events from other processes only in namespaces listed in "
-                "CHANNELS_EVENTS['NAMESPACES'] or declared with namespaces=[...].",
-                ", ".join(open_listeners),
-            )
-        return wanted
-
-    def _start_receiving(self) -> None:
-        if self.receiving or self.layer is None:
-            return
-        assert self._groups_dirty is not None
-        self.dispatcher.watch(self.groups_changed)
-        loop = asyncio.get_running_loop()
-        self._receiver = loop.create_task(self._receive_forever())
-        self._refresher = loop.create_task(self._refresh_groups())
-        self._remote = asyncio.Queue(maxsize=events_settings.OUTBOX_SIZE)
-        self._deliverer = loop.create_task(self._deliver_forever())
-
-    async def _deliver_forever(self) -> None:
-        # Listeners run here, apart from the receive loop: a slow listener
-        # delays its own later events, never the reading of messages or the
-        # websockets, which got their copy already.
-        assert self._remote is not None
-        while True:
-            events = await self._remote.get()
-            try:
-                await self.deliver_to_listeners(events)
-            except Exception:
-                logger.exception("Delivering remote events failed.")
-
-    async def _sync_groups(self, *, rejoin: bool = False) -> None:
-        assert self._channel is not None
-        wanted = {group_name(ns) for ns in self.wanted_namespaces()}
-        joined = set() if rejoin else self._joined
-        for group in sorted(wanted - joined):
-            await self.layer.group_add(group, self._channel)
-        for group in sorted(self._joined - wanted):
-            await self.layer.group_discard(group, self._channel)
-        self._joined = wanted
-
-    async def _refresh_groups(self) -> None:
-        # Group membership expires after group_expiry; re-add well before.
-        assert self._groups_dirty is not None
-        period = max(1.0, float(getattr(self.layer, "group_expiry", 86400)) / 3)
-        deadline = time.monotonic() + period
-        while True:
-            # Changes in between do not postpone the periodic rejoin.
-            try:
-                await asyncio.wait_for(
-                    self._groups_dirty.wait(), max(0.0, deadline - time.monotonic())
-                )
-                self._groups_dirty.clear()
-                rejoin = False
-            except asyncio.TimeoutError:
-                rejoin = True
-                deadline = time.monotonic() + period
-            if self._channel is None:
-                continue
-            try:
-                await self._sync_groups(rejoin=rejoin)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.debug("Refreshing groups failed (%s); the receiver will rejoin.", exc)
-
-    async def _receive_forever(self) -> None:
-        layer = self.layer
-        failures = 0
-        need_join = True
-        while True:
-            try:
-                if self._channel is None:
-                    # The default prefix matters: channels_redis reads all of a
-                    # process's channels of one prefix in one loop; a second
-                    # prefix would wait behind the consumers' loop for ever.
-                    self._channel = await layer.new_channel()
-                if need_join:
-                    await self._sync_groups(rejoin=True)
-                    need_join = False
-                message = await layer.receive(self._channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                need_join = True
-                if failures == 1:
-                    logger.warning(
-                        "Receiving from the channel layer failed (%r); retrying with backoff.", exc
-                    )
-                await asyncio.sleep(_backoff(failures))
-                continue
-            if failures:
-                logger.warning("The channel layer is reachable again; groups rejoined.")
-                failures = 0
-            try:
-                await self._handle(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("Delivering remote events failed.")
-
-    async def _handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            logger.warning("Ignored a channel-layer message that is not a dict: %r", message)
-            return
-        if message.get("origin") == self.origin:
-            return
-        kind = message.get("type")
-        if kind == EVENT_TYPE:
-            envelopes = [message.get("event")]
-        elif kind == BATCH_TYPE and isinstance(message.get("events"), list):
-            envelopes = message["events"]
-        else:
-            logger.warning("Ignored a channel-layer message of unknown shape: %r", message)
-            return
-        events = []
-        for envelope in envelopes:
-            try:
-                events.append(Event.from_dict(envelope))  # type: ignore[arg-type]
-            except Exception as exc:
-                logger.warning("Ignored a malformed event envelope %r: %s", envelope, exc)
-        if not events:
-            return
-        self.received += len(events)
-        if self._by_namespace:
-            start = 0
-            for index in range(1, len(events) + 1):
-                if index == len(events) or events[index].namespace != events[start].namespace:
-                    await self._fan_out(events[start].namespace, events[start:index])
-                    start = index
-        listeners_for = self.dispatcher.listeners_for
-        if not any(listeners_for(event.name) for event in events):
-            return  # nobody here listens: no hand-off to the delivery task
-        if self._remote is None:
-            await self.deliver_to_listeners(events)
-        elif self._remote.full():
-            self.dropped_remote += len(events)
-            logger.error(
-                "Local listeners are %d messages behind; %d remote event(s) dropped so far.",
-                self._remote.qsize(),
-                self.dropped_remote,
-            )
-        else:
-            self._remote.put_nowait(events)
-
-    async def deliver_to_listeners(self, events: list[Event]) -> None:
-        """Run local listeners for events from other processes, each in publish order.
-
-        Runs on the hub's delivery task, apart from the receive loop. Async
-        listeners are awaited; sync listeners run on one worker thread of the
-        hub's (so they may use the ORM, and see events in order), a whole
-        message's worth per hand-off.
-        """
-        dispatcher = self.dispatcher
-        if dispatcher._muted:
-            return
-        sync_calls: list[tuple[Registration, Event]] = []
-        for event in events:
-            for registration in dispatcher.listeners_for(event.name):
-                if registration.is_async:
-                    if dispatcher._admit(registration, event):
-                        try:
-                            await registration.callback(event)
-                        except Exception:
-                            logger.exception(
-                                "Listener %s failed on remote event %r.",
-                                registration.description,
-                                event.name,
-                            )
-                else:
-                    sync_calls.append((registration, event))
-        if sync_calls:
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(
-                    1, thread_name_prefix="channels-events-listeners"
-                )
-            await asyncio.get_running_loop().run_in_executor(
-                self._workers, _run_sync_calls, dispatcher, sync_calls
-            )
 
     def _after_fork(self) -> None:
         """Start afresh in a forked child: no thread, no loop, a new origin.
@@ -556,20 +332,6 @@ class HubMiddleware:
         if not hub.receiving:
             await hub.attach()
         return await self.app(scope, receive, send)
-
-
-def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Event]]) -> None:
-    for registration, event in calls:
-        if dispatcher._admit(registration, event):
-            try:
-                registration.callback(event)
-            except Exception:
-                logger.exception(
-                    "Listener %s failed on remote event %r.", registration.description, event.name
-                )
-    # This thread lives long: drop database connections past their age, as
-    # Django does at the end of each request.
-    close_old_connections()
 
 
 _hub: Hub | None = None

@@ -17,8 +17,8 @@ from channels_events.dispatch import Dispatcher, get_dispatcher
 from channels_events.events import Event
 from channels_events.exceptions import ChannelsEventsError
 from channels_events.hub import Hub, get_hub
+from channels_events.model_events import _observations
 from channels_events.names import compile_pattern, literal_namespace, validate_namespace
-from channels_events.observers import _observations
 
 
 class Command(BaseCommand):
