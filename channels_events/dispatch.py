@@ -165,7 +165,8 @@ class Dispatcher(Registry):
                     self._deliver_sync(registration, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        if self._publishers and not self._muted:
+        # A name no publisher wants (cached) costs no call.
+        if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
             self.publish(event)
         return event
 
@@ -263,7 +264,8 @@ class Dispatcher(Registry):
                 await sync_to_async(self._run_sync_batch)(pending, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        if self._publishers and not self._muted:
+        # A name no publisher wants (cached) costs no call.
+        if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
             self.publish(event)
         return event
 

@@ -109,8 +109,11 @@ class Observation:
     _selected: tuple[tuple[str, str], ...] = field(init=False, default=())
     _version: int = field(init=False, default=-1)
     _pk_attname: str = field(init=False)
+    target: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
+        #: The dispatcher the events go to.
+        self.target = self.dispatcher or get_dispatcher()
         prefix = f"{self.namespace}::{self.model.__name__}::"
         self.names = {action: prefix + action for action in _HOOKS}
         self.label = model_label(self.model)
@@ -188,7 +191,7 @@ class Observation:
         payload: dict[str, Any] | None = None,
     ) -> ModelEvent | None:
         """Build and dispatch the event for ``action``, unless nothing would see it."""
-        dispatcher = self.dispatcher or get_dispatcher()
+        dispatcher = self.target
         name = self.names.get(action) or f"{self.namespace}::{self.model.__name__}::{action}"
         local = action in LOCAL_ACTIONS
         if local and not dispatcher.has_receivers(name):
@@ -315,30 +318,47 @@ def _post_save(
         # A custom payload has no fields/changed to compute or track.
         observation.emit("created" if created else "updated", instance, using)
         return
-    payload = observation.build_payload(instance, "created" if created else "updated")
-    fields = payload["fields"]
+    # Runs on every save: the payload and the event are built here in one go,
+    # as build_payload() and emit() would.
     values = instance.__dict__
+    fields = observation.json_fields(instance)
+    pk = values.get(observation._pk_attname)
+    payload = {
+        "model": observation.label,
+        "pk": pk if type(pk) in VERBATIM_TYPES else json_safe(pk),
+        "fields": fields,
+    }
     # Django's created flag says what the database did (INSERT or UPDATE):
     # right for preset primary keys too, which a missing pk test is not.
     if created:
         # Kept before listeners run, so a save inside one compares with this
         # one. Shared with the payload, which listeners must treat as read-only.
         values[_LOADED] = fields
-        observation.emit("created", instance, using, payload=payload)
-        return
-    loaded: dict[str, Any] = values.get(_LOADED, {})
-    if update_fields is None:
-        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
-        values[_LOADED] = fields
+        action = "created"
     else:
-        # Django accepts attnames ("customer_id") as well as names.
-        update_fields = frozenset(sender._meta.get_field(f).name for f in update_fields)
-        saved = {name: value for name, value in fields.items() if name in update_fields}
-        changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
-        values[_LOADED] = {**loaded, **saved}
-    payload["changed"] = changed
-    payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
-    observation.emit("updated", instance, using, payload=payload)
+        loaded: dict[str, Any] = values.get(_LOADED, {})
+        if update_fields is None:
+            changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
+            values[_LOADED] = fields
+        else:
+            # Django accepts attnames ("customer_id") as well as names.
+            update_fields = frozenset(sender._meta.get_field(f).name for f in update_fields)
+            saved = {name: value for name, value in fields.items() if name in update_fields}
+            changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
+            values[_LOADED] = {**loaded, **saved}
+        payload["changed"] = changed
+        payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
+        action = "updated"
+    event = _new_event(ModelEvent)
+    event.__dict__ = {
+        "name": observation.names[action],
+        "_payload": payload,
+        "_time": _now(),
+        "action": action,
+        "instance": instance,
+        "using": using,
+    }
+    observation.target.dispatch(event)
 
 
 def _pre_delete(
