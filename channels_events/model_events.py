@@ -92,6 +92,26 @@ def _is_muted(model: type[models.Model]) -> bool:
     return muted is True or (bool(muted) and model in muted)  # type: ignore[operator]
 
 
+def _model_event(
+    name: str,
+    payload: dict[str, Any],
+    action: str,
+    instance: models.Model | None,
+    using: str | None,
+) -> ModelEvent:
+    # Built in one go, not through __init__: this runs on every save.
+    event: ModelEvent = _new_event(ModelEvent)
+    event.__dict__ = {
+        "name": name,
+        "_payload": payload,
+        "_time": _now(),
+        "action": action,
+        "instance": instance,
+        "using": using,
+    }
+    return event
+
+
 @dataclass(eq=False)
 class Observation:
     """How one model's changes become events: namespace, fields and payload."""
@@ -199,16 +219,7 @@ class Observation:
         if payload is None:
             assert instance is not None
             payload = self.build_payload(instance, action)
-        # Built in one go, not through __init__: this runs on every save.
-        event = _new_event(ModelEvent)
-        event.__dict__ = {
-            "name": name,
-            "_payload": payload,
-            "_time": _now(),
-            "action": action,
-            "instance": instance,
-            "using": using,
-        }
+        event = _model_event(name, payload, action, instance, using)
         if local:
             event.local = True
         dispatcher.dispatch(event)
@@ -318,8 +329,7 @@ def _post_save(
         # A custom payload has no fields/changed to compute or track.
         observation.emit("created" if created else "updated", instance, using)
         return
-    # Runs on every save: the payload and the event are built here in one go,
-    # as build_payload() and emit() would.
+    # Runs on every save: the payload is built here, as build_payload() would.
     values = instance.__dict__
     fields = observation.json_fields(instance)
     pk = values.get(observation._pk_attname)
@@ -349,16 +359,9 @@ def _post_save(
         payload["changed"] = changed
         payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
         action = "updated"
-    event = _new_event(ModelEvent)
-    event.__dict__ = {
-        "name": observation.names[action],
-        "_payload": payload,
-        "_time": _now(),
-        "action": action,
-        "instance": instance,
-        "using": using,
-    }
-    observation.target.dispatch(event)
+    observation.target.dispatch(
+        _model_event(observation.names[action], payload, action, instance, using)
+    )
 
 
 def _pre_delete(
