@@ -109,7 +109,9 @@ events_settings = EventsSettings()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTING_NAME:
+    # The hub caches its channel layer per version: a new CHANNEL_LAYERS must
+    # reach it as a new CHANNELS_EVENTS does.
+    if setting in (SETTING_NAME, "CHANNEL_LAYERS"):
         events_settings.reload()
 
 

@@ -116,6 +116,29 @@ async def test_single_event_is_sent_as_one_event_message(make_hub: Any, memory_l
     await nothing_more(memory_layer, channel)
 
 
+async def test_a_new_channel_layers_setting_reaches_a_stopped_hub(
+    make_hub: Any, memory_layer: Any, settings: Any
+) -> None:
+    # Tests point CHANNEL_LAYERS elsewhere: stopping the hub is enough for it
+    # to publish on the new layer, whether CHANNELS_EVENTS changed or not.
+    hub = make_hub()
+    await hub.attach(receive=False)
+    assert hub.layer is memory_layer
+    await hub.stop()
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        ALIAS: {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    }
+    fresh = get_channel_layer(ALIAS)
+    assert fresh is not memory_layer
+    channel = await probe(fresh)
+    await hub.attach(receive=False)
+    assert hub.layer is fresh
+    event = hub.dispatcher.dispatch("shop::order::paid", {"order": 2})
+    message = await asyncio.wait_for(fresh.receive(channel), 5)
+    assert message["event"]["id"] == event.id
+
+
 async def test_burst_is_coalesced_into_one_batch_message_in_order(
     make_hub: Any, memory_layer: Any
 ) -> None:
