@@ -81,7 +81,7 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
         # Frames are held back while a subscription catches up with ``since``.
         self._held = 0
         # Event id -> the subscriptions a replay from the history already sent
-        # it to: a live copy is not sent to them again (for REPLAY_OVERLAP s).
+        # it to: a live copy is not sent to them again (for delivery.REPLAY_OVERLAP s).
         self._replayed: dict[str, frozenset[str]] = {}
         self._lagged: _Lagged | None = None
         self._wake = asyncio.Event()

@@ -13,14 +13,16 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import Event
 from .frames import event_frame, single_frame
 from .history import TIMEOUT as HISTORY_TIMEOUT
-from .hub import Hub
 from .names import ClientPattern
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 __all__ = ["FrameDelivery"]
 

@@ -68,8 +68,8 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str:
 def single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | None:
     """Return the frame for a connection with one subscription in the event's namespace.
 
-    None when the subscription does not match, or the event cannot be
-    encoded (logged once per event).
+    None when the subscription does not match, or when the event cannot be
+    encoded (logged, and remembered for this subscription).
     """
     verdicts: dict[tuple[str, ClientPattern], str | None] | None = event.__dict__.get("_single")
     if verdicts is None:

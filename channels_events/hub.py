@@ -6,8 +6,8 @@ queues envelopes from any thread and sends them from that loop, coalescing
 bursts of one namespace into one message (PROTOCOL.md section 3). Receiving
 (inbox.py) joins ``<GROUP_PREFIX>.<namespace>`` for every namespace something
 in the process listens to, and hands each batch of remote events to the local
-listeners and to registered subscribers (websocket connections), whose index
-lives here.
+listeners and to registered subscribers (websocket connections). This module
+holds the loop, the thread, start and stop.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from .conf import events_settings
 from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
 from .history import History, history_for
-from .inbox import Inbox
+from .inbox import Inbox, Subscriber
 from .outbox import (
     BATCH_TYPE,
     EVENT_TYPE,
@@ -54,22 +53,11 @@ __all__ = [
 
 logger = logging.getLogger("channels_events.hub")
 
-
-class Subscriber(Protocol):
-    """What the hub needs of a local subscriber, such as a websocket connection."""
-
-    def namespaces(self) -> Iterable[str]:
-        """Return the namespaces whose events this subscriber wants."""
-
-    def deliver(self, events: list[Event]) -> Awaitable[None] | None:
-        """Take a batch of events of one namespace, on the hub's loop, without blocking.
-
-        Return None, or an awaitable the hub awaits right away (a websocket
-        writing its frames), before it reads or sends anything else.
-        """
+# Seconds stop() waits for the hub's tasks, and for its thread to end.
+_STOP_TIMEOUT = 5.0
 
 
-class Hub(Outbox, Inbox):
+class Hub(Inbox, Outbox):  # Inbox first: its _fan_out is the one Outbox's stub names
     """Connect this process's dispatcher to the channel layer, both ways."""
 
     def __init__(self, dispatcher: Dispatcher | None = None, alias: str | None = None) -> None:
@@ -101,6 +89,8 @@ class Hub(Outbox, Inbox):
         self._deliverer: asyncio.Task[None] | None = None
         self.dropped_remote = 0
         self._receiver: asyncio.Task[None] | None = None
+        # The layer the receiver reads and joined groups on.
+        self._receiving_layer: Any = None
         self._refresher: asyncio.Task[None] | None = None
         self._channel: str | None = None
         self._joined: set[str] = set()
@@ -124,9 +114,22 @@ class Hub(Outbox, Inbox):
 
             alias = self._alias or events_settings.CHANNEL_LAYER
             self._layer = get_channel_layer(alias) if alias else None
+            replaced = self._history
             self._history = history_for(alias, int(events_settings.HISTORY_SIZE))
             self._layer_version = events_settings.version
+            loop = self._loop
+            if replaced is not None and loop is not None and not loop.is_closed():
+                # Its connections belong to the hub's loop: close them there.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._close_history, replaced)
         return self._layer
+
+    def _close_history(self, history: History) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await history.close()
+
+        self._track(asyncio.get_running_loop().create_task(close()))
 
     @property
     def history(self) -> History | None:
@@ -151,6 +154,7 @@ class Hub(Outbox, Inbox):
         self._loop = loop
         self._wake = None
         self._sender = self._receiver = self._refresher = self._deliverer = None
+        self._receiving_layer = None
         self._remote = None
         self._channel = None
         self._joined = set()
@@ -193,7 +197,10 @@ class Hub(Outbox, Inbox):
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        loop.close()
 
                 self._thread = threading.Thread(target=run, name="channels-events-hub", daemon=True)
                 self._thread.start()
@@ -222,56 +229,6 @@ class Hub(Outbox, Inbox):
             loop.call_soon_threadsafe(call)
             await done
 
-    # -- local subscribers -------------------------------------------------
-
-    def add_subscriber(self, subscriber: Subscriber) -> None:
-        """Deliver events of ``subscriber.namespaces()`` to it, joining groups as needed.
-
-        Call again whenever its namespaces change. The subscriber gets every
-        event published in this process and every event received from
-        others, in batches of one namespace, on the hub's loop.
-        """
-        namespaces = frozenset(subscriber.namespaces())
-        old = self._subscribers.get(subscriber, frozenset())
-        self._subscribers[subscriber] = namespaces
-        for namespace in old - namespaces:
-            self._unindex(namespace, subscriber)
-        for namespace in namespaces - old:
-            subscribers = self._by_namespace.get(namespace)
-            if subscribers is None:
-                subscribers = self._by_namespace[namespace] = set()
-                # Without a channel layer, what accepts() says depends on this.
-                self.dispatcher.publishers_changed()
-            subscribers.add(subscriber)
-        if namespaces - self._joined_namespaces():
-            self.groups_changed()
-
-    def remove_subscriber(self, subscriber: Subscriber) -> None:
-        """Stop delivering to ``subscriber``."""
-        for namespace in self._subscribers.pop(subscriber, frozenset()):
-            self._unindex(namespace, subscriber)
-
-    def _unindex(self, namespace: str, subscriber: Subscriber) -> None:
-        subscribers = self._by_namespace.get(namespace)
-        if subscribers is not None:
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._by_namespace[namespace]
-                self.dispatcher.publishers_changed()
-
-    async def _fan_out(self, namespace: str, events: list[Event]) -> None:
-        # Each subscriber queues what matches; websockets then write their
-        # frames here, one after another, as a bare loop over sockets would:
-        # no task switch per connection. (An ASGI send hands the frame to
-        # the server's buffer; it does not wait for the client.)
-        for subscriber in list(self._by_namespace.get(namespace, ())):
-            try:
-                pending = subscriber.deliver(events)
-                if pending is not None:
-                    await pending
-            except Exception:
-                logger.exception("Subscriber %r failed to take events.", subscriber)
-
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -290,31 +247,62 @@ class Hub(Outbox, Inbox):
         self._reset()
 
     async def stop(self) -> None:
-        """Stop receiving and sending (pending events stay queued for :meth:`flush`)."""
+        """Stop receiving and sending (pending events stay queued for :meth:`flush`).
+
+        A hub on a thread of its own is stopped on that thread, which then
+        ends; the next event published or :meth:`attach` starts it afresh.
+        """
         self.dispatcher.unwatch(self.groups_changed)
         loop = self._loop
-        elsewhere = loop is not None and loop is not _running_loop() and not loop.is_closed()
-        for task in (self._receiver, self._refresher, self._sender, self._deliverer):
-            if task is None:
-                continue
-            if elsewhere:
-                # Tasks of the hub's thread are cancelled on that thread.
-                loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+        if loop is not None and loop is not _running_loop() and not loop.is_closed():
+            # The tasks, the groups' subscriptions and the history's
+            # connections all belong to the hub's loop: let go of them there.
+            try:
+                done = asyncio.run_coroutine_threadsafe(self._stop_here(), loop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
             else:
-                task.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(done), _STOP_TIMEOUT)
+            thread = self._thread
+            if thread is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(loop.stop)
+                await asyncio.get_running_loop().run_in_executor(None, thread.join, _STOP_TIMEOUT)
+        else:
+            await self._stop_here()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
+        with self._lock:
+            self._loop = None
+            self._thread = None
+
+    async def _stop_here(self) -> None:
+        tasks = [
+            task
+            for task in (self._receiver, self._refresher, self._sender, self._deliverer)
+            if task is not None and task is not asyncio.current_task()
+        ]
+        for task in tasks:
+            task.cancel()
         self._receiver = self._refresher = self._sender = self._deliverer = None
         self._remote = None
-        if self._channel is not None and self.layer is not None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
+        # Groups were joined on the layer the receiver started with, which a
+        # settings change since may have replaced.
+        layer = self._receiving_layer or self.layer
+        if self._channel is not None and layer is not None:
             for group in self._joined:
                 with contextlib.suppress(Exception):
-                    await self.layer.group_discard(group, self._channel)
+                    await layer.group_discard(group, self._channel)
         self._joined = set()
         self._channel = None
+        self._receiving_layer = None
         if self._history is not None:
             with contextlib.suppress(Exception):
                 await self._history.close()
-        with self._lock:
-            self._loop = None
 
 
 class HubMiddleware:

@@ -2,8 +2,10 @@
 
 The hub joins ``<GROUP_PREFIX>.<namespace>`` for every namespace something in
 the process listens to, reads its one channel, ignores its own echoes, hands
-each run of remote events to the local subscribers (websocket connections)
-at once, and to the local listeners on a delivery task of their own.
+each run of remote events to the local subscribers (websocket connections,
+indexed here by namespace) at once, and to the local listeners on a delivery
+task of their own. The process's own published events reach the subscribers
+through the same fan-out.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import close_old_connections
 
@@ -21,21 +24,37 @@ from .dispatch import Dispatcher, Registration
 from .events import Event
 from .outbox import BATCH_TYPE, EVENT_TYPE, _backoff, _running_loop, group_name
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "Subscriber"]
 
 logger = logging.getLogger("channels_events.hub")
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a local subscriber, such as a websocket connection."""
+
+    def namespaces(self) -> Iterable[str]:
+        """Return the namespaces whose events this subscriber wants."""
+
+    def deliver(self, events: list[Event]) -> Awaitable[None] | None:
+        """Take a batch of events of one namespace, on the hub's loop, without blocking.
+
+        Return None, or an awaitable the hub awaits right away (a websocket
+        writing its frames), before it reads or sends anything else.
+        """
 
 
 class Inbox:
     """Receive other processes' events from the channel layer (mixed into Hub)."""
 
-    # Set up by Hub.__init__ and Hub._reset.
+    # Set up by Hub._reset, Hub._bind and Hub._start_sender.
     origin: str
     dispatcher: Dispatcher
     _loop: asyncio.AbstractEventLoop | None
     _channel: str | None
+    _receiving_layer: Any
     _joined: set[str]
-    _by_namespace: dict[str, Any]
+    _subscribers: dict[Subscriber, frozenset[str]]
+    _by_namespace: dict[str, set[Subscriber]]
     _warned_open: bool
     _groups_dirty: asyncio.Event | None
     _receiver: asyncio.Task[None] | None
@@ -54,8 +73,55 @@ class Inbox:
     def receiving(self) -> bool:  # pragma: no cover - defined by Hub
         raise NotImplementedError
 
-    async def _fan_out(self, namespace: str, events: list[Event]) -> None:  # pragma: no cover
-        raise NotImplementedError
+    # -- local subscribers -------------------------------------------------
+
+    def add_subscriber(self, subscriber: Subscriber) -> None:
+        """Deliver events of ``subscriber.namespaces()`` to it, joining groups as needed.
+
+        Call again whenever its namespaces change. The subscriber gets every
+        event published in this process and every event received from
+        others, in batches of one namespace, on the hub's loop.
+        """
+        namespaces = frozenset(subscriber.namespaces())
+        old = self._subscribers.get(subscriber, frozenset())
+        self._subscribers[subscriber] = namespaces
+        for namespace in old - namespaces:
+            self._unindex(namespace, subscriber)
+        for namespace in namespaces - old:
+            subscribers = self._by_namespace.get(namespace)
+            if subscribers is None:
+                subscribers = self._by_namespace[namespace] = set()
+                # Without a channel layer, what accepts() says depends on this.
+                self.dispatcher.publishers_changed()
+            subscribers.add(subscriber)
+        if namespaces - self._joined_namespaces():
+            self.groups_changed()
+
+    def remove_subscriber(self, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber``."""
+        for namespace in self._subscribers.pop(subscriber, frozenset()):
+            self._unindex(namespace, subscriber)
+
+    def _unindex(self, namespace: str, subscriber: Subscriber) -> None:
+        subscribers = self._by_namespace.get(namespace)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._by_namespace[namespace]
+                self.dispatcher.publishers_changed()
+
+    async def _fan_out(self, namespace: str, events: list[Event]) -> None:
+        # Each subscriber queues what matches; websockets then write their
+        # frames here, one after another, as a bare loop over sockets would:
+        # no task switch per connection. (An ASGI send hands the frame to
+        # the server's buffer; it does not wait for the client.)
+        for subscriber in list(self._by_namespace.get(namespace, ())):
+            try:
+                pending = subscriber.deliver(events)
+                if pending is not None:
+                    await pending
+            except Exception:
+                logger.exception("Subscriber %r failed to take events.", subscriber)
 
     async def joined(self, namespace: str, timeout: float) -> bool:
         """Wait until this process is in ``namespace``'s group; return whether it is.
@@ -132,12 +198,13 @@ class Inbox:
 
     async def _sync_groups(self, *, rejoin: bool = False) -> None:
         assert self._channel is not None
+        layer = self._receiving_layer or self.layer
         wanted = {group_name(ns) for ns in self.wanted_namespaces()}
         joined = set() if rejoin else self._joined
         for group in sorted(wanted - joined):
-            await self.layer.group_add(group, self._channel)
+            await layer.group_add(group, self._channel)
         for group in sorted(self._joined - wanted):
-            await self.layer.group_discard(group, self._channel)
+            await layer.group_discard(group, self._channel)
         self._joined = wanted
 
     async def _refresh_groups(self) -> None:
@@ -166,7 +233,7 @@ class Inbox:
                 logger.debug("Refreshing groups failed (%s); the receiver will rejoin.", exc)
 
     async def _receive_forever(self) -> None:
-        layer = self.layer
+        layer = self._receiving_layer = self.layer
         failures = 0
         need_join = True
         while True:

@@ -41,7 +41,6 @@ PayloadFunction = Callable[[models.Model, str], dict[str, Any]]
 # Values as loaded or last saved, kept on the instance to compute ``changed``
 # without a query per save.
 _LOADED = "_channels_events_loaded"
-_CLEARED = "_channels_events_cleared"
 # Set on a model class whose from_db we wrapped, holding what to restore.
 _FROM_DB = "_channels_events_from_db"
 _MISSING = object()
@@ -227,20 +226,11 @@ class Observation:
 
 
 _observations: dict[type[models.Model], Observation] = {}
-_m2m_fields: dict[type[models.Model], tuple[Observation, models.ManyToManyField[Any, Any]]] = {}
 
 
 def get_observation(model: type[models.Model]) -> Observation | None:
     """Return how ``model`` is observed, or None."""
     return _observations.get(model)
-
-
-def _sorted_pks(pks: Any) -> list[Any]:
-    values = [json_safe(pk) for pk in pks]
-    try:
-        return sorted(values)
-    except TypeError:  # mixed types cannot happen for one model, but stay safe
-        return sorted(values, key=str)
 
 
 def _remember(observation: Observation, instance: models.Model) -> None:
@@ -378,45 +368,3 @@ def _post_delete(
     observation = _observations.get(sender)
     if observation is not None and not _is_muted(sender):
         observation.emit("deleted", instance, using)
-
-
-def _m2m_changed(
-    sender: type[models.Model],
-    instance: models.Model,
-    action: str,
-    reverse: bool,
-    model: type[models.Model],
-    pk_set: set[Any] | None,
-    using: str,
-    **kwargs: Any,
-) -> None:
-    entry = _m2m_fields.get(sender)
-    if entry is None:
-        return
-    observation, m2m_field = entry
-    if _is_muted(observation.model):
-        return
-    if action == "pre_clear":
-        # post_clear carries no pks; read them while they still exist.
-        source = m2m_field.m2m_field_name()
-        target = m2m_field.m2m_reverse_field_name()
-        mine, theirs = (target, source) if reverse else (source, target)
-        instance.__dict__[_CLEARED] = list(
-            sender._default_manager.using(using)
-            .filter(**{mine: instance.pk})
-            .values_list(theirs, flat=True)
-        )
-        return
-    if not action.startswith("post_"):
-        return
-    pks = instance.__dict__.pop(_CLEARED, []) if action == "post_clear" else list(pk_set or ())
-    payload = {
-        "model": model_label(type(instance)),
-        "pk": json_safe(instance.pk),
-        "field": m2m_field.name,
-        "action": action[len("post_") :],
-        "reverse": reverse,
-        "related_model": model_label(model),
-        "pks": _sorted_pks(pks),
-    }
-    observation.emit("m2m_changed", instance, using, payload=payload)

@@ -16,6 +16,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 from .conf import events_settings
 from .dispatch import Dispatcher, get_dispatcher
 from .exceptions import ChannelsEventsError
+from .m2m import _m2m_changed, _m2m_fields
 from .model_events import (
     _HOOKS,
     ACTIONS,
@@ -23,8 +24,6 @@ from .model_events import (
     ModelEvent,
     Observation,
     PayloadFunction,
-    _m2m_changed,
-    _m2m_fields,
     _observations,
     _post_delete,
     _post_save,
@@ -153,7 +152,7 @@ def _sync_pre_signals(dispatcher: Dispatcher) -> None:
     when no listener wants ``creating``, ``updating`` or ``deleting``.
     """
     for model, observation in list(_observations.items()):
-        if (observation.dispatcher or get_dispatcher()) is not dispatcher:
+        if observation.target is not dispatcher:
             continue
         names = observation.names
         uid = _uid(model)

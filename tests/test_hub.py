@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -137,6 +138,46 @@ async def test_a_new_channel_layers_setting_reaches_a_stopped_hub(
     event = hub.dispatcher.dispatch("shop::order::paid", {"order": 2})
     message = await asyncio.wait_for(fresh.receive(channel), 5)
     assert message["event"]["id"] == event.id
+
+
+@pytest.mark.redis
+async def test_stopping_a_hub_on_its_own_thread_ends_the_thread_and_its_groups(
+    settings: Any, redis_url: str, redis_prefix: str
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        ALIAS: {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": redis_prefix},
+        },
+    }
+    dispatcher = Dispatcher()
+    hub = Hub(dispatcher=dispatcher, alias=ALIAS)
+    dispatcher.add_publisher(hub.publish)
+    dispatcher.connect(lambda event: None, r"shop::.*")
+    client = aioredis.Redis.from_url(redis_url)
+    group_key = f"{redis_prefix}:group:events.shop"
+    try:
+        hub.start_thread(receive=True)
+        thread = hub._thread
+        assert thread is not None
+        await eventually(lambda: "events.shop" in hub._joined, "the hub joining events.shop")
+        assert await client.zcard(group_key) == 1
+
+        await hub.stop()
+        assert not thread.is_alive()
+        assert await client.zcard(group_key) == 0
+
+        # Publishing starts the hub again, on a new thread.
+        layer = get_channel_layer(ALIAS)
+        channel = await probe(layer)
+        event = dispatcher.dispatch("shop::order::paid", {"order": 3})
+        message = await asyncio.wait_for(layer.receive(channel), 5)
+        assert message["event"]["id"] == event.id
+        assert hub._thread is not None and hub._thread is not thread
+    finally:
+        await hub.stop()
+        await client.aclose()
 
 
 async def test_burst_is_coalesced_into_one_batch_message_in_order(

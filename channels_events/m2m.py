@@ -1,0 +1,73 @@
+"""Many-to-many changes of observed models: one ``m2m_changed`` event per change.
+
+Opt-in with ``observe(..., m2m=True)`` or ``m2m = True`` on an Observer; the
+payload names the field, the action and the affected primary keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from .model_events import Observation, _is_muted
+from .payloads import json_safe, model_label
+
+__all__: list[str] = []
+
+# The pks a clear() removes, read at pre_clear and kept on the instance until
+# post_clear, which carries none.
+_CLEARED = "_channels_events_cleared"
+
+#: through model -> (its observation, the many-to-many field).
+_m2m_fields: dict[type[models.Model], tuple[Observation, models.ManyToManyField[Any, Any]]] = {}
+
+
+def _sorted_pks(pks: Any) -> list[Any]:
+    values = [json_safe(pk) for pk in pks]
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types cannot happen for one model, but stay safe
+        return sorted(values, key=str)
+
+
+def _m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    entry = _m2m_fields.get(sender)
+    if entry is None:
+        return
+    observation, m2m_field = entry
+    if _is_muted(observation.model):
+        return
+    if action == "pre_clear":
+        # post_clear carries no pks; read them while they still exist.
+        source = m2m_field.m2m_field_name()
+        target = m2m_field.m2m_reverse_field_name()
+        mine, theirs = (target, source) if reverse else (source, target)
+        instance.__dict__[_CLEARED] = list(
+            sender._default_manager.using(using)
+            .filter(**{mine: instance.pk})
+            .values_list(theirs, flat=True)
+        )
+        return
+    if not action.startswith("post_"):
+        return
+    pks = instance.__dict__.pop(_CLEARED, []) if action == "post_clear" else list(pk_set or ())
+    payload = {
+        "model": model_label(type(instance)),
+        "pk": json_safe(instance.pk),
+        "field": m2m_field.name,
+        "action": action[len("post_") :],
+        "reverse": reverse,
+        "related_model": model_label(model),
+        "pks": _sorted_pks(pks),
+    }
+    observation.emit("m2m_changed", instance, using, payload=payload)
