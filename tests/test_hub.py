@@ -142,17 +142,10 @@ async def test_a_new_channel_layers_setting_reaches_a_stopped_hub(
 
 @pytest.mark.redis
 async def test_stopping_a_hub_on_its_own_thread_ends_the_thread_and_its_groups(
-    settings: Any, redis_url: str, redis_prefix: str
+    redis_layer: Any, redis_url: str, redis_prefix: str
 ) -> None:
-    settings.CHANNEL_LAYERS = {
-        **settings.CHANNEL_LAYERS,
-        ALIAS: {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": redis_prefix},
-        },
-    }
     dispatcher = Dispatcher()
-    hub = Hub(dispatcher=dispatcher, alias=ALIAS)
+    hub = Hub(dispatcher=dispatcher, alias=REDIS_ALIAS)
     dispatcher.add_publisher(hub.publish)
     dispatcher.connect(lambda event: None, r"shop::.*")
     client = aioredis.Redis.from_url(redis_url)
@@ -169,10 +162,9 @@ async def test_stopping_a_hub_on_its_own_thread_ends_the_thread_and_its_groups(
         assert await client.zcard(group_key) == 0
 
         # Publishing starts the hub again, on a new thread.
-        layer = get_channel_layer(ALIAS)
-        channel = await probe(layer)
+        channel = await probe(redis_layer)
         event = dispatcher.dispatch("shop::order::paid", {"order": 3})
-        message = await asyncio.wait_for(layer.receive(channel), 5)
+        message = await asyncio.wait_for(redis_layer.receive(channel), 5)
         assert message["event"]["id"] == event.id
         assert hub._thread is not None and hub._thread is not thread
     finally:
