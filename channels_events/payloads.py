@@ -8,7 +8,7 @@ import decimal
 import math
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +19,7 @@ from .conf import events_settings
 __all__ = [
     "PRIMITIVE_TYPES",
     "VERBATIM_TYPES",
+    "FieldReader",
     "is_flat_json",
     "json_safe",
     "model_label",
@@ -129,3 +130,57 @@ def select_fields(
         for f in model._meta.concrete_fields
         if f.name not in excluded and not (secret and secret.search(f.name))
     )
+
+
+_Values = dict[str, Any]
+_Loaded = Mapping[str, Any]
+_Changes = tuple[dict[str, Any], list[str], dict[str, Any]]
+
+
+class FieldReader:
+    """Read chosen fields from an instance's ``__dict__`` as JSON-safe values.
+
+    ``read(values)`` returns the ``fields`` dict of a payload;
+    ``read_changes(values, loaded)`` also returns ``changed`` (names whose value
+    differs from ``loaded``; a name missing from ``loaded`` counts as unchanged)
+    and ``previous`` (their values in ``loaded``). Both raise KeyError when a
+    field is missing from ``values`` (a deferred field).
+
+    Both are generated as straight-line code for the given fields, as
+    dataclasses generates ``__init__``: they run on every save of an observed
+    model, and unrolled code costs about half what loops over the fields do.
+    Field names and attnames only ever appear in the code as ``repr()``
+    literals.
+    """
+
+    def __init__(self, selected: Sequence[tuple[str, str]]) -> None:
+        #: ``(name, attname)`` of each field read, in payload order.
+        self.selected = tuple(selected)
+        reads = []
+        for i, (_name, attname) in enumerate(self.selected):
+            reads.append(f"    v{i} = values[{attname!r}]")
+            reads.append(f"    if type(v{i}) not in VERBATIM_TYPES: v{i} = json_safe(v{i})")
+        fields = ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(self.selected))
+        compares = []
+        for i, (name, _attname) in enumerate(self.selected):
+            compares.append(f"    old = loaded.get({name!r}, v{i})")
+            compares.append(f"    if old != v{i}:")
+            compares.append(f"        changed.append({name!r})")
+            compares.append(f"        previous[{name!r}] = old")
+        source = "\n".join(
+            [
+                "def read(values):",
+                *reads,
+                f"    return {{{fields}}}",
+                "def read_changes(values, loaded):",
+                *reads,
+                "    changed = []",
+                "    previous = {}",
+                *compares,
+                f"    return {{{fields}}}, changed, previous",
+            ]
+        )
+        namespace: dict[str, Any] = {"VERBATIM_TYPES": VERBATIM_TYPES, "json_safe": json_safe}
+        exec(compile(source, "<channels_events field reader>", "exec"), namespace)
+        self.read: Callable[[_Values], dict[str, Any]] = namespace["read"]
+        self.read_changes: Callable[[_Values, _Loaded], _Changes] = namespace["read_changes"]

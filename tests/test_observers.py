@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, models, transaction
+from django.db.models.signals import post_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -24,6 +25,7 @@ from channels_events.observers import (
     muted_model_events,
     unobserve,
 )
+from channels_events.payloads import FieldReader
 from channels_events.testing import capture_events
 from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
 
@@ -441,6 +443,47 @@ def test_deferred_fields_are_left_out_and_not_reported_changed(observed):
     assert payload["fields"] == {"id": pk, "number": "A-1", "status": "paid"}
     assert payload["changed"] == ["status"]
     assert payload["previous"] == {"status": "new"}
+
+
+@pytest.mark.django_db
+def test_a_save_signal_for_an_instance_with_a_deferred_field_leaves_it_out(observed):
+    # Django's own save() of a deferred instance passes update_fields; a
+    # post_save sent by other code may not, and must not fail or invent values.
+    observed(Order)
+    pk = Order.objects.create(number="A-1", total=Decimal("5.00")).pk
+    order = Order.objects.defer("notes").get(pk=pk)
+    order.status = "paid"
+    with capture_events(r"testapp::Order::updated") as events:
+        post_save.send(Order, instance=order, created=False, raw=False, using="default")
+    payload = events[0].payload
+    assert "notes" not in payload["fields"]
+    assert payload["fields"]["status"] == "paid"
+    assert payload["changed"] == ["status"]
+    assert payload["previous"] == {"status": "new"}
+
+
+def test_field_reader_reads_json_safe_values_and_changes():
+    reader = FieldReader([("id", "id"), ("customer", "customer_id"), ("at", "at")])
+    values = {"id": 7, "customer_id": None, "at": datetime.datetime(2026, 1, 2, 3, 4, 5)}
+    fields = {"id": 7, "customer": None, "at": "2026-01-02T03:04:05"}
+    assert reader.read(values) == fields
+    # A name missing from the loaded values (never loaded) is not reported.
+    assert reader.read_changes(values, {"id": 7, "customer": 3}) == (
+        fields,
+        ["customer"],
+        {"customer": 3},
+    )
+    with pytest.raises(KeyError):
+        reader.read({"id": 7, "customer_id": None})
+
+
+def test_field_reader_takes_any_field_name_as_data():
+    # Names reach generated code only as literals: quotes and newlines are data.
+    odd = 'it\'s "odd"\n'
+    reader = FieldReader([(odd, odd + "_id")])
+    assert reader.read({odd + "_id": 1}) == {odd: 1}
+    assert reader.read_changes({odd + "_id": 1}, {odd: 2}) == ({odd: 1}, [odd], {odd: 2})
+    assert FieldReader([]).read_changes({}, {}) == ({}, [], {})
 
 
 @pytest.mark.django_db
