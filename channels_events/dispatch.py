@@ -53,6 +53,10 @@ class Dispatcher(Registry, Publishing):
         self._strict_override = strict
         self._debug_override = debug
         self._settings_version = -1
+        # The settings version under which dispatch() may take its short path
+        # (no taps, not muted, not in debug mode), or -1: one comparison on
+        # every dispatch instead of four. Recomputed under the lock.
+        self._plain_version = -1
         self._strict = False
         self._debug = False
         self._muted = 0
@@ -96,6 +100,11 @@ class Dispatcher(Registry, Publishing):
         # Publishers read settings too (the channel layer, local namespaces).
         self.publishers_changed()
 
+    def _plain_changed(self) -> None:
+        """Recompute whether dispatch() may take its short path; call with the lock held."""
+        plain = not (self._taps or self._muted or self._debug)
+        self._plain_version = self._settings_version if plain else -1
+
     @property
     def strict(self) -> bool:
         """Return whether listener exceptions propagate instead of being logged."""
@@ -105,7 +114,7 @@ class Dispatcher(Registry, Publishing):
     @strict.setter
     def strict(self, value: bool | None) -> None:
         self._strict_override = value
-        self._settings_version = -1
+        self._settings_version = self._plain_version = -1
 
     # -- dispatch ----------------------------------------------------------
 
@@ -139,11 +148,31 @@ class Dispatcher(Registry, Publishing):
             registrations = self._cache.get(event.name)
             if registrations is None:
                 registrations = self.listeners_for(event.name)
+        if self._plain_version != events_settings.version:
+            return self._dispatch_with_extras(event, registrations)
+        # The short path: what _dispatch_with_extras() does with no taps, no
+        # mute and no debug logging, inlined because it runs on every event.
+        for registration in registrations:
+            if registration.plain:
+                try:
+                    registration.callback(event)
+                except Exception:
+                    self._failed(registration, event)
+            else:
+                self._deliver_sync(registration, event)
+        # A name no publisher wants (cached) costs no call.
+        if self._publishers and self._wanted.get(event.name) is not False:
+            self.publish(event)
+        return event
+
+    def _dispatch_with_extras(self, event: Event, registrations: tuple[Registration, ...]) -> Event:
         if self._settings_version != events_settings.version:
             self._refresh_settings()
+        with self._lock:
+            self._plain_changed()
         for tap in self._taps:
             tap(event)
-        if registrations and not self._muted:
+        if not self._muted:
             for registration in registrations:
                 if registration.plain:
                     try:
@@ -154,7 +183,6 @@ class Dispatcher(Registry, Publishing):
                     self._deliver_sync(registration, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        # A name no publisher wants (cached) costs no call.
         if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
             self.publish(event)
         return event
@@ -287,12 +315,14 @@ class Dispatcher(Registry, Publishing):
         """Call ``tap`` with every dispatched event, before listeners, even when muted."""
         with self._lock:
             self._taps = [*self._taps, tap]
+            self._plain_changed()
             self._invalidate()
 
     def remove_tap(self, tap: Callable[[Event], None]) -> None:
         """Stop calling a tap added with :meth:`add_tap`."""
         with self._lock:
             self._taps = [t for t in self._taps if t != tap]
+            self._plain_changed()
             self._invalidate()
 
     @contextlib.contextmanager
@@ -300,11 +330,13 @@ class Dispatcher(Registry, Publishing):
         """Skip listeners and publishers inside the block; taps still see every event."""
         with self._lock:
             self._muted += 1
+            self._plain_changed()
         try:
             yield
         finally:
             with self._lock:
                 self._muted -= 1
+                self._plain_changed()
 
 
 _default = Dispatcher()

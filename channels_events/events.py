@@ -80,6 +80,11 @@ def _format_timestamp(when: float) -> str:
 _event_classes: dict[str, type[Event]] = {}
 
 
+def _fields_payload(self: Event) -> dict[str, Any]:
+    """Return the JSON-safe payload: the event's declared fields and their values."""
+    return {field: getattr(self, field) for field in self._fields}
+
+
 def event_class_for(name: str) -> type[Event]:
     """Return the Event subclass declared with this fixed name, or Event itself."""
     return _event_classes.get(name, Event)
@@ -103,6 +108,10 @@ class Event:
     """
 
     name: str
+    #: The JSON-safe payload. A plain attribute of ad-hoc events (reading it
+    #: costs no call on the hot path); computed from the fields of subclasses
+    #: that declare them.
+    payload: dict[str, Any]
     #: Whether publication to other processes waits for the transaction to commit.
     publish_on_commit: ClassVar[bool] = False
     #: A Python object for in-process listeners only (model events set it).
@@ -155,6 +164,8 @@ class Event:
             )
         validate_name(fixed)
         cls._fixed_name = fixed
+        # A property here, where the fields are; ad-hoc events store theirs.
+        cls.payload = property(_fields_payload)  # type: ignore[assignment]
         existing = _event_classes.get(fixed)
         if existing is not None and (existing.__module__, existing.__qualname__) != (
             cls.__module__,
@@ -174,7 +185,7 @@ class Event:
         # validated the name and checked that payload is a dict.
         event = object.__new__(cls)
         event.name = name
-        event._payload = payload
+        event.payload = payload
         event._time = time.time()
         return event
 
@@ -207,7 +218,7 @@ class Event:
                         f"{type(payload).__name__} {payload!r}."
                     )
                 payload = dict(payload)
-            self._payload = payload
+            self.payload = payload
             return
         if name is not None and name != fixed:
             raise EventClassError(
@@ -234,13 +245,6 @@ class Event:
                 setattr(self, field, default)
         for field, value in fields.items():
             setattr(self, field, value)
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """Return the JSON-safe payload: the fields of a subclass, or the dict given."""
-        if self._fixed_name is None:
-            return self._payload
-        return {field: getattr(self, field) for field in self._fields}
 
     @property
     def namespace(self) -> str:

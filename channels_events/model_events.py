@@ -106,7 +106,7 @@ def _model_event(
     # half the cost of assigning a fresh __dict__).
     event: ModelEvent = _new_event(ModelEvent)
     event.name = name
-    event._payload = payload
+    event.payload = payload
     event._time = _now()
     event.action = action
     event.instance = instance
@@ -376,9 +376,15 @@ def _post_save(
             "previous": previous,
         }
         action = "updated"
-    observation.target.dispatch(
-        _model_event(observation.names[action], payload, action, instance, using)
-    )
+    # _model_event(), inlined: one call less on every save.
+    event: ModelEvent = _new_event(ModelEvent)
+    event.name = observation.names[action]
+    event.payload = payload
+    event._time = _now()
+    event.action = action
+    event.instance = instance
+    event.using = using
+    observation.target.dispatch(event)
 
 
 def _pre_delete(

@@ -1015,6 +1015,29 @@ def test_taps_see_events_before_listeners_and_can_be_removed(d):
     assert order == ["tap", "listener", "listener"]
 
 
+def test_taps_mutes_and_debug_set_after_events_flowed_take_effect(d, caplog):
+    # Events that already went through set up dispatch()'s short path; each
+    # later change must still be seen by the very next event.
+    caplog.set_level(logging.INFO, logger="channels_events")
+    listener = Recorder()
+    tapped: list[str] = []
+    d.connect(listener, "a::.*")
+    d.dispatch("a::1")
+    d.dispatch("a::2")
+    with d.muted():
+        d.dispatch("a::3")
+    d.dispatch("a::4")
+    with override_settings(CHANNELS_EVENTS={"DEBUG": True}):
+        d.dispatch("a::5")
+    d.dispatch("a::6")
+    d.add_tap(lambda e: tapped.append(e.name))
+    d.dispatch("a::7")
+    assert listener.calls == ["a::1", "a::2", "a::4", "a::5", "a::6", "a::7"]
+    assert tapped == ["a::7"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "channels_events"]
+    assert len(logged) == 1 and "'a::5'" in logged[0]
+
+
 # -- after commit ----------------------------------------------------------------------
 
 
