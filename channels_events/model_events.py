@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from time import time as _now
 from types import MappingProxyType
@@ -21,7 +21,7 @@ from django.db import models
 from .conf import events_settings
 from .dispatch import Dispatcher, get_dispatcher
 from .events import Event
-from .payloads import VERBATIM_TYPES, FieldReader, json_safe, model_label, select_fields
+from .payloads import VERBATIM_TYPES, ModelPayloads, json_safe, model_label, select_fields
 
 __all__ = [
     "ACTIONS",
@@ -114,7 +114,7 @@ def _model_event(
     return event
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Observation:
     """How one model's changes become events: namespace, fields and payload."""
 
@@ -128,7 +128,7 @@ class Observation:
     names: dict[str, str] = field(init=False)
     #: ``app_label.model_name``, the ``model`` key of payloads.
     label: str = field(init=False)
-    _reader: FieldReader = field(init=False)
+    _payloads: ModelPayloads = field(init=False)
     _version: int = field(init=False, default=-1)
     _pk_attname: str = field(init=False)
     target: Dispatcher = field(init=False)
@@ -142,20 +142,25 @@ class Observation:
         pk = self.model._meta.pk
         assert pk is not None
         self._pk_attname = pk.attname
-        self.reader  # noqa: B018 - validate field names now, not at the first save
+        self.payloads  # noqa: B018 - validate field names now, not at the first save
 
     @property
-    def reader(self) -> FieldReader:
-        """Return the reader of the fields payloads carry (follows settings)."""
+    def payloads(self) -> ModelPayloads:
+        """Return the builder of this model's save payloads (follows settings)."""
         if self._version != events_settings.version:
-            self._reader = FieldReader(select_fields(self.model, self.fields, self.exclude))
+            self._payloads = ModelPayloads(
+                select_fields(self.model, self.fields, self.exclude),
+                label=self.label,
+                pk_attname=self._pk_attname,
+                loaded_key=_LOADED,
+            )
             self._version = events_settings.version
-        return self._reader
+        return self._payloads
 
     @property
     def selected(self) -> tuple[tuple[str, str], ...]:
         """Return ``(name, attname)`` of the fields payloads carry (follows settings)."""
-        return self.reader.selected
+        return self.payloads.selected
 
     def same_as(self, other: Observation) -> bool:
         """Return whether two observations of a model would produce the same events."""
@@ -181,13 +186,13 @@ class Observation:
         Deferred fields that were never loaded are left out.
         """
         values = instance.__dict__
-        reader = self.reader
+        payloads = self.payloads
         try:
-            return reader.read(values)
+            return payloads.fields(values)
         except KeyError:  # a deferred field
             return {
                 name: json_safe(values[attname])
-                for name, attname in reader.selected
+                for name, attname in payloads.selected
                 if attname in values
             }
 
@@ -307,6 +312,42 @@ def _pre_save(
     observation.emit("creating" if instance._state.adding else "updating", instance, using)
 
 
+def _save_payload(
+    observation: Observation,
+    instance: models.Model,
+    created: bool,
+    update_fields: Iterable[str] | None,
+) -> dict[str, Any]:
+    """Build a save payload the general way: with deferred fields, or for update_fields.
+
+    Does what :class:`~channels_events.payloads.ModelPayloads` does on the
+    common path, and keeps the saved values on the instance the same way.
+    """
+    values = instance.__dict__
+    fields = observation.json_fields(instance)
+    payload: dict[str, Any] = {
+        "model": observation.label,
+        "pk": observation.json_pk(instance),
+        "fields": fields,
+    }
+    if created:
+        values[_LOADED] = fields
+        return payload
+    loaded: Mapping[str, Any] = values.get(_LOADED, _NOTHING_LOADED)
+    if update_fields is None:
+        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
+        values[_LOADED] = fields
+    else:
+        # Django accepts attnames ("customer_id") as well as names.
+        names = frozenset(observation.model._meta.get_field(f).name for f in update_fields)
+        saved = {name: value for name, value in fields.items() if name in names}
+        changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
+        values[_LOADED] = {**loaded, **saved}
+    payload["changed"] = changed
+    payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
+    return payload
+
+
 def _post_save(
     sender: type[models.Model],
     instance: models.Model,
@@ -323,59 +364,31 @@ def _post_save(
         # A custom payload has no fields/changed to compute or track.
         observation.emit("created" if created else "updated", instance, using)
         return
-    # Runs on every save: the payload is built here, as build_payload() would.
-    values = instance.__dict__
-    reader = (
-        observation._reader
+    payloads = (
+        observation._payloads
         if observation._version == events_settings.version
-        else observation.reader
+        else observation.payloads
     )
     # Django's created flag says what the database did (INSERT or UPDATE):
     # right for preset primary keys too, which a missing pk test is not.
+    # The payload's fields are kept on the instance before listeners run, so
+    # a save inside one compares with this one; listeners must treat the
+    # payload as read-only, since the two share them.
     if created:
-        try:
-            fields = reader.read(values)
-        except KeyError:  # a deferred field
-            fields = observation.json_fields(instance)
-        # Kept before listeners run, so a save inside one compares with this
-        # one. Shared with the payload, which listeners must treat as read-only.
-        values[_LOADED] = fields
-        pk = values.get(observation._pk_attname)
-        payload = {
-            "model": observation.label,
-            "pk": pk if type(pk) in VERBATIM_TYPES else json_safe(pk),
-            "fields": fields,
-        }
         action = "created"
-    else:
-        loaded: Mapping[str, Any] = values.get(_LOADED, _NOTHING_LOADED)
-        if update_fields is None:
-            try:
-                fields, changed, previous = reader.read_changes(values, loaded)
-            except KeyError:  # a deferred field
-                fields = observation.json_fields(instance)
-                changed = [
-                    name for name, value in fields.items() if loaded.get(name, value) != value
-                ]
-                previous = {name: loaded[name] for name in changed}
-            values[_LOADED] = fields
-        else:
-            fields = observation.json_fields(instance)
-            # Django accepts attnames ("customer_id") as well as names.
-            update_fields = frozenset(sender._meta.get_field(f).name for f in update_fields)
-            saved = {name: value for name, value in fields.items() if name in update_fields}
-            changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
-            previous = {name: loaded[name] for name in changed if name in loaded}
-            values[_LOADED] = {**loaded, **saved}
-        pk = values.get(observation._pk_attname)
-        payload = {
-            "model": observation.label,
-            "pk": pk if type(pk) in VERBATIM_TYPES else json_safe(pk),
-            "fields": fields,
-            "changed": changed,
-            "previous": previous,
-        }
+        try:
+            payload = payloads.created(instance.__dict__)
+        except KeyError:  # a deferred field
+            payload = _save_payload(observation, instance, True, None)
+    elif update_fields is None:
         action = "updated"
+        try:
+            payload = payloads.updated(instance.__dict__)
+        except KeyError:  # a deferred field
+            payload = _save_payload(observation, instance, False, None)
+    else:
+        action = "updated"
+        payload = _save_payload(observation, instance, False, update_fields)
     # _model_event(), inlined: one call less on every save.
     event: ModelEvent = _new_event(ModelEvent)
     event.name = observation.names[action]

@@ -8,8 +8,9 @@ import decimal
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from django.db import models
@@ -19,7 +20,7 @@ from .conf import events_settings
 __all__ = [
     "PRIMITIVE_TYPES",
     "VERBATIM_TYPES",
-    "FieldReader",
+    "ModelPayloads",
     "is_flat_json",
     "json_safe",
     "model_label",
@@ -133,54 +134,85 @@ def select_fields(
 
 
 _Values = dict[str, Any]
-_Loaded = Mapping[str, Any]
-_Changes = tuple[dict[str, Any], list[str], dict[str, Any]]
 
 
-class FieldReader:
-    """Read chosen fields from an instance's ``__dict__`` as JSON-safe values.
+class ModelPayloads:
+    """Build a model's save payloads (PROTOCOL.md section 2) from an instance's ``__dict__``.
 
-    ``read(values)`` returns the ``fields`` dict of a payload;
-    ``read_changes(values, loaded)`` also returns ``changed`` (names whose value
-    differs from ``loaded``; a name missing from ``loaded`` counts as unchanged)
-    and ``previous`` (their values in ``loaded``). Both raise KeyError when a
-    field is missing from ``values`` (a deferred field).
+    - ``fields(values)``: the payload's ``fields``, JSON-safe.
+    - ``created(values)``: the ``created`` payload (``model``, ``pk``,
+      ``fields``); keeps its fields in ``values[loaded_key]``.
+    - ``updated(values)``: the ``updated`` payload, with ``changed`` (names
+      whose value differs from ``values[loaded_key]``; a name missing there
+      counts as unchanged) and ``previous`` (their values there), then keeps
+      the new fields in ``values[loaded_key]``.
 
-    Both are generated as straight-line code for the given fields, as
+    Each raises KeyError, having changed nothing, when a field is missing from
+    ``values`` (a deferred field); callers fall back to a general path.
+
+    The three are generated as straight-line code for the given fields, as
     dataclasses generates ``__init__``: they run on every save of an observed
-    model, and unrolled code costs about half what loops over the fields do.
-    Field names and attnames only ever appear in the code as ``repr()``
-    literals.
+    model, and unrolled code with no inner calls costs about half what loops
+    over the fields do. Names, attnames, the label and the key only ever
+    appear in the code as ``repr()`` literals.
     """
 
-    def __init__(self, selected: Sequence[tuple[str, str]]) -> None:
-        #: ``(name, attname)`` of each field read, in payload order.
+    def __init__(
+        self,
+        selected: Sequence[tuple[str, str]],
+        *,
+        label: str,
+        pk_attname: str,
+        loaded_key: str,
+    ) -> None:
+        #: ``(name, attname)`` of each field a payload carries, in order.
         self.selected = tuple(selected)
         reads = []
         for i, (_name, attname) in enumerate(self.selected):
             reads.append(f"    v{i} = values[{attname!r}]")
             reads.append(f"    if type(v{i}) not in VERBATIM_TYPES: v{i} = json_safe(v{i})")
-        fields = ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(self.selected))
+        attnames = [attname for _name, attname in self.selected]
+        if pk_attname in attnames:
+            pk = f"v{attnames.index(pk_attname)}"
+        else:
+            pk = "pk"
+            reads.append(f"    pk = values.get({pk_attname!r})")
+            reads.append("    if type(pk) not in VERBATIM_TYPES: pk = json_safe(pk)")
+        fields = (
+            "{" + ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(self.selected)) + "}"
+        )
         compares = []
         for i, (name, _attname) in enumerate(self.selected):
             compares.append(f"    old = loaded.get({name!r}, v{i})")
             compares.append(f"    if old != v{i}:")
             compares.append(f"        changed.append({name!r})")
             compares.append(f"        previous[{name!r}] = old")
+        head = f"{{'model': {label!r}, 'pk': {pk}, 'fields': fields"
         source = "\n".join(
             [
-                "def read(values):",
+                "def fields(values):",
                 *reads,
-                f"    return {{{fields}}}",
-                "def read_changes(values, loaded):",
+                f"    return {fields}",
+                "def created(values):",
                 *reads,
+                f"    fields = values[{loaded_key!r}] = {fields}",
+                f"    return {head}}}",
+                "def updated(values):",
+                *reads,
+                f"    loaded = values.get({loaded_key!r}, NOTHING)",
                 "    changed = []",
                 "    previous = {}",
                 *compares,
-                f"    return {{{fields}}}, changed, previous",
+                f"    fields = values[{loaded_key!r}] = {fields}",
+                f"    return {head}, 'changed': changed, 'previous': previous}}",
             ]
         )
-        namespace: dict[str, Any] = {"VERBATIM_TYPES": VERBATIM_TYPES, "json_safe": json_safe}
-        exec(compile(source, "<channels_events field reader>", "exec"), namespace)
-        self.read: Callable[[_Values], dict[str, Any]] = namespace["read"]
-        self.read_changes: Callable[[_Values, _Loaded], _Changes] = namespace["read_changes"]
+        namespace: dict[str, Any] = {
+            "VERBATIM_TYPES": VERBATIM_TYPES,
+            "json_safe": json_safe,
+            "NOTHING": MappingProxyType({}),
+        }
+        exec(compile(source, f"<channels_events payloads of {label}>", "exec"), namespace)
+        self.fields: Callable[[_Values], dict[str, Any]] = namespace["fields"]
+        self.created: Callable[[_Values], dict[str, Any]] = namespace["created"]
+        self.updated: Callable[[_Values], dict[str, Any]] = namespace["updated"]

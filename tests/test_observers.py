@@ -25,7 +25,7 @@ from channels_events.observers import (
     muted_model_events,
     unobserve,
 )
-from channels_events.payloads import FieldReader
+from channels_events.payloads import ModelPayloads
 from channels_events.testing import capture_events
 from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
 
@@ -462,28 +462,73 @@ def test_a_save_signal_for_an_instance_with_a_deferred_field_leaves_it_out(obser
     assert payload["previous"] == {"status": "new"}
 
 
-def test_field_reader_reads_json_safe_values_and_changes():
-    reader = FieldReader([("id", "id"), ("customer", "customer_id"), ("at", "at")])
-    values = {"id": 7, "customer_id": None, "at": datetime.datetime(2026, 1, 2, 3, 4, 5)}
+def model_payloads(selected: list[tuple[str, str]], pk: str = "id") -> ModelPayloads:
+    return ModelPayloads(selected, label="shop.order", pk_attname=pk, loaded_key="_kept")
+
+
+def test_model_payloads_build_json_safe_payloads_and_keep_the_fields():
+    payloads = model_payloads([("id", "id"), ("customer", "customer_id"), ("at", "at")])
+    values: dict[str, Any] = {
+        "id": 7,
+        "customer_id": None,
+        "at": datetime.datetime(2026, 1, 2, 3, 4, 5),
+    }
     fields = {"id": 7, "customer": None, "at": "2026-01-02T03:04:05"}
-    assert reader.read(values) == fields
-    # A name missing from the loaded values (never loaded) is not reported.
-    assert reader.read_changes(values, {"id": 7, "customer": 3}) == (
-        fields,
-        ["customer"],
-        {"customer": 3},
-    )
-    with pytest.raises(KeyError):
-        reader.read({"id": 7, "customer_id": None})
+    assert payloads.fields(values) == fields
+    assert payloads.created(values) == {"model": "shop.order", "pk": 7, "fields": fields}
+    assert values["_kept"] == fields
+    # A name missing from the kept values (never loaded) is not reported.
+    values["_kept"] = {"id": 7, "customer": 3}
+    assert payloads.updated(values) == {
+        "model": "shop.order",
+        "pk": 7,
+        "fields": fields,
+        "changed": ["customer"],
+        "previous": {"customer": 3},
+    }
+    assert values["_kept"] == fields
+    # Nothing kept yet: nothing is reported changed.
+    del values["_kept"]
+    assert payloads.updated(values)["changed"] == []
 
 
-def test_field_reader_takes_any_field_name_as_data():
+def test_model_payloads_change_nothing_when_a_field_is_deferred():
+    payloads = model_payloads([("id", "id"), ("customer", "customer_id")])
+    values = {"id": 7, "_kept": {"id": 7, "customer": 3}}
+    for build in (payloads.fields, payloads.created, payloads.updated):
+        with pytest.raises(KeyError):
+            build(values)
+    assert values == {"id": 7, "_kept": {"id": 7, "customer": 3}}
+
+
+def test_model_payloads_read_a_primary_key_left_out_of_the_fields():
+    payloads = model_payloads([("title", "title")], pk="uuid")
+    key = uuid.uuid4()
+    assert payloads.created({"uuid": key, "title": "T"})["pk"] == str(key)
+
+
+def test_model_payloads_take_any_name_as_data():
     # Names reach generated code only as literals: quotes and newlines are data.
     odd = 'it\'s "odd"\n'
-    reader = FieldReader([(odd, odd + "_id")])
-    assert reader.read({odd + "_id": 1}) == {odd: 1}
-    assert reader.read_changes({odd + "_id": 1}, {odd: 2}) == ({odd: 1}, [odd], {odd: 2})
-    assert FieldReader([]).read_changes({}, {}) == ({}, [], {})
+    payloads = ModelPayloads(
+        [(odd, odd + "_id")], label=odd, pk_attname=odd + "_id", loaded_key=odd
+    )
+    values: dict[str, Any] = {odd + "_id": 1, odd: {odd: 2}}
+    assert payloads.updated(values) == {
+        "model": odd,
+        "pk": 1,
+        "fields": {odd: 1},
+        "changed": [odd],
+        "previous": {odd: 2},
+    }
+    empty = ModelPayloads([], label="a.b", pk_attname="id", loaded_key="_kept")
+    assert empty.updated({"id": 1}) == {
+        "model": "a.b",
+        "pk": 1,
+        "fields": {},
+        "changed": [],
+        "previous": {},
+    }
 
 
 @pytest.mark.django_db
