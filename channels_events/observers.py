@@ -16,6 +16,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 from .conf import events_settings
 from .dispatch import Dispatcher, get_dispatcher
 from .exceptions import ChannelsEventsError
+from .loaded_values import track_loaded_values, untrack_loaded_values
 from .m2m import _m2m_changed, _m2m_fields
 from .model_events import (
     _HOOKS,
@@ -29,8 +30,6 @@ from .model_events import (
     _post_save,
     _pre_delete,
     _pre_save,
-    _track_loaded_values,
-    _untrack_loaded_values,
     get_observation,
     muted_model_events,
 )
@@ -110,7 +109,7 @@ def observe(
         )
     _observations[model] = observation
     uid = _uid(model)
-    _track_loaded_values(model)
+    track_loaded_values(model)
     post_save.connect(_post_save, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(_post_delete, sender=model, weak=False, dispatch_uid=uid)
     target = dispatcher or get_dispatcher()
@@ -133,7 +132,7 @@ def unobserve(model: type[models.Model]) -> bool:
     uid = _uid(model)
     for signal in (pre_save, post_save, pre_delete, post_delete):
         signal.disconnect(sender=model, dispatch_uid=uid)
-    _untrack_loaded_values(model)
+    untrack_loaded_values(model)
     for through, (obs, _field) in list(_m2m_fields.items()):
         if obs is observation:
             del _m2m_fields[through]
