@@ -55,7 +55,7 @@ class Dispatcher(Registry, Publishing):
         self._settings_version = -1
         # The settings version under which dispatch() may take its short path
         # (no taps, not muted, not in debug mode), or -1: one comparison on
-        # every dispatch instead of four. Recomputed under the lock.
+        # every dispatch instead of four. See _plain_changed().
         self._plain_version = -1
         self._strict = False
         self._debug = False
@@ -101,9 +101,15 @@ class Dispatcher(Registry, Publishing):
         self.publishers_changed()
 
     def _plain_changed(self) -> None:
-        """Recompute whether dispatch() may take its short path; call with the lock held."""
+        """Recompute whether dispatch() may take its short path; call with the lock held.
+
+        The version is read before the flags: _refresh_settings() writes the
+        flags first, so a refresh running meanwhile on another thread leaves
+        either an old version (the next dispatch refreshes) or new flags.
+        """
+        version = self._settings_version
         plain = not (self._taps or self._muted or self._debug)
-        self._plain_version = self._settings_version if plain else -1
+        self._plain_version = version if plain else -1
 
     @property
     def strict(self) -> bool:
@@ -113,8 +119,9 @@ class Dispatcher(Registry, Publishing):
 
     @strict.setter
     def strict(self, value: bool | None) -> None:
-        self._strict_override = value
-        self._settings_version = self._plain_version = -1
+        with self._lock:
+            self._strict_override = value
+            self._settings_version = self._plain_version = -1
 
     # -- dispatch ----------------------------------------------------------
 
@@ -168,8 +175,9 @@ class Dispatcher(Registry, Publishing):
     def _dispatch_with_extras(self, event: Event, registrations: tuple[Registration, ...]) -> Event:
         if self._settings_version != events_settings.version:
             self._refresh_settings()
-        with self._lock:
-            self._plain_changed()
+        if not (self._taps or self._muted or self._debug):
+            with self._lock:
+                self._plain_changed()
         for tap in self._taps:
             tap(event)
         if not self._muted:

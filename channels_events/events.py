@@ -155,8 +155,17 @@ class Event:
         cls._defaults = defaults
         cls._required = frozenset(f for f in fields if f not in defaults)
 
+        # A payload the class (or a base below Event) defines itself, which
+        # typed events may do; ad-hoc events store the dict they are given.
+        own_payload = any("payload" in k.__dict__ for k in cls.__mro__[: cls.__mro__.index(Event)])
         fixed = cls.__dict__.get("name")
         if fixed is None:
+            if own_payload and cls._fixed_name is None and not cls._fields:
+                raise EventClassError(
+                    f"{cls.__qualname__} defines payload, but its events are ad-hoc (no "
+                    "fixed name): their payload is the dict they are built with. Declare "
+                    "name = '...' and fields to compute a payload."
+                )
             return
         if not isinstance(fixed, str):
             raise EventClassError(
@@ -164,8 +173,9 @@ class Event:
             )
         validate_name(fixed)
         cls._fixed_name = fixed
-        # A property here, where the fields are; ad-hoc events store theirs.
-        cls.payload = property(_fields_payload)  # type: ignore[assignment]
+        if not own_payload:
+            # A property here, where the fields are; ad-hoc events store theirs.
+            cls.payload = property(_fields_payload)  # type: ignore[assignment]
         existing = _event_classes.get(fixed)
         if existing is not None and (existing.__module__, existing.__qualname__) != (
             cls.__module__,

@@ -113,7 +113,7 @@ def _model_event(
     return event
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Observation:
     """How one model's changes become events: namespace, fields and payload."""
 

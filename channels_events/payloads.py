@@ -124,7 +124,9 @@ def select_fields(
         if name not in concrete:
             raise ValueError(f"{label} has no concrete field {name!r}; fields: {sorted(concrete)}.")
     if fields is not None:
-        return tuple((name, concrete[name].attname) for name in fields if name not in excluded)
+        # Names from the fields themselves (plain str), each once, in order.
+        chosen = dict.fromkeys(concrete[name] for name in fields if name not in excluded)
+        return tuple((f.name, f.attname) for f in chosen)
     secret = sensitive_regex()
     return tuple(
         (f.name, f.attname)
@@ -172,12 +174,13 @@ class ModelPayloads:
             reads.append(f"    v{i} = values[{attname!r}]")
             reads.append(f"    if type(v{i}) not in VERBATIM_TYPES: v{i} = json_safe(v{i})")
         attnames = [attname for _name, attname in self.selected]
+        read_pk = []
         if pk_attname in attnames:
             pk = f"v{attnames.index(pk_attname)}"
         else:
             pk = "pk"
-            reads.append(f"    pk = values.get({pk_attname!r})")
-            reads.append("    if type(pk) not in VERBATIM_TYPES: pk = json_safe(pk)")
+            read_pk.append(f"    pk = values.get({pk_attname!r})")
+            read_pk.append("    if type(pk) not in VERBATIM_TYPES: pk = json_safe(pk)")
         fields = (
             "{" + ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(self.selected)) + "}"
         )
@@ -195,10 +198,12 @@ class ModelPayloads:
                 f"    return {fields}",
                 "def created(values):",
                 *reads,
+                *read_pk,
                 f"    fields = values[{loaded_key!r}] = {fields}",
                 f"    return {head}}}",
                 "def updated(values):",
                 *reads,
+                *read_pk,
                 f"    loaded = values.get({loaded_key!r}, NOTHING)",
                 "    changed = []",
                 "    previous = {}",

@@ -72,7 +72,7 @@ def _callback_id(callback: Callable[..., Any]) -> Hashable:
     return id(callback)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Registration:
     """One listener connected to one pattern; returned by :meth:`Dispatcher.connect`."""
 

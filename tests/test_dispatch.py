@@ -1030,12 +1030,34 @@ def test_taps_mutes_and_debug_set_after_events_flowed_take_effect(d, caplog):
     with override_settings(CHANNELS_EVENTS={"DEBUG": True}):
         d.dispatch("a::5")
     d.dispatch("a::6")
-    d.add_tap(lambda e: tapped.append(e.name))
+
+    def tap(event: Event) -> None:
+        tapped.append(event.name)
+
+    d.add_tap(tap)
     d.dispatch("a::7")
-    assert listener.calls == ["a::1", "a::2", "a::4", "a::5", "a::6", "a::7"]
+    d.remove_tap(tap)
+    with d.muted():
+        with d.muted():
+            d.dispatch("a::8")
+        d.dispatch("a::9")
+    d.dispatch("a::10")
+    assert listener.calls == ["a::1", "a::2", "a::4", "a::5", "a::6", "a::7", "a::10"]
     assert tapped == ["a::7"]
     logged = [r.getMessage() for r in caplog.records if r.name == "channels_events"]
     assert len(logged) == 1 and "'a::5'" in logged[0]
+
+
+def test_strict_set_after_events_flowed_applies_to_the_next_event(d, errors):
+    d.connect(failing, "a::b")
+    d.dispatch("a::b")
+    d.dispatch("a::b")
+    d.strict = True
+    with pytest.raises(Boom):
+        d.dispatch("a::b")
+    d.strict = False
+    d.dispatch("a::b")
+    assert len(failures(errors)) == 3
 
 
 # -- after commit ----------------------------------------------------------------------

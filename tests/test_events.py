@@ -104,6 +104,32 @@ def test_subclass_payload_reflects_fields():
     assert event.payload["amount"] == "99.00"
 
 
+def test_subclass_may_compute_its_own_payload():
+    class Priced(Event):
+        name = "tevents::priced"
+        cents: int
+
+        @property
+        def payload(self) -> dict[str, object]:
+            return {"amount": f"{self.cents / 100:.2f}"}
+
+    class Discounted(Priced):
+        name = "tevents::discounted"
+
+    assert Priced(cents=1250).payload == {"amount": "12.50"}
+    assert Priced(cents=1250).to_dict()["payload"] == {"amount": "12.50"}
+    assert Discounted(cents=5).payload == {"amount": "0.05"}
+
+
+def test_adhoc_subclass_that_defines_payload_is_refused_when_declared():
+    with pytest.raises(EventClassError, match="ad-hoc"):
+
+        class Lazy(Event):
+            @property
+            def payload(self) -> dict[str, object]:
+                return {}
+
+
 def test_subclass_classvar_is_not_a_field():
     event = OrderShipped(order=1)
     assert event.payload == {"order": 1, "carrier": "post"}

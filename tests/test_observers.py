@@ -466,6 +466,29 @@ def model_payloads(selected: list[tuple[str, str]], pk: str = "id") -> ModelPayl
     return ModelPayloads(selected, label="shop.order", pk_attname=pk, loaded_key="_kept")
 
 
+@pytest.mark.django_db
+def test_a_field_named_twice_is_carried_and_reported_once(observed):
+    observed(Order, fields=["status", "number", "status"])
+    order = Order.objects.create(number="A-1")
+    order.status = "paid"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save()
+    assert list(events[0].payload["fields"]) == ["status", "number"]
+    assert events[0].payload["changed"] == ["status"]
+
+
+@pytest.mark.django_db
+def test_a_created_signal_for_an_instance_with_a_deferred_field_leaves_it_out(observed):
+    observed(Order)
+    pk = Order.objects.create(number="A-1").pk
+    order = Order.objects.defer("notes").get(pk=pk)
+    with capture_events(r"testapp::Order::created") as events:
+        post_save.send(Order, instance=order, created=True, raw=False, using="default")
+    assert "notes" not in events[0].payload["fields"]
+    assert events[0].payload["fields"]["number"] == "A-1"
+    assert events[0].payload["pk"] == pk
+
+
 def test_model_payloads_build_json_safe_payloads_and_keep_the_fields():
     payloads = model_payloads([("id", "id"), ("customer", "customer_id"), ("at", "at")])
     values: dict[str, Any] = {
@@ -505,6 +528,7 @@ def test_model_payloads_read_a_primary_key_left_out_of_the_fields():
     payloads = model_payloads([("title", "title")], pk="uuid")
     key = uuid.uuid4()
     assert payloads.created({"uuid": key, "title": "T"})["pk"] == str(key)
+    assert payloads.fields({"title": "T"}) == {"title": "T"}  # no key needed
 
 
 def test_model_payloads_take_any_name_as_data():
