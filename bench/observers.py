@@ -21,7 +21,10 @@ existing row whose ``status`` changed, in microseconds per call:
   a ``post_save`` receiver builds the same ``{model, pk, fields}`` payload
   (plus ``changed`` and ``previous`` on updates) and keeps it.
 
-Each figure is the best of several rounds. Setups alternate within a round,
+Each figure is the best of several rounds; a second table gives each setup's
+extra time over plain Django, measured within each round, as the median over
+rounds (the machine drifts between rounds by more than the setups differ).
+Setups alternate within a round,
 and each round starts one setup later than the one before; all of them run
 under the same settings override (the hub's thread is left idle between
 setups), so none pays for another's settings or publishing.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -178,7 +182,7 @@ def run(count: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
         "--signal-time",
         action="store_true",
@@ -196,7 +200,8 @@ def main() -> None:
         "Observer + publish": (observe_with_layer, stop_observing_with_layer),
         "post_save receiver": (connect_receivers, disconnect_receivers),
     }
-    best = {name: [float("inf"), float("inf")] for name in setups}
+    # Per setup, the (create, save) times of each round.
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
     in_signal: dict[str, float] = {}
     no_layer.enable()
     observe_with_layer()
@@ -215,8 +220,10 @@ def main() -> None:
             if timer is not None:
                 per_call = timer.per_call_us()
                 in_signal[name] = min(in_signal.get(name, per_call), per_call)
-            best[name][0] = min(best[name][0], create_us)
-            best[name][1] = min(best[name][1], save_us)
+            rounds[name].append((create_us, save_us))
+    best = {
+        name: [min(column) for column in zip(*times, strict=True)] for name, times in rounds.items()
+    }
     base_create, base_save = best["no observer"]
     database = connection.vendor + (" in memory" if connection.vendor == "sqlite" else "")
     print(f"{database}, best of {args.rounds} rounds x {args.count} rows\n")
@@ -227,6 +234,22 @@ def main() -> None:
             f"| {name} | {create_us:.1f} us | {create_us / base_create:.2f}x "
             f"| {save_us:.1f} us | {save_us / base_save:.2f}x |"
         )
+    # The machine drifts from round to round by more than the setups differ;
+    # a setup's extra cost over plain Django within the same round does not.
+    print("\nExtra time per call over no observer in the same round (median of rounds):\n")
+    print("| setup | create() | save() |")
+    print("| --- | ---: | ---: |")
+    for name, times in rounds.items():
+        if name == "no observer":
+            continue
+        extra = [
+            (create_us - plain[0], save_us - plain[1])
+            for (create_us, save_us), plain in zip(times, rounds["no observer"], strict=True)
+        ]
+        create_extra, save_extra = (
+            statistics.median(column) for column in zip(*extra, strict=True)
+        )
+        print(f"| {name} | {create_extra:+.1f} us | {save_extra:+.1f} us |")
     if in_signal:
         print("\nTime per save() in post_save.send (best round):\n")
         for name, per_call in in_signal.items():
