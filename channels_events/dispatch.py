@@ -155,11 +155,13 @@ class Dispatcher(Registry, Publishing):
             registrations = self._cache.get(event.name)
             if registrations is None:
                 registrations = self.listeners_for(event.name)
-        if self._plain_version != events_settings.version:
-            return self._dispatch_with_extras(event, registrations)
-        # The short path: what _dispatch_with_extras() does with no taps, no
-        # mute and no debug logging, inlined because it runs on every event.
-        for registration in registrations:
+        # No taps, no mute, no debug log and settings as last read (the usual
+        # case) cost one comparison here and two tests of a local below.
+        if self._plain_version == events_settings.version:
+            muted = False
+        else:
+            muted = self._before_listeners(event, registrations)
+        for registration in () if muted else registrations:
             if registration.plain:
                 try:
                     registration.callback(event)
@@ -168,11 +170,17 @@ class Dispatcher(Registry, Publishing):
             else:
                 self._deliver_sync(registration, event)
         # A name no publisher wants (cached) costs no call.
-        if self._publishers and self._wanted.get(event.name) is not False:
+        if self._publishers and not muted and self._wanted.get(event.name) is not False:
             self.publish(event)
         return event
 
-    def _dispatch_with_extras(self, event: Event, registrations: tuple[Registration, ...]) -> Event:
+    def _before_listeners(self, event: Event, registrations: tuple[Registration, ...]) -> bool:
+        """Do what dispatch() skips in the usual case; return whether the dispatcher is muted.
+
+        Reads changed settings, decides whether the next dispatch can skip
+        this again, runs the taps (which see events even when muted) and
+        writes the debug log.
+        """
         if self._settings_version != events_settings.version:
             self._refresh_settings()
         if not (self._taps or self._muted or self._debug):
@@ -180,20 +188,9 @@ class Dispatcher(Registry, Publishing):
                 self._plain_changed()
         for tap in self._taps:
             tap(event)
-        if not self._muted:
-            for registration in registrations:
-                if registration.plain:
-                    try:
-                        registration.callback(event)
-                    except Exception:
-                        self._failed(registration, event)
-                else:
-                    self._deliver_sync(registration, event)
         if self._debug:
             self._log_dispatch(event, registrations)
-        if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
-            self.publish(event)
-        return event
+        return bool(self._muted)
 
     def _deliver_sync(self, registration: Registration, event: Event) -> None:
         if not self._admit(registration, event):
@@ -272,6 +269,8 @@ class Dispatcher(Registry, Publishing):
             self._refresh_settings()
         for tap in self._taps:
             tap(event)
+        if self._debug:
+            self._log_dispatch(event, registrations)
         if registrations and not self._muted:
             pending: list[Registration] = []
             for registration in registrations:
@@ -288,8 +287,6 @@ class Dispatcher(Registry, Publishing):
                     pending.append(registration)
             if pending:
                 await sync_to_async(self._run_sync_batch)(pending, event)
-        if self._debug:
-            self._log_dispatch(event, registrations)
         # A name no publisher wants (cached) costs no call.
         if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
             self.publish(event)
@@ -310,7 +307,7 @@ class Dispatcher(Registry, Publishing):
 
     def _log_dispatch(self, event: Event, registrations: tuple[Registration, ...]) -> None:
         logger.info(
-            "Dispatched %r to %d listener(s)%s%s",
+            "Dispatching %r to %d listener(s)%s%s",
             event.name,
             len(registrations),
             ": " if registrations else "",
