@@ -18,7 +18,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from channels_events.hub import HubMiddleware  # noqa: E402
+from channels_events import HubMiddleware  # noqa: E402
 from consumers.events import BrowserEventStream  # noqa: E402
 from consumers.example import OrderFeed  # noqa: E402
 

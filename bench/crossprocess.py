@@ -188,7 +188,7 @@ def receive_hub(args: argparse.Namespace) -> None:
     from channels.layers import get_channel_layer
 
     from channels_events import Event, listen
-    from channels_events.hub import EVENT_TYPE, envelope_of, group_name, start_hub
+    from channels_events._hub import EVENT_TYPE, group_name, start_hub
 
     tally = Tally()
     probed = threading.Event()
@@ -212,7 +212,7 @@ def receive_hub(args: argparse.Namespace) -> None:
     # (pubsub's SUBSCRIBE is not acknowledged when group_add returns).
     async def send_probes() -> None:
         layer = get_channel_layer()
-        message = {"type": EVENT_TYPE, "event": envelope_of(Event(PROBE)), "origin": "probe"}
+        message = {"type": EVENT_TYPE, "event": Event(PROBE).envelope, "origin": "probe"}
         for _ in range(100):
             await layer.group_send(group_name(NAMESPACE), message)
             if await asyncio.to_thread(probed.wait, 0.1):
@@ -281,7 +281,7 @@ def receive_raw(args: argparse.Namespace) -> None:
 def send_hub(args: argparse.Namespace) -> None:
     setup_django(args)
     from channels_events import dispatch
-    from channels_events.hub import get_hub
+    from channels_events._hub import get_hub
 
     hub = get_hub()
     dispatch(WARMUP, {})  # starts the hub's thread and opens its connection

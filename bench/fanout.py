@@ -128,7 +128,7 @@ def payload(seq: int, sent: float) -> dict[str, Any]:
 
 def frame(seq: int, sent: float) -> dict[str, Any]:
     """Return the frame the channels and floor servers write: what channels_events writes."""
-    from channels_events.events import new_event_id
+    from channels_events._events import new_event_id
 
     return {
         "type": "event",
@@ -219,7 +219,7 @@ def run_publisher(args: argparse.Namespace) -> None:
     total = round(args.rate * args.seconds)
     if args.kind.startswith("channels_events"):
         from channels_events import dispatch
-        from channels_events.hub import get_hub
+        from channels_events._hub import get_hub
 
         hub = get_hub()
         dispatch("benchwarmup::ping", {})  # starts the hub's thread and its connection

@@ -33,8 +33,8 @@ from channels.generic.websocket import (  # noqa: E402
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from channels_events import HubMiddleware  # noqa: E402
 from channels_events.consumers import EventStreamConsumer  # noqa: E402
-from channels_events.hub import HubMiddleware  # noqa: E402
 
 GROUP = "bench"
 # Not an alias in CHANNEL_LAYERS: a consumer with it gets no channel layer.

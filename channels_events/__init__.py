@@ -1,47 +1,77 @@
-"""Regex-matched events, model observers and live browser streams for Django Channels."""
+"""Regex-matched events, model observers and live browser streams for Django Channels.
+
+The public API is what this module exports, plus ``channels_events.consumers``
+(the websocket consumer and the consumer mixin), ``channels_events.testing``
+and ``channels_events.exceptions``. Modules whose names start with ``_`` are
+private.
+"""
 
 from __future__ import annotations
 
-from .dispatch import Dispatcher
-from .dispatch import adispatch
-from .dispatch import connect
-from .dispatch import disconnect
-from .dispatch import dispatch
-from .dispatch import get_dispatcher
-from .events import Event
+from ._bulk import EventManager
+from ._bulk import EventQuerySet
+from ._bulk import emit_bulk_event
+from ._dispatcher import Dispatcher
+from ._dispatcher import adispatch
+from ._dispatcher import connect
+from ._dispatcher import disconnect
+from ._dispatcher import dispatch
+from ._dispatcher import get_dispatcher
+from ._events import Event
+from ._hub import HubMiddleware
+from ._hub import get_hub
+from ._hub import start_hub
+from ._listeners import Listener
+from ._listeners import Namespace
+from ._listeners import listen
+from ._model_events import ModelEvent
+from ._model_events import muted_model_events
+from ._observers import Observer
+from ._observers import observe
+from ._observers import unobserve
+from ._signals import signal_to_event
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
 from .exceptions import InvalidEventName
 from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
+from .exceptions import ObserverError
+from .exceptions import ProtocolError
 from .exceptions import UnknownEventKey
-from .listeners import Listener
-from .listeners import Namespace
-from .listeners import listen
-from .observers import Observer
-from .observers import observe
-from .signals import signal_to_event
+from .exceptions import UnknownSetting
 
 __all__ = [
     "ChannelsEventsError",
     "Dispatcher",
     "Event",
     "EventClassError",
+    "EventManager",
+    "EventQuerySet",
+    "HubMiddleware",
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",
     "Listener",
+    "ModelEvent",
     "Namespace",
     "Observer",
+    "ObserverError",
+    "ProtocolError",
     "UnknownEventKey",
+    "UnknownSetting",
     "adispatch",
     "connect",
     "disconnect",
     "dispatch",
+    "emit_bulk_event",
     "get_dispatcher",
+    "get_hub",
     "listen",
+    "muted_model_events",
     "observe",
     "signal_to_event",
+    "start_hub",
+    "unobserve",
 ]
 
 __version__ = "0.1.0"

@@ -8,8 +8,8 @@ from django.apps import AppConfig
 from django.db import transaction
 from django.utils.module_loading import autodiscover_modules
 
-from .dispatch import set_commit_hook
-from .events import Event
+from ._dispatcher import set_commit_hook
+from ._events import Event
 
 
 def _on_commit(event: Event, callback: Callable[[], None]) -> None:
@@ -25,11 +25,11 @@ class ChannelsEventsConfig(AppConfig):
 
     def ready(self) -> None:
         """Register checks and the commit hook; import every app's listeners and observers."""
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import _checks  # noqa: F401  (registers the system checks)
 
         set_commit_hook(_on_commit)
-        from .dispatch import get_dispatcher
-        from .hub import get_hub
+        from ._dispatcher import get_dispatcher
+        from ._hub import get_hub
 
         # Every event that leaves the process goes through the hub's outbox.
         hub = get_hub()

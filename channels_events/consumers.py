@@ -19,18 +19,19 @@ from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .conf import events_settings
-from .delivery import FrameDelivery, _Lagged
-from .dispatch import get_dispatcher
-from .events import Event
-from .exceptions import ChannelsEventsError
-from .frames import encode, encoded_envelope, parse, peek_id
-from .hub import get_hub
-from .mixins import EventConsumerMixin
-from .names import ClientPattern, compile_client_pattern
-from .policy import get_policy
+from ._conf import events_settings
+from ._dispatcher import get_dispatcher
+from ._events import Event
+from ._frames import peek_id
+from ._hub import get_hub
+from ._json import encode, parse
+from ._mixin import EventConsumerMixin
+from ._names import ClientPattern, compile_client_pattern
+from ._policy import get_policy
+from ._writer import FrameDelivery, _Lagged
+from .exceptions import ChannelsEventsError, ProtocolError
 
-__all__ = ["EventConsumerMixin", "EventStreamConsumer", "encoded_envelope"]
+__all__ = ["EventConsumerMixin", "EventStreamConsumer"]
 
 logger = logging.getLogger("channels_events.consumers")
 
@@ -42,21 +43,12 @@ _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64
 
 
-class ProtocolError(ChannelsEventsError):
-    """Raised inside the consumer to answer a client message with an error frame."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignore[misc]
     """Stream events to a browser over a websocket (PROTOCOL.md sections 4-5).
 
     Route it at ``/ws/events/`` behind ``AllowedHostsOriginValidator`` and
     ``AuthMiddlewareStack``. What a connection may do is decided by the
-    policies in settings (see ``channels_events.policy``); with none
+    policies in settings (see ``channels_events._policy``); with none
     configured nothing is open. Limits come from settings: ``MAX_FRAME_BYTES``,
     ``MAX_SUBSCRIPTIONS``, ``MAX_PATTERN_LENGTH``, ``RATE_LIMIT`` and
     ``RATE_BURST`` (messages per second and bucket size), ``BUFFER_SIZE``

@@ -1,4 +1,8 @@
-"""Exceptions raised by channels-events."""
+"""Every error channels-events raises, under one root: ``ChannelsEventsError``.
+
+Each class also subclasses the built-in that fits it, so code written for
+``ValueError`` or ``TypeError`` keeps working.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ __all__ = [
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",
+    "ObserverError",
+    "ProtocolError",
     "UnknownEventKey",
+    "UnknownSetting",
 ]
 
 
@@ -34,3 +41,23 @@ class EventClassError(ChannelsEventsError, TypeError):
 
 class UnknownEventKey(ChannelsEventsError, AttributeError):
     """Raised when a Namespace is asked for an event key it does not declare."""
+
+
+class UnknownSetting(ChannelsEventsError, AttributeError):
+    """Raised when code reads a ``CHANNELS_EVENTS`` key that does not exist."""
+
+
+class ObserverError(ChannelsEventsError, TypeError):
+    """Raised when a model is observed in a way that cannot work."""
+
+
+class ProtocolError(ChannelsEventsError, ValueError):
+    """Raised when a websocket client's message breaks the protocol.
+
+    ``code`` is the error code of PROTOCOL.md section 5 the client is sent.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

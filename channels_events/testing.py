@@ -14,10 +14,10 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .dispatch import Dispatcher, get_dispatcher
-from .events import Event
-from .names import compile_pattern
-from .registry import PatternLike, pattern_text
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import Event
+from ._names import compile_pattern
+from ._registry import PatternLike, pattern_text
 
 __all__ = [
     "CapturedEvents",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from channels_events import Event
 from channels_events.consumers import EventConsumerMixin
-from channels_events.events import Event
 
 
 class OrderFeed(EventConsumerMixin, AsyncJsonWebsocketConsumer):

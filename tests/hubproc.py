@@ -284,7 +284,7 @@ def _setup() -> None:
 
 def _listen_and_wait_ready(args: argparse.Namespace, recorder: Recorder) -> Any:
     from channels_events import connect
-    from channels_events.hub import group_name, start_hub
+    from channels_events._hub import group_name, start_hub
 
     for pattern in args.pattern:
         connect(recorder, pattern)
@@ -369,7 +369,7 @@ def run_send(args: argparse.Namespace) -> None:
     def report_at_exit() -> None:
         # Registered before django.setup() creates the hub, so it runs after
         # the hub's own exit handler has flushed the outbox (atexit is LIFO).
-        from channels_events.hub import _hub
+        from channels_events._hub import _hub
 
         emit("exit", sends=counts, unsent=_unsent(_hub), at=time.time())
 
@@ -377,7 +377,7 @@ def run_send(args: argparse.Namespace) -> None:
     _setup()
 
     from channels_events import Event, dispatch
-    from channels_events.hub import get_hub
+    from channels_events._hub import get_hub
 
     hub = get_hub()
     if args.count_sends:

@@ -1,4 +1,4 @@
-"""Tests for channels_events.bulk: one batched event per bulk operation."""
+"""Tests for channels_events._bulk: one batched event per bulk operation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from django.db import transaction
 
-from channels_events.bulk import emit_bulk_event
-from channels_events.observers import get_observation, muted_model_events, observe, unobserve
+from channels_events._bulk import emit_bulk_event
+from channels_events._observers import get_observation, muted_model_events, observe, unobserve
 from channels_events.testing import capture_events
 from tests.testapp.models import Item
 

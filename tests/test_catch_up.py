@@ -14,8 +14,8 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from channels_events import Dispatcher, Event
+from channels_events._hub import Hub, get_hub
 from channels_events.consumers import EventStreamConsumer
-from channels_events.hub import Hub, get_hub
 
 pytestmark = pytest.mark.redis
 

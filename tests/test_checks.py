@@ -1,4 +1,4 @@
-"""Tests for channels_events.checks and the lazily read settings of channels_events.conf."""
+"""Tests for channels_events._checks and the lazily read settings of channels_events._conf."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from channels_events.checks import check_settings
-from channels_events.conf import DEFAULTS, events_settings
+from channels_events._checks import check_settings
+from channels_events._conf import DEFAULTS, events_settings
+from channels_events.exceptions import UnknownSetting
 
 
 def ids(messages):
@@ -65,14 +66,36 @@ def test_non_dict_setting_is_e001(value):
     assert type(value).__name__ in message.msg
 
 
-def test_unknown_key_is_e002_with_hint_listing_known_keys():
+def test_unknown_key_is_e002_naming_the_closest_valid_key():
     with override_settings(CHANNELS_EVENTS={"STRICTT": True, "DEBUG": True}):
         messages = check_settings()
     assert ids(messages) == ["channels_events.E002"]
     [message] = messages
     assert "'STRICTT'" in message.msg
+    assert message.hint == "Did you mean 'STRICT'?"
+
+
+def test_unknown_key_far_from_any_lists_the_known_keys():
+    with override_settings(CHANNELS_EVENTS={"ZZZ": 1}):
+        [message] = check_settings()
     for key in DEFAULTS:
         assert key in message.hint
+
+
+def test_a_misspelt_key_is_refused_when_read_not_returned():
+    with override_settings(CHANNELS_EVENTS={"SUBSCRIBE_POLCY": "x.y"}):
+        with pytest.raises(UnknownSetting, match=r"SUBSCRIBE_POLCY.*SUBSCRIBE_POLICY"):
+            events_settings.SUBSCRIBE_POLCY  # noqa: B018
+        # Positive control: a valid key still reads, with its default.
+        assert events_settings.SUBSCRIBE_POLICY is None
+
+
+def test_a_policy_that_cannot_be_imported_shows_the_real_error():
+    with override_settings(CHANNELS_EVENTS={"EMIT_POLICY": "tests.no_such_module.may_emit"}):
+        [message] = check_settings()
+    assert message.id == "channels_events.E003"
+    assert "ModuleNotFoundError" in message.msg
+    assert "tests.no_such_module" in message.msg
 
 
 def test_each_unknown_key_is_reported():

@@ -24,8 +24,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
 from channels_events import Event, adispatch, connect, disconnect, dispatch
-from channels_events.consumers import EventConsumerMixin, EventStreamConsumer, encoded_envelope
-from channels_events.hub import get_hub
+from channels_events._hub import get_hub
+from channels_events.consumers import EventConsumerMixin, EventStreamConsumer
 
 TIMEOUT = 2.0
 # Where the application has already failed, the communicator only reports it
@@ -579,7 +579,7 @@ async def test_frames_carry_the_encoded_envelope(streams):
     await subscribe(ws, "a", "shop::.*")
     event = dispatch("shop::Order::created", {"text": "naïve €"})
     text = await ws.receive_from(timeout=TIMEOUT)
-    assert encoded_envelope(event) in text
+    assert event.encoded in text
     assert json.loads(text)["event"]["payload"] == {"text": "naïve €"}
 
 

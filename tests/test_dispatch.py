@@ -1,4 +1,4 @@
-"""Tests for channels_events.dispatch: matching, ordering, contexts, errors and caching."""
+"""Tests for channels_events._dispatcher: matching, ordering, contexts, errors and caching."""
 
 from __future__ import annotations
 

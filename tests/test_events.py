@@ -1,4 +1,4 @@
-"""Tests for channels_events.events: the Event class and its envelope."""
+"""Tests for channels_events._events: the Event class and its envelope."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from channels_events import Dispatcher, Event, connect, disconnect
-from channels_events.events import event_class_for
+from channels_events._events import event_class_for
 from channels_events.exceptions import (
     ChannelsEventsError,
     EventClassError,

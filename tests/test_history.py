@@ -1,4 +1,4 @@
-"""Tests for channels_events.history: what a subscriber catching up with ``since`` reads."""
+"""Tests for channels_events._history: what a subscriber catching up with ``since`` reads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from channels_events import Dispatcher, Event
-from channels_events.history import History, MemoryHistory, RedisHistory, history_for
-from channels_events.hub import Hub
+from channels_events._history import History, MemoryHistory, RedisHistory, history_for
+from channels_events._hub import Hub
 
 ALIAS = "historytest"
 

@@ -25,7 +25,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from channels_events import Dispatcher, Event
-from channels_events.hub import BATCH_TYPE, EVENT_TYPE, Hub
+from channels_events._hub import BATCH_TYPE, EVENT_TYPE, Hub
 from tests.hubproc import ORDER_PAID, HubProcess, Record, hub_env
 
 ALIAS = "hubtest"

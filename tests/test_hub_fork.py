@@ -23,7 +23,7 @@ FORKING_SENDER = textwrap.dedent(
     import os, django
     django.setup()
     from channels_events import dispatch
-    from channels_events.hub import get_hub, start_hub
+    from channels_events._hub import get_hub, start_hub
 
     start_hub()
     dispatch("fork::parent::before", {})

@@ -1,4 +1,4 @@
-"""Tests for channels_events.listeners: @listen, Listener classes and Namespace."""
+"""Tests for channels_events._listeners: @listen, Listener classes and Namespace."""
 
 from __future__ import annotations
 

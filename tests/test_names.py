@@ -1,4 +1,4 @@
-"""Tests for channels_events.names: event names, namespaces and patterns."""
+"""Tests for channels_events._names: event names, namespaces and patterns."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from channels_events.exceptions import ChannelsEventsError, InvalidEventName, InvalidPattern
-from channels_events.names import (
+from channels_events._names import (
     MAX_NAME_LENGTH,
     MAX_SEGMENT_LENGTH,
     compile_pattern,
@@ -17,6 +16,7 @@ from channels_events.names import (
     validate_name,
     validate_namespace,
 )
+from channels_events.exceptions import ChannelsEventsError, InvalidEventName, InvalidPattern
 
 # -- validate_name -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for channels_events.observers: model events, payloads, transactions and muting."""
+"""Tests for channels_events._observers: model events, payloads, transactions and muting."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from channels_events import Dispatcher, Event, Observer, get_dispatcher, listen, observe
-from channels_events.observers import (
+from channels_events._observers import (
     ModelEvent,
     ObserverError,
     get_observation,
     muted_model_events,
     unobserve,
 )
-from channels_events.payloads import ModelPayloads
+from channels_events._payloads import ModelPayloads
 from channels_events.testing import capture_events
 from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
 

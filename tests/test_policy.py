@@ -1,4 +1,4 @@
-"""Tests for channels_events.policy: loading the hooks, and what they decide on a connection.
+"""Tests for channels_events._policy: loading the hooks, and what they decide on a connection.
 
 The worked examples are the ones a project writes: a namespace per user,
 events a user may see because they own the object, and staff-only events.
@@ -17,8 +17,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 
 from channels_events import Event, connect, disconnect, dispatch
+from channels_events._policy import Policy, get_policy
 from channels_events.consumers import EventStreamConsumer
-from channels_events.policy import Policy, get_policy
 from tests.test_consumers import (
     SHORT,
     Streams,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import pathlib
+import re
 
 import channels_events
 
@@ -12,21 +14,33 @@ EXPECTED = [
     "Dispatcher",
     "Event",
     "EventClassError",
+    "EventManager",
+    "EventQuerySet",
+    "HubMiddleware",
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",
     "Listener",
+    "ModelEvent",
     "Namespace",
     "Observer",
+    "ObserverError",
+    "ProtocolError",
     "UnknownEventKey",
+    "UnknownSetting",
     "adispatch",
     "connect",
     "disconnect",
     "dispatch",
+    "emit_bulk_event",
     "get_dispatcher",
+    "get_hub",
     "listen",
+    "muted_model_events",
     "observe",
     "signal_to_event",
+    "start_hub",
+    "unobserve",
 ]
 
 
@@ -90,3 +104,35 @@ def test_testing_all():
         "muted_listeners",
         "strict_dispatch",
     ]
+
+
+def test_every_error_class_lives_in_exceptions_and_subclasses_a_builtin():
+    import inspect
+
+    import channels_events.exceptions as exceptions
+
+    package = pathlib.Path(channels_events.__file__).parent
+    for path in package.rglob("*.py"):
+        source = path.read_text()
+        for match in re.finditer(r"^class (\w+)\((.*)\):", source, re.M):
+            name, bases = match.groups()
+            if "Error" in bases or "Exception" in bases or name.endswith("Error"):
+                assert path.name == "exceptions.py", f"{name} is defined in {path.name}"
+    for name in exceptions.__all__:
+        error = getattr(exceptions, name)
+        assert issubclass(error, exceptions.ChannelsEventsError), name
+        builtins = [b for b in inspect.getmro(error) if b.__module__ == "builtins"]
+        assert builtins[0] is not Exception or error is exceptions.ChannelsEventsError, name
+
+
+def test_consumers_module_exports_the_consumers():
+    import channels_events.consumers as consumers
+
+    assert consumers.__all__ == ["EventConsumerMixin", "EventStreamConsumer"]
+
+
+def test_private_modules_are_marked_private():
+    package = pathlib.Path(channels_events.__file__).parent
+    public = {"__init__.py", "apps.py", "consumers.py", "exceptions.py", "testing.py"}
+    for path in package.glob("*.py"):
+        assert path.name in public or path.name.startswith("_"), path.name

@@ -1,4 +1,4 @@
-"""Tests for channels_events.signals: any Django signal can become an event."""
+"""Tests for channels_events._signals: any Django signal can become an event."""
 
 from __future__ import annotations
 

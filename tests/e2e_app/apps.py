@@ -9,7 +9,7 @@ class E2eAppConfig(AppConfig):
 
     def ready(self) -> None:
         """Publish ``shop::Order::*`` events for every save of ``tests.testapp.models.Order``."""
-        from channels_events.observers import observe
+        from channels_events import observe
         from tests.testapp.models import Order
 
         observe(Order, namespace="shop")

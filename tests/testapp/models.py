@@ -6,7 +6,7 @@ import uuid
 
 from django.db import models
 
-from channels_events.bulk import EventManager
+from channels_events import EventManager
 
 
 class Customer(models.Model):

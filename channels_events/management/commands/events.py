@@ -11,14 +11,14 @@ from typing import Any
 from django.core.checks import Error
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from channels_events.checks import check_settings
-from channels_events.conf import DEFAULTS, events_settings
-from channels_events.dispatch import Dispatcher, get_dispatcher
-from channels_events.events import Event
+from channels_events._checks import check_settings
+from channels_events._conf import DEFAULTS, events_settings
+from channels_events._dispatcher import Dispatcher, get_dispatcher
+from channels_events._events import Event
+from channels_events._hub import Hub, get_hub
+from channels_events._model_events import _observations
+from channels_events._names import compile_pattern, literal_namespace, validate_namespace
 from channels_events.exceptions import ChannelsEventsError
-from channels_events.hub import Hub, get_hub
-from channels_events.model_events import _observations
-from channels_events.names import compile_pattern, literal_namespace, validate_namespace
 
 
 class Command(BaseCommand):

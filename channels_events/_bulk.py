@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 from django.db import models, transaction
 
-from .conf import events_settings
-from .model_events import Observation, _is_muted, get_observation, muted_model_events
-from .payloads import json_safe, model_label
+from ._conf import events_settings
+from ._model_events import Observation, _is_muted, get_observation, muted_model_events
+from ._payloads import json_safe, model_label
 
 __all__ = ["EventManager", "EventQuerySet", "emit_bulk_event"]
 

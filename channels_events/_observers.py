@@ -13,12 +13,11 @@ from typing import Any, ClassVar
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
-from .conf import events_settings
-from .dispatch import Dispatcher, get_dispatcher
-from .exceptions import ChannelsEventsError
-from .loaded_values import track_loaded_values, untrack_loaded_values
-from .m2m import _m2m_changed, _m2m_fields
-from .model_events import (
+from ._conf import events_settings
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._loaded_values import track_loaded_values, untrack_loaded_values
+from ._m2m import _m2m_changed, _m2m_fields
+from ._model_events import (
     _HOOKS,
     ACTIONS,
     LOCAL_ACTIONS,
@@ -33,7 +32,8 @@ from .model_events import (
     get_observation,
     muted_model_events,
 )
-from .names import validate_namespace
+from ._names import validate_namespace
+from .exceptions import ObserverError
 
 __all__ = [
     "ACTIONS",
@@ -47,10 +47,6 @@ __all__ = [
     "observe",
     "unobserve",
 ]
-
-
-class ObserverError(ChannelsEventsError, TypeError):
-    """Raised when a model is observed in a way that cannot work."""
 
 
 def observe(

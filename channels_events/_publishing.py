@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeAlias
 
-from .events import Event
+from ._events import Event
 
 __all__ = ["CommitHook", "Publisher", "Publishing", "set_commit_hook"]
 

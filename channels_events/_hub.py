@@ -25,17 +25,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .conf import events_settings
-from .dispatch import Dispatcher, get_dispatcher
-from .events import Event
-from .history import History, history_for
-from .inbox import Inbox, Subscriber
-from .outbox import (
+from ._conf import events_settings
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import Event
+from ._history import History, history_for
+from ._receiver import Inbox, Subscriber
+from ._sender import (
     BATCH_TYPE,
     EVENT_TYPE,
     Outbox,
     _running_loop,
-    envelope_of,
     group_name,
 )
 
@@ -45,7 +44,6 @@ __all__ = [
     "Hub",
     "HubMiddleware",
     "Subscriber",
-    "envelope_of",
     "get_hub",
     "group_name",
     "start_hub",

@@ -6,33 +6,16 @@ subscription ids gives one frame text, shared by every connection it goes to.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
-from .conf import events_settings
-from .events import Event
-from .names import ClientPattern
-from .outbox import envelope_of
+from ._conf import events_settings
+from ._events import Event
+from ._json import encode, parse
+from ._names import ClientPattern
 
-__all__ = ["encode", "encoded_envelope", "event_frame", "parse", "peek_id", "single_frame"]
+__all__ = ["event_frame", "peek_id", "single_frame"]
 
 logger = logging.getLogger("channels_events.consumers")
-
-# ASCII-only output is valid UTF-8 whatever the strings hold (even lone
-# surrogates a client sent as escapes); NaN and infinities are not JSON.
-_JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-#: Encode a JSON frame (ASCII only, no NaN).
-encode = _JSON.encode
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse(text: str) -> Any:
-    """Parse a client frame; NaN and infinities are refused, as JSON has none."""
-    return json.loads(text, parse_constant=_reject_constant)
 
 
 def peek_id(text: str | None) -> str | None:
@@ -59,7 +42,7 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str:
             '{"type":"event","subscriptions":'
             + encode(list(ids))
             + ',"event":'
-            + encoded_envelope(event)
+            + event.encoded
             + "}"
         )
     return text
@@ -87,11 +70,3 @@ def single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | No
             logger.exception("Event %r could not be encoded; not sent.", event.name)
     verdicts[candidate] = text
     return text
-
-
-def encoded_envelope(event: Event) -> str:
-    """Return the event's envelope as JSON, encoded once per event per process."""
-    encoded: str | None = event.__dict__.get("_encoded")
-    if encoded is None:
-        encoded = event.__dict__["_encoded"] = encode(envelope_of(event))
-    return encoded

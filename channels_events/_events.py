@@ -9,11 +9,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._json import encode, is_flat_json, json_safe
+from ._names import namespace_of, validate_name
 from .exceptions import EventClassError, InvalidPayload
-from .names import namespace_of, validate_name
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher
+    from ._dispatcher import Dispatcher
 
 __all__ = ["Event", "event_class_for", "new_event_id"]
 
@@ -118,6 +119,8 @@ class Event:
     instance: Any = None
     #: When true, the event is delivered in this process only and never published.
     local: bool = False
+    #: True for an event that another process published and this one received.
+    is_remote: bool = False
 
     _fields: ClassVar[tuple[str, ...]] = ()
     _required: ClassVar[frozenset[str]] = frozenset()
@@ -125,6 +128,8 @@ class Event:
     _fixed_name: ClassVar[str | None] = None
     _id: str | None = None
     _timestamp: str | None = None
+    _envelope: dict[str, Any] | None = None
+    _encoded: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -288,6 +293,30 @@ class Event:
             "timestamp": self.timestamp,
         }
 
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """Return the envelope as it travels: built once, its payload made JSON-safe once.
+
+        An event received from another process keeps the envelope it came in.
+        The payload must not change once the event is dispatched.
+        """
+        envelope = self._envelope
+        if envelope is None:
+            envelope = self.to_dict()
+            payload = envelope["payload"]
+            if not is_flat_json(payload):
+                envelope["payload"] = json_safe(payload)
+            self._envelope = envelope
+        return envelope
+
+    @property
+    def encoded(self) -> str:
+        """Return the envelope as JSON text, encoded once per event per process."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = encode(self.envelope)
+        return encoded
+
     @classmethod
     def from_dict(cls: type[E], data: Mapping[str, Any]) -> E:
         """Rebuild an event from its envelope, as the subclass declared for its name.
@@ -332,13 +361,13 @@ class Event:
 
     def dispatch(self, dispatcher: Dispatcher | None = None) -> Event:
         """Dispatch this event through ``dispatcher`` (default: the default dispatcher)."""
-        from .dispatch import get_dispatcher
+        from ._dispatcher import get_dispatcher
 
         return (dispatcher or get_dispatcher()).dispatch(self)
 
     async def adispatch(self, dispatcher: Dispatcher | None = None) -> Event:
         """Dispatch this event from async code; see :meth:`Dispatcher.adispatch`."""
-        from .dispatch import get_dispatcher
+        from ._dispatcher import get_dispatcher
 
         return await (dispatcher or get_dispatcher()).adispatch(self)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from . import publishing
-from .conf import events_settings
-from .events import Event
-from .publishing import Publisher, Publishing, set_commit_hook
-from .registry import (
+from . import _publishing
+from ._conf import events_settings
+from ._events import Event
+from ._publishing import Publisher, Publishing, set_commit_hook
+from ._registry import (
     ListenerCallable,
     PatternLike,
     Registration,
@@ -195,7 +195,7 @@ class Dispatcher(Registry, Publishing):
     def _deliver_sync(self, registration: Registration, event: Event) -> None:
         if not self._admit(registration, event):
             return
-        commit_hook = publishing.commit_hook
+        commit_hook = _publishing.commit_hook
         if registration.after_commit and commit_hook is not None:
             commit_hook(event, lambda: self._call_now(registration, event, deferred=True))
             return

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-from .conf import events_settings
-from .dispatch import Dispatcher, get_dispatcher
-from .events import Event
-from .payloads import VERBATIM_TYPES, ModelPayloads, json_safe, model_label, select_fields
+from ._conf import events_settings
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import Event
+from ._payloads import VERBATIM_TYPES, ModelPayloads, json_safe, model_label, select_fields
 
 __all__ = [
     "ACTIONS",
@@ -259,7 +259,7 @@ def _save_payload(
 ) -> dict[str, Any]:
     """Build a save payload the general way: with deferred fields, or for update_fields.
 
-    Does what :class:`~channels_events.payloads.ModelPayloads` does on the
+    Does what :class:`~channels_events._payloads.ModelPayloads` does on the
     common path, and keeps the saved values on the instance the same way.
     """
     values = instance.__dict__

@@ -8,11 +8,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from .conf import events_settings
-from .events import Event
-from .hub import get_hub
-from .names import compile_pattern, literal_namespace
-from .registry import PatternLike, _as_list, pattern_text
+from ._conf import events_settings
+from ._events import Event
+from ._hub import get_hub
+from ._names import compile_pattern, literal_namespace
+from ._registry import PatternLike, _as_list, pattern_text
 
 __all__ = ["EventConsumerMixin"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import models
 
-from .model_events import _LOADED, _MISSING, Observation, _observations
+from ._model_events import _LOADED, _MISSING, Observation, _observations
 
 __all__ = ["track_loaded_values", "untrack_loaded_values"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from django.db import models
 
-from .model_events import Observation, _is_muted
-from .payloads import json_safe, model_label
+from ._model_events import Observation, _is_muted
+from ._payloads import json_safe, model_label
 
 __all__: list[str] = []
 

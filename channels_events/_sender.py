@@ -14,13 +14,12 @@ import logging
 import threading
 from typing import Any
 
-from .conf import events_settings
-from .events import Event
-from .history import TIMEOUT as HISTORY_TIMEOUT
-from .history import History
-from .payloads import is_flat_json, json_safe
+from ._conf import events_settings
+from ._events import Event
+from ._history import TIMEOUT as HISTORY_TIMEOUT
+from ._history import History
 
-__all__ = ["BATCH_TYPE", "EVENT_TYPE", "Outbox", "envelope_of", "group_name"]
+__all__ = ["BATCH_TYPE", "EVENT_TYPE", "Outbox", "group_name"]
 
 logger = logging.getLogger("channels_events.hub")
 
@@ -33,23 +32,6 @@ _LINGER_POLLS = 3
 _LINGER_INTERVAL = 0.001
 
 
-def envelope_of(event: Event) -> dict[str, Any]:
-    """Return the event's envelope with a payload that msgpack and JSON both accept.
-
-    Built once per event (when it is first published or sent to a browser).
-    """
-    cached: dict[str, Any] | None = event.__dict__.get("_envelope")
-    if cached is not None:
-        return cached
-    envelope = event.to_dict()
-    payload = envelope["payload"]
-    # Most payloads are flat and JSON-safe already; the others get converted.
-    if not is_flat_json(payload):
-        envelope["payload"] = json_safe(payload)
-    event.__dict__["_envelope"] = envelope
-    return envelope
-
-
 def group_name(namespace: str) -> str:
     """Return the channel-layer group of a namespace."""
     return f"{events_settings.GROUP_PREFIX}.{namespace}"
@@ -60,7 +42,7 @@ def _envelopes(events: list[Event]) -> tuple[list[Event], list[dict[str, Any]]]:
     good, envelopes = [], []
     for event in events:
         try:
-            envelopes.append(envelope_of(event))
+            envelopes.append(event.envelope)
         except Exception:
             # One bad payload costs its own event, not the others in its run.
             logger.exception("Event %r cannot be published: its payload is unusable.", event.name)

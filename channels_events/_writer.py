@@ -15,14 +15,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .events import Event
-from .frames import event_frame, single_frame
-from .history import TIMEOUT as HISTORY_TIMEOUT
-from .names import ClientPattern
-from .policy import Policy
+from ._events import Event
+from ._frames import event_frame, single_frame
+from ._history import TIMEOUT as HISTORY_TIMEOUT
+from ._names import ClientPattern
+from ._policy import Policy
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from ._hub import Hub
 
 __all__ = ["FrameDelivery"]
 

@@ -12,9 +12,9 @@ from typing import Any, TypeAlias
 
 from asgiref.sync import iscoroutinefunction
 
-from .events import Event
+from ._events import Event
+from ._names import compile_pattern, literal_namespace, validate_name, validate_namespace
 from .exceptions import InvalidPattern
-from .names import compile_pattern, literal_namespace, validate_name, validate_namespace
 
 __all__ = ["ListenerCallable", "PatternLike", "Registration", "Registry", "pattern_text"]
 
@@ -84,6 +84,8 @@ class Registration:
     is_async: bool
     filter: Callable[[Event], bool] | None
     after_commit: bool
+    #: Whether it hears events other processes published, as well as local ones.
+    remote: bool
     namespaces: frozenset[str] | None
     uid: Hashable
     #: The dispatch_uid, or the callback's identity: one call per event per key.
@@ -105,7 +107,7 @@ class Registration:
 class Registry:
     """Hold listeners and answer, with a cache, which ones an event name reaches.
 
-    The base of :class:`~channels_events.dispatch.Dispatcher`, which adds the
+    The base of :class:`~channels_events._dispatcher.Dispatcher`, which adds the
     delivery. Thread-safe: listeners may connect from any thread.
     """
 
@@ -131,6 +133,7 @@ class Registry:
         once: bool = False,
         filter: Callable[[Event], bool] | None = None,
         after_commit: bool = False,
+        remote: bool = True,
         namespaces: Iterable[str] | None = None,
         dispatch_uid: Hashable | None = None,
     ) -> list[Registration]:
@@ -143,6 +146,8 @@ class Registry:
         pattern whose namespace part is not literal (``.*``) can match, so the
         hub knows which groups to join. ``after_commit`` delays the call until
         the current database transaction commits (sync dispatch only).
+        ``remote=False`` keeps the listener to events dispatched in this
+        process; by default it also hears events other processes published.
         """
         if not callable(callback):
             raise TypeError(f"Listener must be callable, got {callback!r}.")
@@ -180,6 +185,7 @@ class Registry:
                     is_async=is_async,
                     filter=filter,
                     after_commit=after_commit,
+                    remote=bool(remote),
                     namespaces=frozenset({literal}) if literal is not None else declared,
                     uid=uid,
                     key=key,

@@ -26,8 +26,8 @@ from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import events_settings
-from .events import Event
+from ._conf import events_settings
+from ._events import Event
 
 __all__ = ["Policy", "get_policy"]
 

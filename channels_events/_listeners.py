@@ -6,11 +6,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from .dispatch import Dispatcher, get_dispatcher
-from .events import Event
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import Event
+from ._names import SEPARATOR, compile_pattern, validate_name, validate_namespace
+from ._registry import PatternLike, Registration, _as_list, pattern_text
 from .exceptions import UnknownEventKey
-from .names import SEPARATOR, compile_pattern, validate_name, validate_namespace
-from .registry import PatternLike, Registration, _as_list, pattern_text
 
 __all__ = ["Listener", "Namespace", "listen"]
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
-import math
 import re
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from types import MappingProxyType
@@ -15,7 +10,8 @@ from typing import Any
 
 from django.db import models
 
-from .conf import events_settings
+from ._conf import events_settings
+from ._json import PRIMITIVE_TYPES, VERBATIM_TYPES, is_flat_json, json_safe
 
 __all__ = [
     "PRIMITIVE_TYPES",
@@ -27,53 +23,6 @@ __all__ = [
     "select_fields",
     "sensitive_regex",
 ]
-
-_PRIMITIVES = (str, int, float, bool, type(None))
-#: Types json.dumps takes as they are (floats included, NaN and infinities too).
-PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
-#: Types whose values are JSON as they are; hot loops test ``type(v) in`` this
-#: before calling json_safe(). Not float: NaN and infinities are not JSON.
-VERBATIM_TYPES = frozenset({str, int, bool, type(None)})
-
-
-def json_safe(value: Any) -> Any:
-    """Return ``value`` as something ``json.dumps`` accepts without a custom encoder.
-
-    Datetimes, dates and times become ISO 8601 strings; decimals and UUIDs
-    become strings; bytes become base64; lists, tuples and sets become lists.
-    """
-    if type(value) is float:
-        # NaN and infinities are not JSON: send null rather than break clients.
-        return value if math.isfinite(value) else None
-    if type(value) in PRIMITIVE_TYPES:  # the common case, checked cheaply first
-        return value
-    if isinstance(value, _PRIMITIVES):
-        return value
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, models.Model):
-        return json_safe(value.pk)
-    return str(value)
-
-
-def is_flat_json(value: dict[str, Any]) -> bool:
-    """Return whether a dict has str keys and only values json.dumps takes as they are."""
-    for key, item in value.items():
-        if type(key) is not str or type(item) not in PRIMITIVE_TYPES:
-            return False
-        if type(item) is float and not math.isfinite(item):
-            return False
-    return True
 
 
 def model_label(model: type[models.Model]) -> str:

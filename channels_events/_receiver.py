@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from django.db import close_old_connections
 
-from .conf import events_settings
-from .dispatch import Dispatcher, Registration
-from .events import Event
-from .outbox import BATCH_TYPE, EVENT_TYPE, _backoff, _running_loop, group_name
+from ._conf import events_settings
+from ._dispatcher import Dispatcher, Registration
+from ._events import Event
+from ._sender import BATCH_TYPE, EVENT_TYPE, _backoff, _running_loop, group_name
 
 __all__ = ["Inbox", "Subscriber"]
 

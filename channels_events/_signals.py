@@ -12,10 +12,10 @@ from typing import Any
 from django.db import models
 from django.dispatch import Signal
 
-from .dispatch import Dispatcher, get_dispatcher
-from .events import Event
-from .names import validate_name
-from .payloads import PRIMITIVE_TYPES, json_safe, sensitive_regex
+from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import Event
+from ._names import validate_name
+from ._payloads import PRIMITIVE_TYPES, json_safe, sensitive_regex
 
 __all__ = ["signal_to_event"]
 
