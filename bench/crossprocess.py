@@ -203,7 +203,7 @@ def receive_hub(args: argparse.Namespace) -> None:
 
     hub = start_hub()
     deadline = time.monotonic() + 10
-    while not hub._joined:
+    while not hub.joined_groups:
         if time.monotonic() > deadline:
             sys.exit("B: the hub joined no group within 10 s")
         time.sleep(0.01)

@@ -1,30 +1,46 @@
-"""The dispatcher: delivers each event to the listeners the registry finds for it."""
+"""The dispatcher: runs each event's listeners under one set of rules, then publishes it.
+
+A :class:`Dispatcher` holds a :class:`~channels_events._registry.Registry`
+(who listens to which names) and its :class:`Publishers` (where events leave
+the process: the hub, in practice). The rules a listener is run under
+(priority across sync and async listeners, ``once``, ``filter``,
+``after_commit``, ``remote``, muting, taps, strict mode) live here once, and
+both ways of running listeners apply them: :meth:`Dispatcher.dispatch` from
+sync code, and :meth:`Dispatcher.deliver` from async code, which
+:meth:`Dispatcher.adispatch` and the hub's remote events use.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
-from typing import Any
+import threading
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import Any, TypeAlias
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from . import _publishing
-from ._conf import events_settings
-from ._events import Event
-from ._publishing import Publisher, Publishing, set_commit_hook
-from ._registry import (
-    ListenerCallable,
-    PatternLike,
-    Registration,
-    Registry,
-)
+from ._conf import events_settings, on_change
+from ._events import Event, event_class_for
+from ._registry import ListenerCallable, PatternLike, Registration, Registry
 
 __all__ = [
+    "CommitHook",
     "Dispatcher",
     "PatternLike",
+    "Publisher",
+    "Publishers",
     "Registration",
+    "SyncRunner",
     "adispatch",
     "connect",
     "disconnect",
@@ -35,41 +51,165 @@ __all__ = [
 
 logger = logging.getLogger("channels_events")
 
+Publisher: TypeAlias = "Callable[[Event], None]"
+CommitHook: TypeAlias = "Callable[[Event, Callable[[], None]], None]"
+Calls: TypeAlias = "list[tuple[Registration, Event]]"
+#: Runs ``func(calls)`` on a thread where sync listeners may block (and use the ORM).
+SyncRunner: TypeAlias = "Callable[[Callable[[Calls], None], Calls], Awaitable[None]]"
 
-class Dispatcher(Registry, Publishing):
-    """Hold listeners and deliver each event to those whose pattern fully matches its name.
+#: Runs a callable when the current transaction commits (None: right away).
+_commit_hook: CommitHook | None = None
 
-    Listeners run by priority (higher first), then in registration order. The
-    list of listeners for an event name is computed once and cached (bounded
-    by the ``CACHE_SIZE`` setting) until a listener connects or disconnects,
-    so dispatch cost does not grow with the number of patterns.
+
+def set_commit_hook(hook: CommitHook | None) -> None:
+    """Install the function that defers work until the current transaction commits.
+
+    The ORM side (apps.py) installs it, so that the dispatcher never imports
+    ``django.db``.
+    """
+    global _commit_hook
+    _commit_hook = hook
+
+
+async def _in_sync_thread(func: Callable[[Calls], None], calls: Calls) -> None:
+    # Thread-sensitive, as Django's Signal.asend: sync listeners may use the ORM.
+    await sync_to_async(func, thread_sensitive=True)(calls)
+
+
+class Publishers:
+    """The callables events leave the process through, and which names they want."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._entries: tuple[tuple[Publisher, Callable[[Event], bool] | None], ...] = ()
+        # Per event name: whether any publisher accepts it.
+        self._wanted: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def add(self, publisher: Publisher, accepts: Callable[[Event], bool] | None = None) -> None:
+        """Register ``publisher``; ``accepts(event)`` says cheaply whether it wants an event.
+
+        The answer of ``accepts`` must depend on the event's name only: it is
+        kept per name until :meth:`changed` is called.
+        """
+        with self._lock:
+            if all(p != publisher for p, _ in self._entries):
+                self._entries = (*self._entries, (publisher, accepts))
+            self.changed()
+
+    def remove(self, publisher: Publisher) -> None:
+        """Unregister a publisher."""
+        with self._lock:
+            self._entries = tuple((p, a) for p, a in self._entries if p != publisher)
+            self.changed()
+
+    def changed(self) -> None:
+        """Forget what the publishers said they accept (thread-safe)."""
+        self._wanted = {}
+
+    def want(self, event: Event) -> bool:
+        """Return whether any publisher accepts ``event``, asking once per name."""
+        wanted = self._wanted.get(event.name)
+        if wanted is None:
+            # Kept in the dict current when we started: if publishers changed
+            # meanwhile, the answer lands in a dict nobody reads any more.
+            cache = self._wanted
+            wanted = any(accepts is None or accepts(event) for _, accepts in self._entries)
+            if len(cache) >= events_settings.CACHE_SIZE:
+                cache.clear()
+            cache[event.name] = wanted
+        return wanted
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every publisher; one that raises is logged, the others still run."""
+        for publisher, _ in self._entries:
+            try:
+                publisher(event)
+            except Exception:
+                logger.exception("Publisher %r failed on event %r.", publisher, event.name)
+
+
+class Dispatcher:
+    """Deliver each event to the listeners whose pattern fully matches its name.
+
+    Listeners run by priority (higher first), then in registration order,
+    sync and async alike. The listeners of an event name are found once and
+    cached (``CACHE_SIZE`` names) until a listener connects or disconnects, so
+    dispatch cost does not grow with the number of patterns.
 
     A listener that raises is logged on the ``channels_events`` logger and the
-    others still run; in strict mode the exception propagates instead.
+    others still run; in strict mode (the ``STRICT`` setting, or
+    ``strict=True``) the exception propagates instead.
     """
 
     def __init__(self, *, strict: bool | None = None, debug: bool | None = None) -> None:
-        super().__init__()
+        self.registry = Registry(owner=self)
+        self._lock = self.registry.lock
+        self.publishers = Publishers(self._lock)
         self._strict_override = strict
         self._debug_override = debug
-        self._settings_version = -1
-        # The settings version under which dispatch() may take its short path
-        # (no taps, not muted, not in debug mode), or -1: one comparison on
-        # every dispatch instead of four. See _plain_changed().
-        self._plain_version = -1
         self._strict = False
         self._debug = False
+        self._settings_read = False
+        # True when no tap, mute or debug log applies and settings are read:
+        # then dispatch() applies no rule beyond the registrations' own.
+        self._plain = False
         self._muted = 0
-        self._taps: list[Callable[[Event], None]] = []
-        self._publishers: list[Publisher] = []
-        self._accepts: list[Callable[[Event], bool] | None] = []
-        # Per event name: whether any publisher accepts it (see publishers_changed).
-        self._wanted: dict[str, bool] = {}
+        self._taps: tuple[Callable[[Event], None], ...] = ()
         self._tasks: set[asyncio.Task[Any]] = set()
+        on_change(self._settings_changed)
+
+    # -- listeners ---------------------------------------------------------
+
+    def connect(
+        self,
+        callback: ListenerCallable,
+        pattern: PatternLike | Iterable[PatternLike],
+        **options: Any,
+    ) -> list[Registration]:
+        """Connect a listener; see :meth:`Registry.connect` for the options."""
+        return self.registry.connect(callback, pattern, **options)
+
+    def disconnect(
+        self,
+        callback: ListenerCallable | None = None,
+        pattern: PatternLike | None = None,
+        *,
+        dispatch_uid: Hashable | None = None,
+    ) -> bool:
+        """Disconnect a listener; see :meth:`Registry.disconnect`."""
+        return self.registry.disconnect(callback, pattern, dispatch_uid=dispatch_uid)
+
+    def clear(self) -> None:
+        """Disconnect every listener."""
+        self.registry.clear()
+
+    @property
+    def registrations(self) -> tuple[Registration, ...]:
+        """Return every registration, in delivery order."""
+        return self.registry.registrations
+
+    def listeners_for(self, name: str) -> tuple[Registration, ...]:
+        """Return the registrations an event named ``name`` reaches, in order."""
+        return self.registry.lookup(name)
+
+    def namespaces(self) -> tuple[frozenset[str], bool]:
+        """Return the namespaces listeners are confined to, and whether any pattern is open."""
+        return self.registry.namespaces()
+
+    def watch(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(dispatcher)`` whenever listeners or taps change."""
+        self.registry.watch(callback)
+
+    def unwatch(self, callback: Callable[[Any], None]) -> None:
+        """Stop calling a callback given to :meth:`watch`."""
+        self.registry.unwatch(callback)
 
     def would_receive(self, name: str) -> bool:
         """Return whether a listener or a tap would see ``name``, muted or not."""
-        return bool(self._taps) or bool(self.listeners_for(name))
+        return bool(self._taps) or bool(self.registry.lookup(name))
 
     def has_receivers(self, name: str) -> bool:
         """Return whether dispatching ``name`` would reach a listener or a tap.
@@ -78,162 +218,111 @@ class Dispatcher(Registry, Publishing):
         """
         if self._taps:
             return True
-        if self._muted:
-            return False
-        registrations = self._cache.get(name)
-        if registrations is None:
-            registrations = self.listeners_for(name)
-        return bool(registrations)
+        return not self._muted and bool(self.registry.lookup(name))
 
-    # -- settings ----------------------------------------------------------
+    # -- publishers --------------------------------------------------------
 
-    def _refresh_settings(self) -> None:
-        version = events_settings.version
-        if version == self._settings_version:
+    def add_publisher(
+        self, publisher: Publisher, accepts: Callable[[Event], bool] | None = None
+    ) -> None:
+        """Register a callable that receives every event meant to leave the process.
+
+        See :meth:`Publishers.add`.
+        """
+        self.publishers.add(publisher, accepts)
+
+    def remove_publisher(self, publisher: Publisher) -> None:
+        """Unregister a publisher added with :meth:`add_publisher`."""
+        self.publishers.remove(publisher)
+
+    def publishers_changed(self) -> None:
+        """Forget what publishers said they accept; call it when their answer changes."""
+        self.publishers.changed()
+
+    def publish(self, event: Event) -> None:
+        """Hand an event to the publishers, after commit if the event asks for it.
+
+        Local events and events no publisher accepts go nowhere. Model events
+        set ``publish_on_commit``: inside a transaction they are handed over
+        when it commits, and never if it rolls back.
+        """
+        publishers = self.publishers
+        if event.local or not publishers or not publishers.want(event):
             return
-        strict = self._strict_override
-        debug = self._debug_override
+        if event.publish_on_commit and _commit_hook is not None:
+            _commit_hook(event, lambda: publishers.publish(event))
+        else:
+            publishers.publish(event)
+
+    # -- settings and rules --------------------------------------------------
+
+    def _settings_changed(self) -> None:
+        with self._lock:
+            self._settings_read = False
+            self._plain = False
+        self.publishers.changed()
+
+    def _read_settings(self) -> None:
+        strict, debug = self._strict_override, self._debug_override
         self._strict = bool(events_settings.STRICT) if strict is None else strict
         self._debug = bool(events_settings.DEBUG) if debug is None else debug
-        self._cache_size = max(1, int(events_settings.CACHE_SIZE))
-        self._settings_version = version
-        # Publishers read settings too (the channel layer, local namespaces).
-        self.publishers_changed()
+        self._settings_read = True
 
-    def _plain_changed(self) -> None:
-        """Recompute whether dispatch() may take its short path; call with the lock held.
-
-        The version is read before the flags: _refresh_settings() writes the
-        flags first, so a refresh running meanwhile on another thread leaves
-        either an old version (the next dispatch refreshes) or new flags.
-        """
-        version = self._settings_version
-        plain = not (self._taps or self._muted or self._debug)
-        self._plain_version = version if plain else -1
+    def _recompute_plain(self) -> None:
+        """Decide whether dispatch() may skip the rules; call with the lock held."""
+        if not self._settings_read:
+            self._read_settings()
+        self._plain = not (self._taps or self._muted or self._debug)
 
     @property
     def strict(self) -> bool:
         """Return whether listener exceptions propagate instead of being logged."""
-        self._refresh_settings()
+        if not self._settings_read:
+            with self._lock:
+                self._read_settings()
         return self._strict
 
     @strict.setter
     def strict(self, value: bool | None) -> None:
         with self._lock:
             self._strict_override = value
-            self._settings_version = self._plain_version = -1
+            self._settings_read = False
+            self._plain = False
 
-    # -- dispatch ----------------------------------------------------------
+    def _rules(
+        self, event: Event, registrations: tuple[Registration, ...]
+    ) -> tuple[Registration, ...]:
+        """Apply what dispatch() skips when the dispatcher is plain; return who hears ``event``.
 
-    def _coerce(self, event: Event | str, payload: Mapping[str, Any] | None) -> Event:
-        if isinstance(event, Event):
-            if payload is not None:
-                raise TypeError(
-                    f"dispatch() got an Event {event.name!r} and a payload; "
-                    "the payload belongs in the Event."
-                )
-            return event
-        return Event(event, payload)
-
-    def dispatch(self, event: Event | str, payload: Mapping[str, Any] | None = None) -> Event:
-        """Deliver an event to matching listeners, then hand it to the publishers.
-
-        Works from any thread. Async listeners run through ``async_to_sync``,
-        except on a thread whose event loop is running, where they are
-        scheduled as tasks on that loop (so this call never blocks the loop;
-        their exceptions are logged, even in strict mode).
+        Taps see every event, muted or not; the debug log names the listeners;
+        a muted dispatcher runs none.
         """
-        if type(event) is str:
-            # The common case, kept short: a cache hit means the name is valid.
-            registrations = self._cache.get(event)
-            if registrations is None:
-                registrations = self.listeners_for(event)
-            event = Event._adhoc(event, payload) if type(payload) is dict else Event(event, payload)
-        else:
-            if payload is not None or not isinstance(event, Event):
-                event = self._coerce(event, payload)
-            registrations = self._cache.get(event.name)
-            if registrations is None:
-                registrations = self.listeners_for(event.name)
-        # No taps, no mute, no debug log and settings as last read (the usual
-        # case) cost one comparison here and two tests of a local below.
-        if self._plain_version == events_settings.version:
-            muted = False
-        else:
-            muted = self._before_listeners(event, registrations)
-        for registration in () if muted else registrations:
-            if registration.plain:
-                try:
-                    registration.callback(event)
-                except Exception:
-                    self._failed(registration, event)
-            else:
-                self._deliver_sync(registration, event)
-        # A name no publisher wants (cached) costs no call.
-        if self._publishers and not muted and self._wanted.get(event.name) is not False:
-            self.publish(event)
-        return event
-
-    def _before_listeners(self, event: Event, registrations: tuple[Registration, ...]) -> bool:
-        """Do what dispatch() skips in the usual case; return whether the dispatcher is muted.
-
-        Reads changed settings, decides whether the next dispatch can skip
-        this again, runs the taps (which see events even when muted) and
-        writes the debug log.
-        """
-        if self._settings_version != events_settings.version:
-            self._refresh_settings()
-        if not (self._taps or self._muted or self._debug):
+        if not self._settings_read or not (self._taps or self._muted or self._debug):
             with self._lock:
-                self._plain_changed()
+                self._recompute_plain()
         for tap in self._taps:
             tap(event)
         if self._debug:
-            self._log_dispatch(event, registrations)
-        return bool(self._muted)
-
-    def _deliver_sync(self, registration: Registration, event: Event) -> None:
-        if not self._admit(registration, event):
-            return
-        commit_hook = _publishing.commit_hook
-        if registration.after_commit and commit_hook is not None:
-            commit_hook(event, lambda: self._call_now(registration, event, deferred=True))
-            return
-        self._call_now(registration, event)
-
-    def _call_now(self, registration: Registration, event: Event, deferred: bool = False) -> None:
-        try:
-            if not registration.is_async:
-                registration.callback(event)
-                return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                async_to_sync(registration.callback)(event)
-            else:
-                task = loop.create_task(self._run_task(registration, event))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        except Exception:
-            if deferred:
-                # Raising inside on_commit would abort the remaining commit hooks.
-                logger.exception(
-                    "Listener %s failed on event %r after commit.",
-                    registration.description,
-                    event.name,
-                )
-            else:
-                self._failed(registration, event)
-
-    async def _run_task(self, registration: Registration, event: Event) -> None:
-        try:
-            await registration.callback(event)
-        except Exception:
-            logger.exception(
-                "Listener %s failed on event %r.", registration.description, event.name
+            logger.info(
+                "Dispatching %r to %d listener(s)%s%s",
+                event.name,
+                len(registrations),
+                ": " if registrations else "",
+                ", ".join(r.description for r in registrations),
             )
+        return () if self._muted else registrations
+
+    def _listeners(self, event: Event) -> tuple[Registration, ...]:
+        """Return the registrations that hear ``event``, in order, with every rule applied."""
+        registrations = self.registry.lookup(event.name)
+        if not self._plain:
+            registrations = self._rules(event, registrations)
+        if event.is_remote and registrations:
+            registrations = tuple(r for r in registrations if r.remote)
+        return registrations
 
     def _admit(self, registration: Registration, event: Event) -> bool:
+        """Apply a registration's filter and ``once``; return whether it runs now."""
         if registration.filter is not None:
             try:
                 if not registration.filter(event):
@@ -245,14 +334,99 @@ class Dispatcher(Registry, Publishing):
             with self._lock:
                 if not registration.active:
                     return False
-                self._remove(registration)
-                self._invalidate()
+                self.registry.remove(registration)
+                self.registry.changed()
         return True
 
     def _failed(self, registration: Registration, event: Event, what: str = "Listener") -> None:
-        if self._strict:
+        if self.strict:
             raise
         logger.exception("%s %s failed on event %r.", what, registration.description, event.name)
+
+    def _call(self, registration: Registration, event: Event) -> None:
+        """Run one admitted listener from sync code, after commit if it asks."""
+        if registration.after_commit and _commit_hook is not None:
+            _commit_hook(event, lambda: self._call_after_commit(registration, event))
+            return
+        try:
+            if registration.is_async:
+                self._run_async_from_sync(registration, event)
+            else:
+                registration.callback(event)
+        except Exception:
+            self._failed(registration, event)
+
+    def _call_after_commit(self, registration: Registration, event: Event) -> None:
+        try:
+            if registration.is_async:
+                self._run_async_from_sync(registration, event)
+            else:
+                registration.callback(event)
+        except Exception:
+            # Raising inside on_commit would abort the remaining commit hooks.
+            logger.exception(
+                "Listener %s failed on event %r after commit.", registration.description, event.name
+            )
+
+    def _run_async_from_sync(self, registration: Registration, event: Event) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            async_to_sync(registration.callback)(event)
+            return
+        # dispatch() was called on a running loop's thread: it must not block
+        # the loop, so the listener runs as a task (see drain()).
+        task = loop.create_task(self._run_task(registration, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_task(self, registration: Registration, event: Event) -> None:
+        try:
+            await registration.callback(event)
+        except Exception:
+            logger.exception(
+                "Listener %s failed on event %r.", registration.description, event.name
+            )
+
+    def _call_all(self, calls: Calls) -> None:
+        for registration, event in calls:
+            if self._admit(registration, event):
+                self._call(registration, event)
+
+    # -- dispatch ----------------------------------------------------------
+
+    def dispatch(self, event: Event | str, payload: Mapping[str, Any] | None = None) -> Event:
+        """Deliver an event to matching listeners, then hand it to the publishers.
+
+        ``event`` is an :class:`Event`, or a name with a ``payload`` dict (a
+        name an Event subclass declares builds that subclass). Works from any
+        thread. Async listeners run through ``async_to_sync``, except on a
+        thread whose event loop is running, where they are scheduled as tasks
+        on that loop (so this call never blocks the loop; their exceptions are
+        logged, even in strict mode).
+        """
+        if type(event) is str:
+            registrations = self.registry.lookup(event)  # validates the name
+            if type(payload) is dict and event_class_for(event) is Event:
+                event = Event._adhoc(event, payload)
+            else:
+                event = Event(event, payload)
+        else:
+            event = self._coerce(event, payload)
+            registrations = self.registry.lookup(event.name)
+        if not self._plain:
+            registrations = self._rules(event, registrations)
+        for registration in registrations:
+            if registration.plain:
+                try:
+                    registration.callback(event)
+                except Exception:
+                    self._failed(registration, event)
+            elif self._admit(registration, event):
+                self._call(registration, event)
+        if self.publishers and not self._muted:
+            self.publish(event)
+        return event
 
     async def adispatch(
         self, event: Event | str, payload: Mapping[str, Any] | None = None
@@ -264,84 +438,82 @@ class Dispatcher(Registry, Publishing):
         as Django's ``Signal.asend`` does), so they may use the ORM.
         """
         event = self._coerce(event, payload)
-        registrations = self.listeners_for(event.name)
-        if self._settings_version != events_settings.version:
-            self._refresh_settings()
-        for tap in self._taps:
-            tap(event)
-        if self._debug:
-            self._log_dispatch(event, registrations)
-        if registrations and not self._muted:
-            pending: list[Registration] = []
-            for registration in registrations:
-                if registration.is_async:
-                    if pending:
-                        await sync_to_async(self._run_sync_batch)(pending, event)
-                        pending = []
-                    if self._admit(registration, event):
-                        try:
-                            await registration.callback(event)
-                        except Exception:
-                            self._failed(registration, event)
-                else:
-                    pending.append(registration)
-            if pending:
-                await sync_to_async(self._run_sync_batch)(pending, event)
-        # A name no publisher wants (cached) costs no call.
-        if self._publishers and not self._muted and self._wanted.get(event.name) is not False:
+        await self.deliver([event])
+        if self.publishers and not self._muted:
             self.publish(event)
         return event
 
-    def _run_sync_batch(self, registrations: list[Registration], event: Event) -> None:
-        for registration in registrations:
-            if self._admit(registration, event):
-                try:
-                    registration.callback(event)
-                except Exception:
-                    self._failed(registration, event)
+    async def deliver(self, events: Sequence[Event], run_sync: SyncRunner | None = None) -> None:
+        """Run the listeners of each event, in order, under the same rules as dispatch().
+
+        Async listeners are awaited here; consecutive sync listeners (across
+        events too) are handed to ``run_sync`` as one batch, by default a
+        thread-sensitive ``sync_to_async``. Nothing is published: this is how
+        :meth:`adispatch` and events received from other processes reach
+        listeners. Listeners connected with ``remote=False`` skip events whose
+        ``is_remote`` is true.
+        """
+        runner = run_sync or _in_sync_thread
+        calls: Calls = []
+        for event in events:
+            for registration in self._listeners(event):
+                if not registration.is_async:
+                    calls.append((registration, event))
+                    continue
+                if calls:
+                    await runner(self._call_all, calls)
+                    calls = []
+                if self._admit(registration, event):
+                    try:
+                        await registration.callback(event)
+                    except Exception:
+                        self._failed(registration, event)
+        if calls:
+            await runner(self._call_all, calls)
+
+    def _coerce(self, event: Event | str, payload: Mapping[str, Any] | None) -> Event:
+        if isinstance(event, Event):
+            if payload is not None:
+                raise TypeError(
+                    f"dispatch() got an Event {event.name!r} and a payload; "
+                    "the payload belongs in the Event."
+                )
+            return event
+        return Event(event, payload)
 
     async def drain(self) -> None:
         """Wait for async listeners that sync ``dispatch()`` scheduled on this loop."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _log_dispatch(self, event: Event, registrations: tuple[Registration, ...]) -> None:
-        logger.info(
-            "Dispatching %r to %d listener(s)%s%s",
-            event.name,
-            len(registrations),
-            ": " if registrations else "",
-            ", ".join(r.description for r in registrations),
-        )
-
     # -- testing support ---------------------------------------------------
 
     def add_tap(self, tap: Callable[[Event], None]) -> None:
-        """Call ``tap`` with every dispatched event, before listeners, even when muted."""
+        """Call ``tap`` with every event before its listeners, even when muted."""
         with self._lock:
-            self._taps = [*self._taps, tap]
-            self._plain_changed()
-            self._invalidate()
+            self._taps = (*self._taps, tap)
+            self._recompute_plain()
+            self.registry.changed()
 
     def remove_tap(self, tap: Callable[[Event], None]) -> None:
         """Stop calling a tap added with :meth:`add_tap`."""
         with self._lock:
-            self._taps = [t for t in self._taps if t != tap]
-            self._plain_changed()
-            self._invalidate()
+            self._taps = tuple(t for t in self._taps if t != tap)
+            self._recompute_plain()
+            self.registry.changed()
 
     @contextlib.contextmanager
     def muted(self) -> Iterator[None]:
         """Skip listeners and publishers inside the block; taps still see every event."""
         with self._lock:
             self._muted += 1
-            self._plain_changed()
+            self._recompute_plain()
         try:
             yield
         finally:
             with self._lock:
                 self._muted -= 1
-                self._plain_changed()
+                self._recompute_plain()
 
 
 _default = Dispatcher()
@@ -357,7 +529,7 @@ def connect(
     pattern: PatternLike | Iterable[PatternLike],
     **options: Any,
 ) -> list[Registration]:
-    """Connect a listener to the default dispatcher; see :meth:`Dispatcher.connect`."""
+    """Connect a listener to the default dispatcher; see :meth:`Registry.connect`."""
     return _default.connect(callback, pattern, **options)
 
 
@@ -367,7 +539,7 @@ def disconnect(
     *,
     dispatch_uid: Hashable | None = None,
 ) -> bool:
-    """Disconnect a listener from the default dispatcher; see :meth:`Dispatcher.disconnect`."""
+    """Disconnect a listener from the default dispatcher; see :meth:`Registry.disconnect`."""
     return _default.disconnect(callback, pattern, dispatch_uid=dispatch_uid)
 
 

@@ -24,13 +24,16 @@ def listen(
     once: bool = False,
     filter: Callable[[Event], bool] | None = None,
     after_commit: bool = False,
+    remote: bool = True,
     namespaces: Iterable[str] | None = None,
     dispatcher: Dispatcher | None = None,
 ) -> Callable[[F], F]:
     """Connect the decorated function (sync or async) to events matching ``pattern``.
 
     The pattern is validated and compiled here, so a mistake fails at import
-    time. The function is returned unchanged.
+    time. The function is returned unchanged. ``remote=False`` keeps it to
+    events dispatched in this process; the other options are those of
+    :meth:`Dispatcher.connect`.
     """
     target = dispatcher or get_dispatcher()
     sources = _as_list(pattern)
@@ -46,6 +49,7 @@ def listen(
             once=once,
             filter=filter,
             after_commit=after_commit,
+            remote=remote,
             namespaces=namespaces,
         )
         return func
@@ -59,13 +63,17 @@ class Listener:
     The class is instantiated once, with no arguments, when it is defined, and
     its ``handle`` method is connected to every pattern in ``listens_for``
     (regex strings or Event subclasses). ``handle`` may be async. Subclasses
-    declared with ``abstract=True`` are not registered.
+    declared with ``abstract=True`` are not registered. Declaring the class
+    again (a module reload) replaces the earlier one. Class attributes
+    ``priority``, ``once``, ``after_commit``, ``remote`` and ``namespaces``
+    are the options of :meth:`Dispatcher.connect`.
     """
 
     listens_for: ClassVar[Iterable[PatternLike]] = ()
     priority: ClassVar[int] = 0
     once: ClassVar[bool] = False
     after_commit: ClassVar[bool] = False
+    remote: ClassVar[bool] = True
     namespaces: ClassVar[Iterable[str] | None] = None
     dispatcher: ClassVar[Dispatcher | None] = None
     _registrations: ClassVar[list[Registration]] = []
@@ -90,14 +98,20 @@ class Listener:
         if cls.handle is Listener.handle:
             raise TypeError(f"{cls.__qualname__} must define handle(self, event).")
         instance = cls()
-        cls._registrations = (cls.dispatcher or get_dispatcher()).connect(
+        dispatcher = cls.dispatcher or get_dispatcher()
+        uid = f"{cls.__module__}.{cls.__qualname__}"
+        # A uid in use keeps its first registration: a re-declared class
+        # (a reload) lets go of its predecessor first.
+        dispatcher.disconnect(dispatch_uid=uid)
+        cls._registrations = dispatcher.connect(
             instance.handle,
             patterns,
             priority=cls.priority,
             once=cls.once,
             after_commit=cls.after_commit,
+            remote=cls.remote,
             namespaces=cls.namespaces,
-            dispatch_uid=f"{cls.__module__}.{cls.__qualname__}",
+            dispatch_uid=uid,
         )
 
     def handle(self, event: Event) -> Any:

@@ -1,11 +1,10 @@
-"""The receiving half of the hub: channel-layer groups in, local listeners out.
+"""The hub's receiver: other processes' events, from channel-layer groups to this process.
 
-The hub joins ``<GROUP_PREFIX>.<namespace>`` for every namespace something in
-the process listens to, reads its one channel, ignores its own echoes, hands
-each run of remote events to the local subscribers (websocket connections,
-indexed here by namespace) at once, and to the local listeners on a delivery
-task of their own. The process's own published events reach the subscribers
-through the same fan-out.
+The receiver joins ``<GROUP_PREFIX>.<namespace>`` for every namespace
+something in the process listens to, reads its one channel, ignores its own
+process's echoes, hands each run of remote events to the local subscribers
+(websockets) at once, and to the dispatcher's delivery routine on a task of
+its own, where listeners run under the same rules as for local events.
 """
 
 from __future__ import annotations
@@ -13,157 +12,129 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from django.db import close_old_connections
 
 from ._conf import events_settings
-from ._dispatcher import Dispatcher, Registration
+from ._dispatcher import Calls, Dispatcher
 from ._events import Event
-from ._sender import BATCH_TYPE, EVENT_TYPE, _backoff, _running_loop, group_name
+from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
+from ._loop import LoopRunner
+from ._sender import backoff
+from ._subscribers import SubscriberIndex
 
-__all__ = ["Inbox", "Subscriber"]
+__all__ = ["Receiver"]
 
 logger = logging.getLogger("channels_events.hub")
 
 
-class Subscriber(Protocol):
-    """What the hub needs of a local subscriber, such as a websocket connection."""
+class Receiver:
+    """Join the groups this process needs, read its channel, and deliver remote events."""
 
-    def namespaces(self) -> Iterable[str]:
-        """Return the namespaces whose events this subscriber wants."""
-
-    def deliver(self, events: list[Event]) -> Awaitable[None] | None:
-        """Take a batch of events of one namespace, on the hub's loop, without blocking.
-
-        Return None, or an awaitable the hub awaits right away (a websocket
-        writing its frames), before it reads or sends anything else.
-        """
-
-
-class Inbox:
-    """Receive other processes' events from the channel layer (mixed into Hub)."""
-
-    # Set up by Hub._reset, Hub._bind and Hub._start_sender.
-    origin: str
-    dispatcher: Dispatcher
-    _loop: asyncio.AbstractEventLoop | None
-    _channel: str | None
-    _receiving_layer: Any
-    _joined: set[str]
-    _subscribers: dict[Subscriber, frozenset[str]]
-    _by_namespace: dict[str, set[Subscriber]]
-    _warned_open: bool
-    _groups_dirty: asyncio.Event | None
-    _receiver: asyncio.Task[None] | None
-    _refresher: asyncio.Task[None] | None
-    _deliverer: asyncio.Task[None] | None
-    _remote: asyncio.Queue[list[Event]] | None
-    _workers: ThreadPoolExecutor | None
-    received: int
-    dropped_remote: int
+    def __init__(
+        self,
+        runner: LoopRunner,
+        link: LayerLink,
+        dispatcher: Dispatcher,
+        subscribers: SubscriberIndex,
+        origin: str,
+    ) -> None:
+        self._runner = runner
+        self._link = link
+        self._dispatcher = dispatcher
+        self._subscribers = subscribers
+        self.origin = origin
+        # The layer the channel was made on and groups were joined on.
+        self._layer: Any = None
+        self._channel: str | None = None
+        self._joined: set[str] = set()
+        self._dirty: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._remote: asyncio.Queue[list[Event]] | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._warned_open = False
+        #: Events received from other processes.
+        self.received = 0
+        #: Remote events dropped because local listeners fell too far behind.
+        self.dropped_remote = 0
 
     @property
-    def layer(self) -> Any:  # pragma: no cover - defined by Hub
-        raise NotImplementedError
+    def running(self) -> bool:
+        """Return whether the receiver is reading the channel layer."""
+        return bool(self._tasks) and not self._tasks[0].done()
 
     @property
-    def receiving(self) -> bool:  # pragma: no cover - defined by Hub
-        raise NotImplementedError
+    def joined(self) -> frozenset[str]:
+        """Return the groups this process is in."""
+        return frozenset(self._joined)
 
-    # -- local subscribers -------------------------------------------------
+    def start(self) -> None:
+        """Start receiving, on the hub's loop; does nothing if running or without a layer."""
+        if self.running or self._link.layer is None:
+            return
+        self._dispatcher.watch(self.groups_changed)
+        loop = asyncio.get_running_loop()
+        self._dirty = asyncio.Event()
+        self._remote = asyncio.Queue(maxsize=events_settings.OUTBOX_SIZE)
+        self._tasks = [
+            loop.create_task(self._receive_forever()),
+            loop.create_task(self._refresh_groups()),
+            loop.create_task(self._deliver_forever()),
+        ]
 
-    def add_subscriber(self, subscriber: Subscriber) -> None:
-        """Deliver events of ``subscriber.namespaces()`` to it, joining groups as needed.
+    async def stop(self) -> None:
+        """Stop receiving and leave the groups, on the hub's loop."""
+        self._dispatcher.unwatch(self.groups_changed)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        self._tasks = []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        self._remote = None
+        self._dirty = None
+        layer = self._layer
+        if self._channel is not None and layer is not None:
+            for group in self._joined:
+                try:
+                    await layer.group_discard(group, self._channel)
+                except Exception as exc:
+                    logger.debug("Leaving %s failed: %r", group, exc)
+        self._joined = set()
+        self._channel = None
+        self._layer = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
 
-        Call again whenever its namespaces change. The subscriber gets every
-        event published in this process and every event received from
-        others, in batches of one namespace, on the hub's loop.
-        """
-        namespaces = frozenset(subscriber.namespaces())
-        old = self._subscribers.get(subscriber, frozenset())
-        self._subscribers[subscriber] = namespaces
-        for namespace in old - namespaces:
-            self._unindex(namespace, subscriber)
-        for namespace in namespaces - old:
-            subscribers = self._by_namespace.get(namespace)
-            if subscribers is None:
-                subscribers = self._by_namespace[namespace] = set()
-                # Without a channel layer, what accepts() says depends on this.
-                self.dispatcher.publishers_changed()
-            subscribers.add(subscriber)
-        if namespaces - self._joined_namespaces():
-            self.groups_changed()
-
-    def remove_subscriber(self, subscriber: Subscriber) -> None:
-        """Stop delivering to ``subscriber``."""
-        for namespace in self._subscribers.pop(subscriber, frozenset()):
-            self._unindex(namespace, subscriber)
-
-    def _unindex(self, namespace: str, subscriber: Subscriber) -> None:
-        subscribers = self._by_namespace.get(namespace)
-        if subscribers is not None:
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._by_namespace[namespace]
-                self.dispatcher.publishers_changed()
-
-    async def _fan_out(self, namespace: str, events: list[Event]) -> None:
-        # Each subscriber queues what matches; websockets then write their
-        # frames here, one after another, as a bare loop over sockets would:
-        # no task switch per connection. (An ASGI send hands the frame to
-        # the server's buffer; it does not wait for the client.)
-        for subscriber in list(self._by_namespace.get(namespace, ())):
-            try:
-                pending = subscriber.deliver(events)
-                if pending is not None:
-                    await pending
-            except Exception:
-                logger.exception("Subscriber %r failed to take events.", subscriber)
-
-    async def joined(self, namespace: str, timeout: float) -> bool:
-        """Wait until this process is in ``namespace``'s group; return whether it is.
-
-        From then on, every event other processes publish in the namespace
-        reaches it. Without a channel layer nothing comes from elsewhere, so
-        there is nothing to wait for.
-        """
-        if self.layer is None:
-            return True
-        group = group_name(namespace)
-        deadline = time.monotonic() + timeout
-        # Polled: the caller may run on another loop than the hub's.
-        while group not in self._joined:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.005)
-        return True
-
-    def _joined_namespaces(self) -> set[str]:
-        prefix = f"{events_settings.GROUP_PREFIX}."
-        return {group[len(prefix) :] for group in self._joined}
+    def forget(self) -> None:
+        """Drop every task and channel without touching them (a new loop, or a forked child)."""
+        self._tasks = []
+        self._remote = None
+        self._dirty = None
+        self._channel = None
+        self._layer = None
+        self._joined = set()
 
     def groups_changed(self, *args: Any) -> None:
-        """Ask the hub to recompute which groups to be in (thread-safe)."""
-        loop = self._loop
-        if loop is None or self._groups_dirty is None or loop.is_closed():
-            return
-        if _running_loop() is loop:
-            self._groups_dirty.set()
-        else:
-            loop.call_soon_threadsafe(self._groups_dirty.set)
+        """Ask the receiver to recompute which groups to be in (thread-safe)."""
+        self._runner.call_soon(self._mark_dirty)
+
+    def _mark_dirty(self) -> None:
+        if self._dirty is not None:
+            self._dirty.set()
 
     def wanted_namespaces(self) -> set[str]:
         """Return the namespaces this process needs events of."""
-        found, open_pattern = self.dispatcher.namespaces()
-        wanted = set(found) | set(events_settings.NAMESPACES)
-        wanted.update(self._by_namespace)
+        found, open_pattern = self._dispatcher.namespaces()
+        wanted = set(found) | set(events_settings.NAMESPACES) | self._subscribers.namespaces
         if open_pattern and not self._warned_open:
             self._warned_open = True
             open_listeners = [
-                r.description for r in self.dispatcher.registrations if r.namespaces is None
+                r.description for r in self._dispatcher.registrations if r.namespaces is None
             ]
             logger.warning(
                 "Listener(s) %s use a pattern without a literal namespace; they receive "
@@ -173,52 +144,38 @@ class Inbox:
             )
         return wanted
 
-    def _start_receiving(self) -> None:
-        if self.receiving or self.layer is None:
-            return
-        assert self._groups_dirty is not None
-        self.dispatcher.watch(self.groups_changed)
-        loop = asyncio.get_running_loop()
-        self._receiver = loop.create_task(self._receive_forever())
-        self._refresher = loop.create_task(self._refresh_groups())
-        self._remote = asyncio.Queue(maxsize=events_settings.OUTBOX_SIZE)
-        self._deliverer = loop.create_task(self._deliver_forever())
-
-    async def _deliver_forever(self) -> None:
-        # Listeners run here, apart from the receive loop: a slow listener
-        # delays its own later events, never the reading of messages or the
-        # websockets, which got their copy already.
-        assert self._remote is not None
-        while True:
-            events = await self._remote.get()
-            try:
-                await self.deliver_to_listeners(events)
-            except Exception:
-                logger.exception("Delivering remote events failed.")
+    async def wait_joined(self, namespace: str, timeout: float) -> bool:
+        """Wait until this process is in ``namespace``'s group; return whether it is."""
+        group = group_name(namespace)
+        deadline = time.monotonic() + timeout
+        # Polled: the caller may run on another loop than the hub's.
+        while group not in self._joined:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     async def _sync_groups(self, *, rejoin: bool = False) -> None:
         assert self._channel is not None
-        layer = self._receiving_layer or self.layer
         wanted = {group_name(ns) for ns in self.wanted_namespaces()}
         joined = set() if rejoin else self._joined
         for group in sorted(wanted - joined):
-            await layer.group_add(group, self._channel)
+            await self._layer.group_add(group, self._channel)
         for group in sorted(self._joined - wanted):
-            await layer.group_discard(group, self._channel)
+            await self._layer.group_discard(group, self._channel)
         self._joined = wanted
 
     async def _refresh_groups(self) -> None:
         # Group membership expires after group_expiry; re-add well before.
-        assert self._groups_dirty is not None
-        period = max(1.0, float(getattr(self.layer, "group_expiry", 86400)) / 3)
+        assert self._dirty is not None
+        dirty = self._dirty
+        period = max(1.0, float(getattr(self._link.layer, "group_expiry", 86400)) / 3)
         deadline = time.monotonic() + period
         while True:
             # Changes in between do not postpone the periodic rejoin.
             try:
-                await asyncio.wait_for(
-                    self._groups_dirty.wait(), max(0.0, deadline - time.monotonic())
-                )
-                self._groups_dirty.clear()
+                await asyncio.wait_for(dirty.wait(), max(0.0, deadline - time.monotonic()))
+                dirty.clear()
                 rejoin = False
             except asyncio.TimeoutError:
                 rejoin = True
@@ -233,7 +190,7 @@ class Inbox:
                 logger.debug("Refreshing groups failed (%s); the receiver will rejoin.", exc)
 
     async def _receive_forever(self) -> None:
-        layer = self._receiving_layer = self.layer
+        layer = self._layer = self._link.layer
         failures = 0
         need_join = True
         while True:
@@ -256,52 +213,35 @@ class Inbox:
                     logger.warning(
                         "Receiving from the channel layer failed (%r); retrying with backoff.", exc
                     )
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
                 continue
             if failures:
                 logger.warning("The channel layer is reachable again; groups rejoined.")
                 failures = 0
             try:
-                await self._handle(message)
+                await self.handle(message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("Delivering remote events failed.")
 
-    async def _handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            logger.warning("Ignored a channel-layer message that is not a dict: %r", message)
-            return
-        if message.get("origin") == self.origin:
-            return
-        kind = message.get("type")
-        if kind == EVENT_TYPE:
-            envelopes = [message.get("event")]
-        elif kind == BATCH_TYPE and isinstance(message.get("events"), list):
-            envelopes = message["events"]
-        else:
-            logger.warning("Ignored a channel-layer message of unknown shape: %r", message)
-            return
-        events = []
-        for envelope in envelopes:
-            try:
-                events.append(Event.from_dict(envelope))  # type: ignore[arg-type]
-            except Exception as exc:
-                logger.warning("Ignored a malformed event envelope %r: %s", envelope, exc)
+    async def handle(self, message: Any) -> None:
+        """Take one channel-layer message: to the subscribers now, to listeners next."""
+        events = self._events_of(message)
         if not events:
             return
         self.received += len(events)
-        if self._by_namespace:
+        if self._subscribers:
             start = 0
             for index in range(1, len(events) + 1):
                 if index == len(events) or events[index].namespace != events[start].namespace:
-                    await self._fan_out(events[start].namespace, events[start:index])
+                    await self._subscribers.fan_out(events[start].namespace, events[start:index])
                     start = index
-        listeners_for = self.dispatcher.listeners_for
-        if not any(listeners_for(event.name) for event in events):
+        heard = self._dispatcher.would_receive
+        if not any(heard(event.name) for event in events):
             return  # nobody here listens: no hand-off to the delivery task
         if self._remote is None:
-            await self.deliver_to_listeners(events)
+            await self.deliver(events)
         elif self._remote.full():
             self.dropped_remote += len(events)
             logger.error(
@@ -312,51 +252,64 @@ class Inbox:
         else:
             self._remote.put_nowait(events)
 
-    async def deliver_to_listeners(self, events: list[Event]) -> None:
-        """Run local listeners for events from other processes, each in publish order.
-
-        Runs on the hub's delivery task, apart from the receive loop. Async
-        listeners are awaited; sync listeners run on one worker thread of the
-        hub's (so they may use the ORM, and see events in order), a whole
-        message's worth per hand-off.
-        """
-        dispatcher = self.dispatcher
-        if dispatcher._muted:
-            return
-        sync_calls: list[tuple[Registration, Event]] = []
-        for event in events:
-            for registration in dispatcher.listeners_for(event.name):
-                if registration.is_async:
-                    if dispatcher._admit(registration, event):
-                        try:
-                            await registration.callback(event)
-                        except Exception:
-                            logger.exception(
-                                "Listener %s failed on remote event %r.",
-                                registration.description,
-                                event.name,
-                            )
-                else:
-                    sync_calls.append((registration, event))
-        if sync_calls:
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(
-                    1, thread_name_prefix="channels-events-listeners"
-                )
-            await asyncio.get_running_loop().run_in_executor(
-                self._workers, _run_sync_calls, dispatcher, sync_calls
-            )
-
-
-def _run_sync_calls(dispatcher: Dispatcher, calls: list[tuple[Registration, Event]]) -> None:
-    for registration, event in calls:
-        if dispatcher._admit(registration, event):
+    def _events_of(self, message: Any) -> list[Event]:
+        if not isinstance(message, dict):
+            logger.warning("Ignored a channel-layer message that is not a dict: %r", message)
+            return []
+        if message.get("origin") == self.origin:
+            return []
+        kind = message.get("type")
+        envelopes: list[Any]
+        if kind == EVENT_TYPE:
+            envelopes = [message.get("event")]
+        elif kind == BATCH_TYPE and isinstance(message.get("events"), list):
+            envelopes = message["events"]
+        else:
+            logger.warning("Ignored a channel-layer message of unknown shape: %r", message)
+            return []
+        events = []
+        for envelope in envelopes:
             try:
-                registration.callback(event)
+                event = Event.from_dict(envelope)
+            except Exception as exc:
+                logger.warning("Ignored a malformed event envelope %r: %s", envelope, exc)
+                continue
+            event.is_remote = True
+            events.append(event)
+        return events
+
+    async def _deliver_forever(self) -> None:
+        # Listeners run here, apart from the receive loop: a slow listener
+        # delays its own later events, never the reading of messages or the
+        # websockets, which got their copy already.
+        assert self._remote is not None
+        remote = self._remote
+        while True:
+            events = await remote.get()
+            try:
+                await self.deliver(events)
             except Exception:
-                logger.exception(
-                    "Listener %s failed on remote event %r.", registration.description, event.name
-                )
-    # This thread lives long: drop database connections past their age, as
-    # Django does at the end of each request.
-    close_old_connections()
+                logger.exception("Delivering remote events failed.")
+
+    async def deliver(self, events: list[Event]) -> None:
+        """Run local listeners for events from other processes, in publish order.
+
+        The dispatcher's delivery routine applies the same rules as for local
+        events; sync listeners run on one worker thread of the receiver's (so
+        they may use the ORM and see events in order).
+        """
+        await self._dispatcher.deliver(events, self._run_on_worker)
+
+    async def _run_on_worker(self, func: Callable[[Calls], None], calls: Calls) -> None:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(1, thread_name_prefix="channels-events-listeners")
+        await asyncio.get_running_loop().run_in_executor(self._workers, _run_and_tidy, func, calls)
+
+
+def _run_and_tidy(func: Callable[[Calls], None], calls: Calls) -> None:
+    try:
+        func(calls)
+    finally:
+        # This thread lives long: drop database connections past their age,
+        # as Django does at the end of each request.
+        close_old_connections()

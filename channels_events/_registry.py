@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 from asgiref.sync import iscoroutinefunction
 
+from ._conf import events_settings, on_change
 from ._events import Event
 from ._names import compile_pattern, literal_namespace, validate_name, validate_namespace
 from .exceptions import InvalidPattern
@@ -107,22 +108,28 @@ class Registration:
 class Registry:
     """Hold listeners and answer, with a cache, which ones an event name reaches.
 
-    The base of :class:`~channels_events._dispatcher.Dispatcher`, which adds the
-    delivery. Thread-safe: listeners may connect from any thread.
+    A :class:`~channels_events._dispatcher.Dispatcher` holds one. Thread-safe:
+    listeners may connect from any thread. The cache of an event name's
+    listeners is cleared on every connect and disconnect, and holds at most
+    ``CACHE_SIZE`` names.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
+    def __init__(self, owner: Any = None) -> None:
+        #: Guards registrations; the dispatcher that holds the registry shares it.
+        self.lock = threading.RLock()
+        #: What watchers are called with (the dispatcher that holds the registry).
+        self._owner = self if owner is None else owner
         self._registrations: list[Registration] = []
         self._by_uid: dict[Hashable, Registration] = {}
         self._cache: dict[str, tuple[Registration, ...]] = {}
         self._generation = 0
         self._seq = itertools.count()
-        self._cache_size = 4096
         self._watchers: list[Callable[[Any], None]] = []
+        on_change(self._settings_changed)
 
-    def _refresh_settings(self) -> None:
-        """Read settings that apply to the registry (the dispatcher reads CACHE_SIZE)."""
+    def _settings_changed(self) -> None:
+        # CACHE_SIZE may be smaller now.
+        self._cache = {}
 
     def connect(
         self,
@@ -140,12 +147,13 @@ class Registry:
         """Connect ``callback`` to every event whose name fully matches ``pattern``.
 
         ``pattern`` may be a regex string, a compiled regex, an Event subclass or
-        a list of those. Connecting the same callback to the same pattern again
-        (or reusing a ``dispatch_uid``) replaces the earlier registration rather
-        than adding a second one. ``namespaces`` declares which namespaces a
+        a list of those. ``namespaces`` declares which namespaces a
         pattern whose namespace part is not literal (``.*``) can match, so the
         hub knows which groups to join. ``after_commit`` delays the call until
         the current database transaction commits (sync dispatch only).
+        As with Django's signals, connecting a callback to a pattern it is
+        already connected to, or reusing a ``dispatch_uid``, does nothing: the
+        first registration stays (disconnect it first to change it).
         ``remote=False`` keeps the listener to events dispatched in this
         process; by default it also hears events other processes published.
         """
@@ -168,11 +176,11 @@ class Registry:
         is_async = iscoroutinefunction(callback)
         registrations = []
         key = ("uid", dispatch_uid) if dispatch_uid is not None else _callback_id(callback)
-        with self._lock:
+        with self.lock:
             if dispatch_uid is not None:
-                # Reusing a dispatch_uid replaces everything connected under it.
-                for old in [r for r in self._registrations if r.key == key]:
-                    self._remove(old)
+                existing = [r for r in self._registrations if r.key == key]
+                if existing:
+                    return existing
             for source, regex in zip(sources, compiled, strict=True):
                 literal = literal_namespace(source)
                 uid = (key, source)
@@ -191,14 +199,15 @@ class Registry:
                     key=key,
                     seq=next(self._seq),
                 )
-                replaced = self._by_uid.get(uid)
-                if replaced is not None:
-                    self._remove(replaced)
+                kept = self._by_uid.get(uid)
+                if kept is not None:
+                    registrations.append(kept)
+                    continue
                 self._by_uid[uid] = registration
                 self._registrations.append(registration)
                 registrations.append(registration)
             self._registrations.sort(key=lambda r: (-r.priority, r.seq))
-            self._invalidate()
+            self.changed()
         return registrations
 
     def disconnect(
@@ -214,7 +223,7 @@ class Registry:
         pattern, remove that pair. With a callback alone, remove every pattern
         it is connected to.
         """
-        with self._lock:
+        with self.lock:
             if dispatch_uid is not None:
                 doomed = [r for r in self._registrations if r.key == ("uid", dispatch_uid)]
             elif callback is not None:
@@ -228,32 +237,34 @@ class Registry:
             else:
                 raise TypeError("disconnect() needs a callback or a dispatch_uid.")
             for registration in doomed:
-                self._remove(registration)
+                self.remove(registration)
             if doomed:
-                self._invalidate()
+                self.changed()
             return bool(doomed)
 
     def clear(self) -> None:
         """Disconnect every listener."""
-        with self._lock:
+        with self.lock:
             for registration in self._registrations:
                 registration.active = False
             self._registrations.clear()
             self._by_uid.clear()
-            self._invalidate()
+            self.changed()
 
-    def _remove(self, registration: Registration) -> None:
+    def remove(self, registration: Registration) -> None:
+        """Remove one registration; call :meth:`changed` after, with the lock held."""
         if registration.active:
             registration.active = False
             self._registrations.remove(registration)
             if self._by_uid.get(registration.uid) is registration:
                 del self._by_uid[registration.uid]
 
-    def _invalidate(self) -> None:
+    def changed(self) -> None:
+        """Forget cached answers and tell the watchers; call with the lock held."""
         self._generation += 1
         self._cache = {}
         for callback in self._watchers:
-            callback(self)
+            callback(self._owner)
 
     def watch(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(dispatcher)`` whenever listeners or taps change.
@@ -261,13 +272,13 @@ class Registry:
         Producers use it to stay unhooked from a source (a Django signal, say)
         while nothing would receive its events.
         """
-        with self._lock:
+        with self.lock:
             if callback not in self._watchers:
                 self._watchers = [*self._watchers, callback]
 
     def unwatch(self, callback: Callable[[Any], None]) -> None:
         """Stop calling a callback given to :meth:`watch`."""
-        with self._lock:
+        with self.lock:
             self._watchers = [w for w in self._watchers if w != callback]
 
     @property
@@ -290,8 +301,11 @@ class Registry:
                 found.update(registration.namespaces)
         return frozenset(found), open_pattern
 
-    def listeners_for(self, name: str) -> tuple[Registration, ...]:
-        """Return the registrations an event with this name reaches, in order (cached)."""
+    def lookup(self, name: str) -> tuple[Registration, ...]:
+        """Return the registrations an event with this name reaches, in order (cached).
+
+        Raise InvalidEventName for a name that is not valid.
+        """
         registrations = self._cache.get(name)
         if registrations is not None:
             return registrations
@@ -306,11 +320,10 @@ class Registry:
                 seen.add(registration.key)
                 matched.append(registration)
         found = tuple(matched)
-        with self._lock:
+        with self.lock:
             # A connect or disconnect while we scanned makes the result stale.
             if generation == self._generation:
-                self._refresh_settings()
-                if len(self._cache) >= self._cache_size:
+                if len(self._cache) >= events_settings.CACHE_SIZE:
                     self._cache = {}
                 self._cache[name] = found
         return found

@@ -1,8 +1,8 @@
-"""The publishing half of the hub: an outbox drained onto the channel layer.
+"""The hub's sender: events leaving the process, queued from any thread, sent from the hub's loop.
 
-Events that leave the process are queued from any thread and sent from the
-hub's loop, consecutive events of one namespace coalesced into one message
-(PROTOCOL.md section 3), in dispatch order, retried with backoff while the
+Consecutive events of one namespace go out as one message (PROTOCOL.md
+section 3), in dispatch order, each run recorded in the history first and
+handed to this process's subscribers, and retried with backoff while the
 layer is unreachable.
 """
 
@@ -12,29 +12,29 @@ import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ._conf import events_settings
 from ._events import Event
 from ._history import TIMEOUT as HISTORY_TIMEOUT
-from ._history import History
+from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
+from ._loop import LoopRunner, running_loop
+from ._subscribers import SubscriberIndex
 
-__all__ = ["BATCH_TYPE", "EVENT_TYPE", "Outbox", "group_name"]
+__all__ = ["Sender", "backoff"]
 
 logger = logging.getLogger("channels_events.hub")
 
-EVENT_TYPE = "channels_events.event"
-BATCH_TYPE = "channels_events.events"
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
+# Seconds a caller that outruns the hub waits for room in a full outbox.
 _BACKPRESSURE_WAIT = 1.0
-_LINGER_POLLS = 3
-_LINGER_INTERVAL = 0.001
 
 
-def group_name(namespace: str) -> str:
-    """Return the channel-layer group of a namespace."""
-    return f"{events_settings.GROUP_PREFIX}.{namespace}"
+def backoff(failures: int) -> float:
+    """Return the seconds to wait after the n-th failure in a row: 0.1, 0.2, ... up to 5."""
+    return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
 
 
 def _envelopes(events: list[Event]) -> tuple[list[Event], list[dict[str, Any]]]:
@@ -51,99 +51,93 @@ def _envelopes(events: list[Event]) -> tuple[list[Event], list[dict[str, Any]]]:
     return good, envelopes
 
 
-def _backoff(failures: int) -> float:
-    """Return the seconds to wait after the n-th failure in a row: 0.1, 0.2, ... up to 5."""
-    return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+class Sender:
+    """Queue events from any thread; send them, coalesced per namespace, from the hub's loop.
 
+    ``start_loop()`` is called when an event is published and the hub has
+    no loop yet (it starts one on a thread of its own).
+    """
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-class Outbox:
-    """Queue events from any thread; send them from the hub's loop (mixed into Hub)."""
-
-    # Set up by Hub.__init__ and Hub._bind.
-    origin: str
-    _loop: asyncio.AbstractEventLoop | None
-    _outbox: collections.deque[tuple[str, Event]]
-    _pending: tuple[str, list[dict[str, Any]]] | None
-    _wake: asyncio.Event | None
-    _wake_pending: bool
-    _idle: threading.Event
-    _room: threading.Event
-    _failing: bool
-    _by_namespace: dict[str, Any]
-    _layer: Any
-    _layer_version: int
-    dropped: int
-    unrecorded: int
+    def __init__(
+        self,
+        runner: LoopRunner,
+        link: LayerLink,
+        subscribers: SubscriberIndex,
+        origin: str,
+        start_loop: Callable[[], None],
+    ) -> None:
+        self._runner = runner
+        self._link = link
+        self._subscribers = subscribers
+        self.origin = origin
+        self._start_loop = start_loop
+        self._outbox: collections.deque[tuple[str, Event]] = collections.deque()
+        # A run taken from the outbox, recorded and fanned out, not yet sent.
+        self._pending: tuple[str, list[dict[str, Any]]] | None = None
+        self._wake: asyncio.Event | None = None
+        # Set while a wake-up is on its way or the sender is draining: other
+        # publishers then skip the cross-thread wake-up.
+        self._wake_pending = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._room = threading.Event()
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+        self._local: set[asyncio.Task[None]] = set()
+        #: Events dropped because the outbox was full.
+        self.dropped = 0
+        #: Events sent without being recorded in the history.
+        self.unrecorded = 0
 
     @property
-    def layer(self) -> Any:  # pragma: no cover - defined by Hub
-        raise NotImplementedError
+    def queued(self) -> int:
+        """Return how many events wait to be sent: queued, or in a run being sent."""
+        return len(self._outbox) + (len(self._pending[1]) if self._pending else 0)
 
-    @property
-    def history(self) -> History | None:  # pragma: no cover - defined by Hub
-        raise NotImplementedError
+    def start(self) -> None:
+        """Start sending on the running loop (the hub's, newly bound)."""
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        if self._outbox:
+            self._wake.set()
+        self._task = asyncio.get_running_loop().create_task(self._send_forever())
 
-    def start_thread(self, *, receive: bool = True) -> None:  # pragma: no cover - Hub's
-        raise NotImplementedError
-
-    async def _fan_out(self, namespace: str, events: list[Event]) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _track(self, task: asyncio.Task[None]) -> None:  # pragma: no cover - Hub's
-        raise NotImplementedError
+    async def stop(self) -> None:
+        """Stop sending; queued events stay for :meth:`flush` or the next start."""
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def accepts(self, event: Event) -> bool:
         """Return whether :meth:`publish` would do anything with ``event``."""
-        if (
-            self._layer is None
-            and not self._by_namespace
-            and self._layer_version == events_settings.version
-        ):
-            return False  # publication is off and no local websocket listens
+        if self._link.known_off and not self._subscribers:
+            return False  # publication is off and no local subscriber listens
         namespace = event.namespace
         if namespace in events_settings.LOCAL_NAMESPACES:
             return False
-        return self.layer is not None or namespace in self._by_namespace
+        return self._link.layer is not None or namespace in self._subscribers
 
     def publish(self, event: Event) -> None:
-        """Queue ``event`` for the channel layer; never waits for the network.
-
-        Called by the dispatcher for every event that leaves the process.
-        """
+        """Queue ``event`` for the channel layer from any thread; never wait for the network."""
         namespace = event.namespace
         if namespace in events_settings.LOCAL_NAMESPACES:
             return
-        if self.layer is None:
-            # No channel layer: nothing leaves the process, but this process's
-            # own subscribers (websockets) still get the event.
-            loop = self._loop
-            if namespace in self._by_namespace and loop is not None and not loop.is_closed():
-                coroutine = self._fan_out(namespace, [event])
-                if _running_loop() is loop:
-                    self._track(loop.create_task(coroutine))
-                else:
-                    asyncio.run_coroutine_threadsafe(coroutine, loop)
+        if self._link.layer is None:
+            # Nothing leaves the process, but its own subscribers get the event.
+            if namespace in self._subscribers:
+                self._fan_out_soon(namespace, event)
             return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self.start_thread(receive=False)
-            loop = self._loop
-            assert loop is not None
+        if not self._runner.alive:
+            self._start_loop()
         outbox = self._outbox
         size = events_settings.OUTBOX_SIZE
-        if len(outbox) >= size and not self._failing and _running_loop() is not loop:
+        if len(outbox) >= size and not self._failing and not self._runner.is_current():
             # Backpressure, not loss: while the layer answers, a caller that
             # outruns the hub (a tight loop of dispatches) waits for room.
             self._room.clear()
             self._wake_pending = True
-            loop.call_soon_threadsafe(self._wakeup)
+            self._runner.call_soon(self._wakeup)
             self._room.wait(_BACKPRESSURE_WAIT)
         if len(outbox) >= size:
             outbox.popleft()
@@ -151,7 +145,7 @@ class Outbox:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error(
                     "The publication queue is full (OUTBOX_SIZE=%d): %d event(s) dropped so far.",
-                    events_settings.OUTBOX_SIZE,
+                    size,
                     self.dropped,
                 )
         # The envelope is built on the hub's loop, off the caller's thread; the
@@ -160,10 +154,17 @@ class Outbox:
         self._idle.clear()
         if not self._wake_pending:
             self._wake_pending = True
-            if _running_loop() is loop:
-                self._wakeup()
-            else:
-                loop.call_soon_threadsafe(self._wakeup)
+            self._runner.call_soon(self._wakeup)
+
+    def _fan_out_soon(self, namespace: str, event: Event) -> None:
+        if self._runner.is_current():
+            task = asyncio.get_running_loop().create_task(
+                self._subscribers.fan_out(namespace, [event])
+            )
+            self._local.add(task)
+            task.add_done_callback(self._local.discard)
+        else:
+            self._runner.submit(self._subscribers.fan_out(namespace, [event]))
 
     def _wakeup(self) -> None:
         if self._wake is not None:
@@ -179,8 +180,6 @@ class Outbox:
                 while self._outbox or self._pending:
                     try:
                         await self._send_some()
-                        if len(self._outbox) * 2 <= events_settings.OUTBOX_SIZE:
-                            self._room.set()
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
@@ -191,32 +190,22 @@ class Outbox:
                             logger.warning(
                                 "Publishing to the channel layer failed (%s); retrying.", exc
                             )
-                        await asyncio.sleep(_backoff(failures))
+                        await asyncio.sleep(backoff(failures))
                         continue
+                    if len(self._outbox) * 2 <= events_settings.OUTBOX_SIZE:
+                        self._room.set()
                     if failures:
                         logger.warning("Publishing to the channel layer works again.")
                         failures = 0
                         self._failing = False
-                self._idle.set()
-                if self._outbox:
-                    # Queued between the last check and set(): not idle after all.
-                    self._idle.clear()
-                    continue
-                # Linger before sleeping: while events keep coming, publishers
-                # find _wake_pending set and skip the cross-thread wake-up,
-                # whose socket write would hand the GIL to this thread in the
-                # middle of their dispatch().
-                for _ in range(_LINGER_POLLS):
-                    await asyncio.sleep(_LINGER_INTERVAL)
-                    if self._outbox:
-                        break
-                if self._outbox or self._pending:
-                    continue
-                # Clear the flag first, then look again: a publisher appends
-                # before it reads the flag, so one of us sees the other.
+                # Clear the flag, then look again: a publisher appends before
+                # it reads the flag, so one of us sees the other's event.
                 self._wake_pending = False
+                self._idle.set()
                 if not self._outbox:
                     break
+                self._idle.clear()
+                self._wake_pending = True
 
     async def _send_some(self) -> None:
         """Send the oldest run of same-namespace events as one message."""
@@ -236,10 +225,10 @@ class Outbox:
                 # subscribes with ``since`` reads the history after it starts
                 # taking live events, so it misses nothing in between.
                 await self._record(namespace, envelopes)
-            # Local subscribers (this process's websockets) get the events
-            # now; the channel layer's echo of them is ignored.
-            if namespace in self._by_namespace:
-                await self._fan_out(namespace, events)
+            # This process's subscribers get the events now; the channel
+            # layer's echo of them is ignored.
+            if namespace in self._subscribers:
+                await self._subscribers.fan_out(namespace, events)
         namespace, run = self._pending
         if not run:
             self._pending = None
@@ -249,12 +238,12 @@ class Outbox:
             message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
         else:
             message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
-        await self.layer.group_send(group_name(namespace), message)
+        await self._link.layer.group_send(group_name(namespace), message)
         # Only now: a failed send keeps the run pending, ahead of the queue.
         self._pending = None
 
     async def _record(self, namespace: str, envelopes: list[dict[str, Any]]) -> None:
-        history = self.history
+        history = self._link.history
         if history is None:
             return
         try:
@@ -277,18 +266,17 @@ class Outbox:
         """
         if timeout is None:
             timeout = float(events_settings.FLUSH_TIMEOUT)
-        if not self._outbox and not self._pending:
+        if not self.queued:
             return True
-        loop = self._loop
-        if loop is not None and loop.is_running() and _running_loop() is not loop:
-            if self._wake is not None:
-                loop.call_soon_threadsafe(self._wakeup)
+        loop = self._runner.loop
+        if loop is not None and loop.is_running() and running_loop() is not loop:
+            self._runner.call_soon(self._wakeup)
             return self._idle.wait(timeout)
         # The hub's loop is gone (the ASGI server stopped it): send from a new one.
         try:
             asyncio.run(asyncio.wait_for(self._drain_now(), timeout))
         except Exception as exc:
-            logger.error("%d event(s) could not be published at exit: %s", len(self._outbox), exc)
+            logger.error("%d event(s) could not be published at exit: %s", self.queued, exc)
             return False
         return True
 
@@ -297,6 +285,6 @@ class Outbox:
             while self._outbox or self._pending:
                 await self._send_some()
         finally:
-            history = self.history
+            history = self._link.history
             if history is not None:
                 await history.close()  # its connections belong to this short-lived loop

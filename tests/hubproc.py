@@ -292,13 +292,13 @@ def _listen_and_wait_ready(args: argparse.Namespace, recorder: Recorder) -> Any:
     deadline = time.monotonic() + args.ready_timeout
     while True:
         wanted = {group_name(ns) for ns in hub.wanted_namespaces()}
-        if hub.receiving and wanted and wanted <= hub._joined:
+        if hub.receiving and wanted and wanted <= hub.joined_groups:
             break
         if time.monotonic() > deadline:
-            emit("error", message=f"groups {sorted(wanted)} not joined; joined {hub._joined}")
+            emit("error", message=f"groups {sorted(wanted)} not joined; joined {hub.joined_groups}")
             sys.exit(3)
         time.sleep(0.02)
-    emit("ready", groups=sorted(hub._joined), origin=hub.origin, pid=os.getpid())
+    emit("ready", groups=sorted(hub.joined_groups), origin=hub.origin, pid=os.getpid())
     return hub
 
 
@@ -358,8 +358,7 @@ def _unsent(hub: Any) -> int | None:
     """Return how many events the hub still holds: queued, or in a run being sent."""
     if hub is None:
         return None
-    pending = getattr(hub, "_pending", None)
-    return len(hub._outbox) + (len(pending[1]) if pending else 0)
+    return int(hub.queued)
 
 
 def run_send(args: argparse.Namespace) -> None:

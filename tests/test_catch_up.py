@@ -51,7 +51,7 @@ async def other_process(
 async def published(hub: Hub) -> None:
     """Wait until ``hub`` has sent everything it was given."""
     for _ in range(int(TIMEOUT / 0.005)):
-        if not (hub._outbox or hub._pending):
+        if not hub.queued:
             return
         await asyncio.sleep(0.005)
 

@@ -75,7 +75,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) ->
 async def hub_settled(timeout: float = TIMEOUT) -> None:
     """Wait until the hub has handed every queued event on."""
     hub = get_hub()
-    await wait_until(lambda: not (hub._outbox or hub._pending), timeout)
+    await wait_until(lambda: not hub.queued, timeout)
 
 
 async def finish(communicator: WebsocketCommunicator) -> None:
@@ -109,7 +109,7 @@ class Streams:
     async def close(self) -> None:
         hub = get_hub()
         loop = asyncio.get_running_loop()
-        consumers = [s for s in hub._subscribers if getattr(s, "_loop", None) is loop]
+        consumers = [s for s in hub.subscribers if getattr(s, "_loop", None) is loop]
         for communicator in self.opened:
             await finish(communicator)
         await hub_settled()
@@ -417,7 +417,7 @@ async def test_live_events_wait_behind_the_replay_and_are_not_repeated(streams):
         # While the history is read, live events queue; a copy of a replayed
         # one arriving live (as it may from another process) is not repeated.
         live = dispatch("shop::Order::deleted", {"n": 3})
-        await hub._fan_out("shop", [Event.from_dict(missed.to_dict())])
+        await hub.fan_out("shop", [Event.from_dict(missed.to_dict())])
         await hub_settled()
         # Another connection is not held up.
         await expect_event(other, "shop::Order::updated", ["o"])
@@ -431,8 +431,8 @@ async def test_live_events_wait_behind_the_replay_and_are_not_repeated(streams):
     assert_envelope(frame["event"], missed)
     assert_envelope((await expect_event(ws, "shop::Order::deleted", ["a"]))["event"], live)
     # A copy arriving later (or one of ``since``) is not sent again.
-    await hub._fan_out("shop", [Event.from_dict(missed.to_dict())])
-    await hub._fan_out("shop", [Event.from_dict(first.to_dict())])
+    await hub.fan_out("shop", [Event.from_dict(missed.to_dict())])
+    await hub.fan_out("shop", [Event.from_dict(first.to_dict())])
     assert await ws.receive_nothing()
     # Nor is anything lost for the subscriptions afterwards.
     later = dispatch("shop::Order::updated", {"n": 4})
@@ -1216,22 +1216,22 @@ async def cancel_application(communicator: WebsocketCommunicator) -> None:
 
 async def test_a_cancelled_stream_leaves_the_hub(streams):
     hub = get_hub()
-    before = set(hub._subscribers)
+    before = set(hub.subscribers)
     ws = await streams.open()
     await subscribe(ws, "a", r"shop::.*")
-    assert len(set(hub._subscribers) - before) == 1
+    assert len(set(hub.subscribers) - before) == 1
     await cancel_application(ws)
-    assert set(hub._subscribers) - before == set()
+    assert set(hub.subscribers) - before == set()
 
 
 async def test_a_cancelled_mixin_consumer_leaves_the_hub():
     hub = get_hub()
     await hub.attach()
-    before = set(hub._subscribers)
+    before = set(hub.subscribers)
     feed = await open_feed(OrderFeed)
-    assert len(set(hub._subscribers) - before) == 1
+    assert len(set(hub.subscribers) - before) == 1
     await cancel_application(feed)
-    assert set(hub._subscribers) - before == set()
+    assert set(hub.subscribers) - before == set()
 
 
 async def test_mixin_sync_handler_and_failing_handler_are_logged(caplog):

@@ -268,13 +268,14 @@ def test_same_callback_with_another_pattern_is_a_second_registration(d):
     assert listener.calls == ["a::b", "a::c"]
 
 
-def test_dispatch_uid_replaces_earlier_registration(d):
+def test_dispatch_uid_keeps_the_first_registration_as_django_does(d):
     first, second = Recorder("first"), Recorder("second")
-    d.connect(first, "a::b", dispatch_uid="my-uid")
-    d.connect(second, "a::b", dispatch_uid="my-uid")
+    kept = d.connect(first, "a::b", dispatch_uid="my-uid")
+    again = d.connect(second, "a::b", dispatch_uid="my-uid")
     d.dispatch("a::b")
-    assert first.calls == []
-    assert second.calls == ["second"]
+    assert first.calls == ["first"]
+    assert second.calls == []
+    assert again == kept
     assert len(d.registrations) == 1
 
 
@@ -289,13 +290,25 @@ def test_disconnect_by_dispatch_uid(d):
     assert d.registrations == ()
 
 
-def test_dispatch_uid_replaces_registrations_whatever_the_number_of_patterns(d):
+def test_dispatch_uid_keeps_the_first_registrations_whatever_the_number_of_patterns(d):
     listener = Recorder()
     d.connect(listener, ["a::b", "a::c"], dispatch_uid="my-uid")
-    d.connect(listener, "a::b", dispatch_uid="my-uid")
+    d.connect(listener, "a::d", dispatch_uid="my-uid")
     d.dispatch("a::b")
     d.dispatch("a::c")
-    assert listener.calls == ["a::b"]
+    d.dispatch("a::d")
+    assert listener.calls == ["a::b", "a::c"]
+
+
+def test_connecting_a_callback_again_keeps_its_first_options(d):
+    order: list[str] = []
+    d.connect(lambda e: order.append("low"), "a::b", priority=1)
+    listener = Recorder("listener")
+    d.connect(listener, "a::b", priority=0)
+    d.connect(listener, "a::b", priority=5)
+    d.dispatch("a::b")
+    assert listener.calls == ["listener"]
+    assert [r.priority for r in d.registrations] == [1, 0]
 
 
 def test_disconnect_callback_and_pattern(d):
@@ -769,9 +782,9 @@ def test_cache_is_bounded_by_cache_size(settings):
     d.connect(listener, ".*")
     for i in range(100):
         d.dispatch(f"a::n{i}")
-        assert len(d._cache) <= 8
+        assert len(d.registry._cache) <= 8
     assert len(listener.calls) == 100
-    assert len(d._cache) >= 1
+    assert len(d.registry._cache) >= 1
 
 
 def test_connect_from_another_thread_is_seen_by_the_next_dispatch(d):

@@ -62,9 +62,7 @@ async def make_hub() -> AsyncIterator[Callable[..., Hub]]:
 
     yield make
     for hub in hubs:
-        tasks = [t for t in (hub._receiver, hub._refresher, hub._sender) if t is not None]
         await hub.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def probe(layer: Any, group: str = "events.shop") -> str:
@@ -86,7 +84,7 @@ async def eventually(condition: Callable[[], Any], what: str, timeout: float = 5
 
 async def joined(hub: Hub, group: str = "events.shop") -> None:
     """Wait until ``hub`` is a member of ``group``."""
-    await eventually(lambda: group in hub._joined, f"the hub joining {group!r}")
+    await eventually(lambda: group in hub.joined_groups, f"the hub joining {group!r}")
 
 
 async def nothing_more(layer: Any, channel: str, wait: float = 0.2) -> None:
@@ -152,9 +150,9 @@ async def test_stopping_a_hub_on_its_own_thread_ends_the_thread_and_its_groups(
     group_key = f"{redis_prefix}:group:events.shop"
     try:
         hub.start_thread(receive=True)
-        thread = hub._thread
+        thread = hub.runner.thread
         assert thread is not None
-        await eventually(lambda: "events.shop" in hub._joined, "the hub joining events.shop")
+        await eventually(lambda: "events.shop" in hub.joined_groups, "the hub joining events.shop")
         assert await client.zcard(group_key) == 1
 
         await hub.stop()
@@ -166,7 +164,7 @@ async def test_stopping_a_hub_on_its_own_thread_ends_the_thread_and_its_groups(
         event = dispatcher.dispatch("shop::order::paid", {"order": 3})
         message = await asyncio.wait_for(redis_layer.receive(channel), 5)
         assert message["event"]["id"] == event.id
-        assert hub._thread is not None and hub._thread is not thread
+        assert hub.runner.thread is not None and hub.runner.thread is not thread
     finally:
         await hub.stop()
         await client.aclose()
@@ -578,7 +576,8 @@ def test_burst_of_200_arrives_complete_and_in_order(
         # All 200 were queued before the sender ran: two batches of BATCH_SIZE=100.
         assert (sends["messages"], sends["batch"]) == (2, 2), sends
     else:
-        assert sends["messages"] <= 200, sends
+        # Coalescing happened: some message carried more than one event.
+        assert sends["batch"] >= 1 and sends["messages"] < 200, sends
 
 
 @pytest.mark.redis
@@ -681,51 +680,53 @@ def test_local_namespaces_never_leave_the_process(spawn: Spawn) -> None:
     assert a.wait_for("exit", 0)["sends"]["groups"] == {"events.shop": 1}, a.describe()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+@contextlib.contextmanager
+def _silent_server() -> Iterator[socket.socket]:
+    """Listen on a loopback port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.mark.redis
 def test_publishing_never_waits_for_an_unreachable_layer(
     spawn: Spawn, layer: str, record_testsuite_property: Callable[[str, object], None]
 ) -> None:
-    a = spawn(
-        "A",
-        "send",
-        "--name",
-        "shop::tick",
-        "--count",
-        100,
-        "--numbered",
-        "--count-sends",
-        "--wait-stdin",
-        redis_url=f"redis://127.0.0.1:{_closed_port()}/0",
-        flush_timeout=1,
-    )
-    sent = a.wait_for("sent", DONE)
-    assert sent["count"] == 100
-    # Recorded, not asserted: a wall-clock bound would be flaky on a busy machine.
-    record_testsuite_property(f"hub.unreachable.{layer}.dispatch_100_seconds", sent["elapsed"])
-    wait_stderr(a, "Publishing to the channel layer failed", DONE)
-    a.tell("finish")
-    finish(a)
+    with _silent_server() as server:
+        port = server.getsockname()[1]
+        a = spawn(
+            "A",
+            "send",
+            "--name",
+            "shop::tick",
+            "--count",
+            100,
+            "--numbered",
+            "--count-sends",
+            "--wait-stdin",
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            flush_timeout=1,
+        )
+        # A layer that never answers: were dispatch() to wait for it, "sent"
+        # would never come.
+        sent = a.wait_for("sent", DONE)
+        assert sent["count"] == 100
+        record_testsuite_property(f"hub.unreachable.{layer}.dispatch_100_seconds", sent["elapsed"])
+        # Positive control: the hub did turn to the layer, which is holding it.
+        server.settimeout(DONE)
+        connection, _ = server.accept()
+        with connection:
+            a.tell("finish")
+            finish(a)
 
     exit_line = a.wait_for("exit", 0)
     assert exit_line["sends"]["messages"] == 0
     assert exit_line["unsent"] == 100, a.describe()
     assert not any("Traceback" in line for line in a.stderr), a.describe()
-
-
-def wait_stderr(child: HubProcess, text: str, timeout: float) -> None:
-    """Wait until a line of the child's stderr contains ``text``."""
-
-    def found(_records: list[Record]) -> bool:
-        return any(text in line for line in list(child.stderr))
-
-    child.wait_until(found, timeout, f"a log line with {text!r}")
 
 
 async def test_a_slow_listener_holds_up_neither_reading_nor_websockets(

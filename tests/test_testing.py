@@ -261,4 +261,4 @@ def test_default_dispatcher_is_not_strict_after_strict_events_fixture():
 
 
 def test_fixtures_leave_no_taps_behind():
-    assert get_dispatcher()._taps == []
+    assert get_dispatcher()._taps == ()
