@@ -10,6 +10,7 @@ process; with any other layer, or ``HISTORY_SIZE`` 0, none is kept and every
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import logging
@@ -27,25 +28,25 @@ _CHUNK = 200
 TIMEOUT = 2.0
 
 
-class History:
+class History(abc.ABC):
     """Where published events are kept, oldest first, at least ``size`` per namespace."""
 
     def __init__(self, size: int) -> None:
         self.size = size
 
+    @abc.abstractmethod
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
         """Record a run of published events of one namespace, in publish order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         """Return the events recorded after the one with id ``since``, oldest first.
 
         None means ``since`` is not among the last ``size`` events recorded:
         what came after it is unknown.
         """
-        raise NotImplementedError
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most histories hold no connection
         """Let go of this event loop's connections, if any."""
 
 
