@@ -57,8 +57,8 @@ from django.db import connection  # noqa: E402
 from django.db.models.signals import post_init, post_save  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
+from channels_events._json import json_safe  # noqa: E402
 from channels_events._observers import Observer, unobserve  # noqa: E402
-from channels_events._payloads import json_safe  # noqa: E402
 from tests.testapp.models import Plain  # noqa: E402
 
 FIELDS = [(f.name, f.attname) for f in Plain._meta.concrete_fields]

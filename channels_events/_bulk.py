@@ -7,30 +7,22 @@ from typing import Any, TypeVar
 
 from django.db import models, transaction
 
-from ._conf import events_settings
-from ._model_events import Observation, _is_muted, get_observation, muted_model_events
-from ._payloads import json_safe, model_label
+from ._dispatcher import get_dispatcher
+from ._json import json_safe
+from ._model_events import (
+    BULK_ACTIONS,
+    ModelEvent,
+    default_namespace,
+    event_name,
+    get_observation,
+    is_muted,
+    muted_model_events,
+)
+from ._payloads import model_label
 
 __all__ = ["EventManager", "EventQuerySet", "emit_bulk_event"]
 
 M = TypeVar("M", bound=models.Model)
-
-#: Actions of the batched events, one per bulk operation.
-BULK_ACTIONS = ("bulk_created", "bulk_updated", "bulk_deleted")
-
-
-def _observation(model: type[models.Model]) -> Observation:
-    # An unobserved model gets its batched events under the default names,
-    # without turning on its per-row events.
-    return get_observation(model) or Observation(
-        model=model,
-        namespace=events_settings.OBSERVER_NAMESPACE or model._meta.app_label,
-        fields=None,
-        exclude=(),
-        payload=None,
-        m2m=False,
-        dispatcher=None,
-    )
 
 
 def emit_bulk_event(
@@ -50,7 +42,7 @@ def emit_bulk_event(
     if action not in BULK_ACTIONS:
         raise ValueError(f"Bulk action must be one of {BULK_ACTIONS}, got {action!r}.")
     pks = list(pks)
-    if _is_muted(model) or not pks:
+    if is_muted(model) or not pks:
         return
     payload: dict[str, Any] = {
         "model": model_label(model),
@@ -58,7 +50,17 @@ def emit_bulk_event(
     }
     if changed is not None:
         payload["changed"] = list(changed)
-    _observation(model).emit(action, None, using, payload=payload)
+    observation = get_observation(model)
+    if observation is not None:
+        observation.emit(action, None, using, payload=payload)
+        return
+    # An unobserved model gets its batched events under the default names,
+    # without turning on its per-row events (and without a payload builder,
+    # which a batched event does not use).
+    name = event_name(default_namespace(model), model, action)
+    event = ModelEvent(name, payload)
+    event.using = using
+    get_dispatcher().dispatch(event)
 
 
 class EventQuerySet(models.QuerySet[M]):

@@ -1,7 +1,8 @@
-"""Keep each observed instance's values as loaded, so ``changed`` needs no query.
+"""Keep each observed instance's values as loaded, so that ``changed`` needs no query.
 
 An observed model's ``from_db`` and ``refresh_from_db`` are wrapped while it is
-observed; saves keep the values they wrote (model_events.py).
+observed; the payload builder (payloads.py) keeps the values they loaded on
+the instance, as it keeps the values each save writes.
 """
 
 from __future__ import annotations
@@ -10,26 +11,22 @@ from typing import Any
 
 from django.db import models
 
-from ._model_events import _LOADED, _MISSING, Observation, _observations
+from ._model_events import get_observation
 
 __all__ = ["track_loaded_values", "untrack_loaded_values"]
 
-# Set on a model class whose from_db we wrapped, holding what to restore.
-_FROM_DB = "_channels_events_from_db"
-
-
-def _remember(observation: Observation, instance: models.Model) -> None:
-    if observation.payload is None:
-        instance.__dict__[_LOADED] = observation.json_fields(instance)
+# Set on a model class whose methods we wrapped, holding what to restore.
+_ORIGINALS = "_channels_events_from_db"
 
 
 def track_loaded_values(model: type[models.Model]) -> None:
-    """Wrap ``model.from_db`` to keep each loaded row's values on the instance.
+    """Wrap ``model.from_db`` and ``refresh_from_db`` to keep the values they load.
 
-    This is the hook Django documents for tracking loaded values; unlike a
-    ``post_init`` receiver it costs nothing for instances built in Python.
+    ``from_db`` is the hook Django documents for tracking loaded values;
+    unlike a ``post_init`` receiver it costs nothing for instances built in
+    Python.
     """
-    if _FROM_DB in model.__dict__:
+    if _ORIGINALS in model.__dict__:
         return
     inherited = model.from_db.__func__  # type: ignore[attr-defined]
 
@@ -37,28 +34,24 @@ def track_loaded_values(model: type[models.Model]) -> None:
         cls: type[models.Model], db: str | None, field_names: Any, values: Any
     ) -> models.Model:
         instance: models.Model = inherited(cls, db, field_names, values)
-        observation = _observations.get(cls)
+        observation = get_observation(cls)
         if observation is not None:
-            _remember(observation, instance)
+            observation.remember(instance)
         return instance
 
     inherited_refresh = model.refresh_from_db
 
     def refresh_from_db(self: models.Model, *args: Any, **kwargs: Any) -> None:
         inherited_refresh(self, *args, **kwargs)
-        observation = _observations.get(type(self))
-        if observation is None or observation.payload is not None:
-            return
-        fresh = observation.json_fields(self)
-        wanted = kwargs.get("fields", args[1] if len(args) > 1 else None)
-        if wanted is not None:
-            names = {self._meta.get_field(f).name for f in wanted}
-            fresh = {name: value for name, value in fresh.items() if name in names}
-        self.__dict__[_LOADED] = {**self.__dict__.get(_LOADED, {}), **fresh}
+        observation = get_observation(type(self))
+        if observation is not None:
+            # refresh_from_db(using=None, fields=None, ...)
+            fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+            observation.remember(self, fields)
 
     setattr(
         model,
-        _FROM_DB,
+        _ORIGINALS,
         (model.__dict__.get("from_db"), model.__dict__.get("refresh_from_db")),
     )
     model.from_db = classmethod(from_db)  # type: ignore[assignment,method-assign]
@@ -67,10 +60,10 @@ def track_loaded_values(model: type[models.Model]) -> None:
 
 def untrack_loaded_values(model: type[models.Model]) -> None:
     """Undo :func:`track_loaded_values`."""
-    originals = model.__dict__.get(_FROM_DB, _MISSING)
-    if originals is _MISSING:
+    originals = model.__dict__.get(_ORIGINALS)
+    if originals is None:
         return
-    delattr(model, _FROM_DB)
+    delattr(model, _ORIGINALS)
     for attribute, original in zip(("from_db", "refresh_from_db"), originals, strict=True):
         if original is None:
             delattr(model, attribute)

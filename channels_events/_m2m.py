@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
+from django.db.models.signals import m2m_changed
 
-from ._model_events import Observation, _is_muted
-from ._payloads import json_safe, model_label
+from ._json import json_safe
+from ._model_events import Observation, is_muted
+from ._payloads import model_label
 
-__all__: list[str] = []
+__all__ = ["connect_m2m", "disconnect_m2m"]
 
 # The pks a clear() removes, read at pre_clear and kept on the instance until
 # post_clear, which carries none.
@@ -21,6 +23,27 @@ _CLEARED = "_channels_events_cleared"
 
 #: through model -> (its observation, the many-to-many field).
 _m2m_fields: dict[type[models.Model], tuple[Observation, models.ManyToManyField[Any, Any]]] = {}
+
+
+def _uid(through: type[models.Model]) -> str:
+    return f"channels_events.m2m:{through._meta.label}"
+
+
+def connect_m2m(observation: Observation) -> None:
+    """Dispatch ``m2m_changed`` for every many-to-many field the observed model declares."""
+    for m2m_field in observation.model._meta.local_many_to_many:
+        through = m2m_field.remote_field.through
+        assert through is not None
+        _m2m_fields[through] = (observation, m2m_field)
+        m2m_changed.connect(_m2m_changed, sender=through, weak=False, dispatch_uid=_uid(through))
+
+
+def disconnect_m2m(observation: Observation) -> None:
+    """Stop what :func:`connect_m2m` started for this observation."""
+    for through, (owner, _field) in list(_m2m_fields.items()):
+        if owner is observation:
+            del _m2m_fields[through]
+            m2m_changed.disconnect(sender=through, dispatch_uid=_uid(through))
 
 
 def _sorted_pks(pks: Any) -> list[Any]:
@@ -45,7 +68,7 @@ def _m2m_changed(
     if entry is None:
         return
     observation, m2m_field = entry
-    if _is_muted(observation.model):
+    if is_muted(observation.model):
         return
     if action == "pre_clear":
         # post_clear carries no pks; read them while they still exist.

@@ -1,52 +1,57 @@
-"""What an observed model's saves and deletes turn into: ModelEvent and its payload.
+"""Model events: what an observed model's saves and deletes become, and who dispatches them.
 
-:class:`Observation` holds how one model is observed (namespace, fields,
-payload); the Django signal receivers here build and dispatch the events, and
-keep each instance's values as last saved, so that ``changed`` and
-``previous`` need no query (loaded_values.py keeps them as loaded).
-Registering observations is observers.py's part.
+:class:`ModelEvent` is the event. :class:`Observation` holds how one model is
+observed (its event names, its payload builder, the dispatcher its events go
+to) and turns a change into an event; the Django signal receivers here find
+the observation of the model that sent the signal. Registering observations
+and connecting the receivers is observers.py's part; payloads are built by
+payloads.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from time import time as _now
-from types import MappingProxyType
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-from ._conf import events_settings
+from ._conf import events_settings, on_change
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
-from ._payloads import VERBATIM_TYPES, ModelPayloads, json_safe, model_label, select_fields
+from ._names import SEPARATOR
+from ._payloads import PayloadBuilder
 
 __all__ = [
     "ACTIONS",
+    "BULK_ACTIONS",
+    "HOOKS",
     "LOCAL_ACTIONS",
     "ModelEvent",
     "Observation",
+    "PayloadFunction",
+    "default_namespace",
+    "event_name",
     "get_observation",
+    "is_muted",
     "muted_model_events",
+    "on_post_delete",
+    "on_post_save",
+    "on_pre_delete",
+    "on_pre_save",
 ]
 
+#: The lifecycle actions of one instance, in the order they happen.
 ACTIONS = ("creating", "created", "updating", "updated", "deleting", "deleted")
 #: Actions that happen before the database write; they never leave the process.
 LOCAL_ACTIONS = frozenset({"creating", "updating", "deleting"})
-_HOOKS = (*ACTIONS, "m2m_changed")
+#: What an Observer may define a method for.
+HOOKS = (*ACTIONS, "m2m_changed")
+#: Actions of the batched events, one per bulk operation.
+BULK_ACTIONS = ("bulk_created", "bulk_updated", "bulk_deleted")
 
 PayloadFunction = Callable[[models.Model, str], dict[str, Any]]
-
-# Values as loaded or last saved, kept on the instance to compute ``changed``
-# without a query per save.
-_LOADED = "_channels_events_loaded"
-_MISSING = object()
-# What an instance with no kept values compares with (read-only).
-_NOTHING_LOADED: Mapping[str, Any] = MappingProxyType({})
-_new_event = object.__new__
 
 _muted: contextvars.ContextVar[bool | frozenset[type[models.Model]]] = contextvars.ContextVar(
     "channels_events_muted_models", default=frozenset()
@@ -62,12 +67,18 @@ class ModelEvent(Event):
     """
 
     publish_on_commit = True
-    if TYPE_CHECKING:  # per-instance attributes, not payload fields
-        action: str
+    # Set by whoever makes the event. Not annotated in the class body, where
+    # an annotation declares a payload field; a copy received from another
+    # process has no database alias.
+    if TYPE_CHECKING:
         using: str | None
     else:
-        action = ""
         using = None
+
+    @property
+    def action(self) -> str:
+        """Return the action: the last segment of the name (``created``, ``bulk_deleted``)."""
+        return self.name.rpartition(SEPARATOR)[2]
 
 
 @contextlib.contextmanager
@@ -88,127 +99,96 @@ def muted_model_events(*models_: type[models.Model]) -> Iterator[None]:
         _muted.reset(token)
 
 
-def _is_muted(model: type[models.Model]) -> bool:
+def is_muted(model: type[models.Model]) -> bool:
+    """Return whether :func:`muted_model_events` silences ``model`` here."""
     muted = _muted.get()
     return muted is True or (bool(muted) and model in muted)  # type: ignore[operator]
 
 
-def _model_event(
-    name: str,
-    payload: dict[str, Any],
-    action: str,
-    instance: models.Model | None,
-    using: str | None,
-) -> ModelEvent:
-    # Not through __init__: this runs on every save. Attributes are set one
-    # by one, always in this order, so instances share one key table (about
-    # half the cost of assigning a fresh __dict__).
-    event: ModelEvent = _new_event(ModelEvent)
-    event.name = name
-    event.payload = payload
-    event._time = _now()
-    event.action = action
-    event.instance = instance
-    event.using = using
-    return event
+def default_namespace(model: type[models.Model]) -> str:
+    """Return the namespace of ``model``'s events when none is given: the setting, or its app."""
+    return events_settings.OBSERVER_NAMESPACE or model._meta.app_label
 
 
-@dataclass(eq=False)
+def event_name(namespace: str, model: type[models.Model], action: str) -> str:
+    """Return the name of ``model``'s ``action`` events: ``<namespace>::<Model>::<action>``."""
+    return f"{namespace}{SEPARATOR}{model.__name__}{SEPARATOR}{action}"
+
+
 class Observation:
-    """How one model's changes become events: namespace, fields and payload."""
+    """Turn one model's changes into events: their names, their payloads, their dispatcher.
 
-    model: type[models.Model]
-    namespace: str
-    fields: tuple[str, ...] | None
-    exclude: tuple[str, ...]
-    payload: PayloadFunction | None
-    m2m: bool
-    dispatcher: Dispatcher | None
-    names: dict[str, str] = field(init=False)
-    #: ``app_label.model_name``, the ``model`` key of payloads.
-    label: str = field(init=False)
-    _payloads: ModelPayloads = field(init=False)
-    _version: int = field(init=False, default=-1)
-    _pk_attname: str = field(init=False)
-    target: Dispatcher = field(init=False)
+    ``namespace``, ``fields``, ``exclude``, ``payload``, ``m2m`` and
+    ``dispatcher`` are the options of :func:`~channels_events.observe`. The
+    payload builder is made here, so a field name that does not exist raises
+    ValueError at once, and made again after a settings change (the
+    ``SENSITIVE_FIELDS`` setting decides which fields it reads).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        model: type[models.Model],
+        *,
+        namespace: str,
+        fields: tuple[str, ...] | None,
+        exclude: tuple[str, ...],
+        payload: PayloadFunction | None,
+        m2m: bool,
+        dispatcher: Dispatcher | None,
+    ) -> None:
+        self.model = model
+        self.namespace = namespace
+        self.fields = fields
+        self.exclude = exclude
+        #: ``payload(instance, action)``, which replaces the built payload, or None.
+        self.payload = payload
+        self.m2m = m2m
+        self.dispatcher = dispatcher
         #: The dispatcher the events go to.
-        self.target = self.dispatcher or get_dispatcher()
-        prefix = f"{self.namespace}::{self.model.__name__}::"
-        self.names = {action: prefix + action for action in _HOOKS}
-        self.label = model_label(self.model)
-        pk = self.model._meta.pk
-        assert pk is not None
-        self._pk_attname = pk.attname
-        self.payloads  # noqa: B018 - validate field names now, not at the first save
+        self.target = dispatcher or get_dispatcher()
+        #: The event name of each action.
+        self.names = {
+            action: event_name(namespace, model, action) for action in (*HOOKS, *BULK_ACTIONS)
+        }
+        self._builder: PayloadBuilder | None = None
+        self.builder  # noqa: B018 - a field name that does not exist fails now, not at a save
+        on_change(self._settings_changed)
+
+    def options(self) -> dict[str, Any]:
+        """Return the options this observation was made with, as keyword arguments."""
+        return {
+            "namespace": self.namespace,
+            "fields": self.fields,
+            "exclude": self.exclude,
+            "payload": self.payload,
+            "m2m": self.m2m,
+            "dispatcher": self.dispatcher,
+        }
 
     @property
-    def payloads(self) -> ModelPayloads:
-        """Return the builder of this model's save payloads (follows settings)."""
-        if self._version != events_settings.version:
-            self._payloads = ModelPayloads(
-                select_fields(self.model, self.fields, self.exclude),
-                label=self.label,
-                pk_attname=self._pk_attname,
-                loaded_key=_LOADED,
+    def builder(self) -> PayloadBuilder:
+        """Return the builder of this model's payloads."""
+        builder = self._builder
+        if builder is None:
+            builder = self._builder = PayloadBuilder.for_model(
+                self.model, self.fields, self.exclude
             )
-            self._version = events_settings.version
-        return self._payloads
+        return builder
+
+    def _settings_changed(self) -> None:
+        # The next event selects the fields again, under the new settings; not
+        # now, inside setting_changed, where a bad setting must not raise.
+        self._builder = None
 
     @property
     def selected(self) -> tuple[tuple[str, str], ...]:
-        """Return ``(name, attname)`` of the fields payloads carry (follows settings)."""
-        return self.payloads.selected
+        """Return ``(name, attname)`` of the fields payloads carry."""
+        return self.builder.selected
 
-    def same_as(self, other: Observation) -> bool:
-        """Return whether two observations of a model would produce the same events."""
-        return (
-            self.namespace,
-            self.fields,
-            self.exclude,
-            self.payload,
-            self.m2m,
-            self.dispatcher,
-        ) == (
-            other.namespace,
-            other.fields,
-            other.exclude,
-            other.payload,
-            other.m2m,
-            other.dispatcher,
-        )
-
-    def json_fields(self, instance: models.Model) -> dict[str, Any]:
-        """Return the payload's ``fields``: loaded values of the selected fields, JSON-safe.
-
-        Deferred fields that were never loaded are left out.
-        """
-        values = instance.__dict__
-        payloads = self.payloads
-        try:
-            return payloads.fields(values)
-        except KeyError:  # a deferred field
-            return {
-                name: json_safe(values[attname])
-                for name, attname in payloads.selected
-                if attname in values
-            }
-
-    def json_pk(self, instance: models.Model) -> Any:
-        """Return the instance's primary key, JSON-safe."""
-        pk = instance.__dict__.get(self._pk_attname)
-        return pk if type(pk) in VERBATIM_TYPES else json_safe(pk)
-
-    def build_payload(self, instance: models.Model, action: str) -> dict[str, Any]:
-        """Return the payload for ``action`` on ``instance`` (``changed`` is added by saves)."""
-        if self.payload is not None:
-            return self.payload(instance, action)
-        return {
-            "model": self.label,
-            "pk": self.json_pk(instance),
-            "fields": self.json_fields(instance),
-        }
+    def remember(self, instance: models.Model, names: Collection[str] | None = None) -> None:
+        """Keep an instance's values as just loaded (only ``names``, if given) for ``changed``."""
+        if self.payload is None:
+            self.builder.remember(instance, names)
 
     def emit(
         self,
@@ -216,20 +196,32 @@ class Observation:
         instance: models.Model | None,
         using: str | None,
         payload: dict[str, Any] | None = None,
+        update_fields: Collection[str] | None = None,
     ) -> ModelEvent | None:
-        """Build and dispatch the event for ``action``, unless nothing would see it."""
-        dispatcher = self.target
-        name = self.names.get(action) or f"{self.namespace}::{self.model.__name__}::{action}"
+        """Dispatch the event of ``action``, unless it is an ``-ing`` event nobody would hear.
+
+        Without ``payload``, it is built from ``instance`` (a save's with
+        ``changed`` and ``previous``, given the ``update_fields`` it wrote).
+        """
+        target = self.target
+        name = self.names[action]
         local = action in LOCAL_ACTIONS
-        if local and not dispatcher.has_receivers(name):
+        if local and not target.has_receivers(name):
             return None
         if payload is None:
             assert instance is not None
-            payload = self.build_payload(instance, action)
-        event = _model_event(name, payload, action, instance, using)
+            if self.payload is not None:
+                payload = self.payload(instance, action)
+            elif action == "created" or action == "updated":
+                payload = self.builder.saved(instance, action == "created", update_fields)
+            else:
+                payload = self.builder.payload(instance)
+        event = ModelEvent(name, payload)
+        event.instance = instance
+        event.using = using
         if local:
             event.local = True
-        dispatcher.dispatch(event)
+        target.dispatch(event)
         return event
 
 
@@ -241,53 +233,18 @@ def get_observation(model: type[models.Model]) -> Observation | None:
     return _observations.get(model)
 
 
-def _pre_save(
+def on_pre_save(
     sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
 ) -> None:
+    """Dispatch ``creating`` or ``updating`` (pre_save receiver of observed models)."""
     observation = _observations.get(sender)
-    if observation is None or _is_muted(sender):
+    if observation is None or is_muted(sender):
         return
     # _state.adding, not a missing pk: models with preset keys are new too.
     observation.emit("creating" if instance._state.adding else "updating", instance, using)
 
 
-def _save_payload(
-    observation: Observation,
-    instance: models.Model,
-    created: bool,
-    update_fields: Iterable[str] | None,
-) -> dict[str, Any]:
-    """Build a save payload the general way: with deferred fields, or for update_fields.
-
-    Does what :class:`~channels_events._payloads.ModelPayloads` does on the
-    common path, and keeps the saved values on the instance the same way.
-    """
-    values = instance.__dict__
-    fields = observation.json_fields(instance)
-    payload: dict[str, Any] = {
-        "model": observation.label,
-        "pk": observation.json_pk(instance),
-        "fields": fields,
-    }
-    if created:
-        values[_LOADED] = fields
-        return payload
-    loaded: Mapping[str, Any] = values.get(_LOADED, _NOTHING_LOADED)
-    if update_fields is None:
-        changed = [name for name, value in fields.items() if loaded.get(name, value) != value]
-        values[_LOADED] = fields
-    else:
-        # Django accepts attnames ("customer_id") as well as names.
-        names = frozenset(observation.model._meta.get_field(f).name for f in update_fields)
-        saved = {name: value for name, value in fields.items() if name in names}
-        changed = [name for name, value in saved.items() if loaded.get(name, _MISSING) != value]
-        values[_LOADED] = {**loaded, **saved}
-    payload["changed"] = changed
-    payload["previous"] = {name: loaded[name] for name in changed if name in loaded}
-    return payload
-
-
-def _post_save(
+def on_post_save(
     sender: type[models.Model],
     instance: models.Model,
     created: bool,
@@ -295,61 +252,29 @@ def _post_save(
     update_fields: frozenset[str] | None = None,
     **kwargs: Any,
 ) -> None:
+    """Dispatch ``created`` or ``updated`` (post_save receiver of observed models)."""
     observation = _observations.get(sender)
-    # Nothing muted (the usual case) is an empty frozenset: one test, no call.
-    if observation is None or (_muted.get() and _is_muted(sender)):
+    if observation is None or is_muted(sender):
         return
-    if observation.payload is not None:
-        # A custom payload has no fields/changed to compute or track.
-        observation.emit("created" if created else "updated", instance, using)
-        return
-    payloads = (
-        observation._payloads
-        if observation._version == events_settings.version
-        else observation.payloads
-    )
     # Django's created flag says what the database did (INSERT or UPDATE):
     # right for preset primary keys too, which a missing pk test is not.
-    # The payload's fields are kept on the instance before listeners run, so
-    # a save inside one compares with this one; listeners must treat the
-    # payload as read-only, since the two share them.
-    if created:
-        action = "created"
-        try:
-            payload = payloads.created(instance.__dict__)
-        except KeyError:  # a deferred field
-            payload = _save_payload(observation, instance, True, None)
-    elif update_fields is None:
-        action = "updated"
-        try:
-            payload = payloads.updated(instance.__dict__)
-        except KeyError:  # a deferred field
-            payload = _save_payload(observation, instance, False, None)
-    else:
-        action = "updated"
-        payload = _save_payload(observation, instance, False, update_fields)
-    # _model_event(), inlined: one call less on every save.
-    event: ModelEvent = _new_event(ModelEvent)
-    event.name = observation.names[action]
-    event.payload = payload
-    event._time = _now()
-    event.action = action
-    event.instance = instance
-    event.using = using
-    observation.target.dispatch(event)
+    action = "created" if created else "updated"
+    observation.emit(action, instance, using, update_fields=update_fields)
 
 
-def _pre_delete(
+def on_pre_delete(
     sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
 ) -> None:
+    """Dispatch ``deleting`` (pre_delete receiver of observed models)."""
     observation = _observations.get(sender)
-    if observation is not None and not _is_muted(sender):
+    if observation is not None and not is_muted(sender):
         observation.emit("deleting", instance, using)
 
 
-def _post_delete(
+def on_post_delete(
     sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
 ) -> None:
+    """Dispatch ``deleted`` (post_delete receiver of observed models)."""
     observation = _observations.get(sender)
-    if observation is not None and not _is_muted(sender):
+    if observation is not None and not is_muted(sender):
         observation.emit("deleted", instance, using)

@@ -1,7 +1,9 @@
-"""Model observers: every save and delete of an observed model becomes an event.
+"""Observing a model: ``observe()``, ``unobserve()`` and ``Observer`` classes.
 
-``observe()`` and ``Observer`` classes register a model; model_events.py
-builds the events.
+Observing connects the Django signals of a model to its
+:class:`~channels_events._model_events.Observation`, which turns each change
+into an event (model_events.py); ``Observer`` classes observe their model and
+connect their methods to its events.
 """
 
 from __future__ import annotations
@@ -11,26 +13,26 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from django.db import models
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from ._conf import events_settings
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._loaded_values import track_loaded_values, untrack_loaded_values
-from ._m2m import _m2m_changed, _m2m_fields
+from ._m2m import connect_m2m, disconnect_m2m
 from ._model_events import (
-    _HOOKS,
     ACTIONS,
+    HOOKS,
     LOCAL_ACTIONS,
     ModelEvent,
     Observation,
     PayloadFunction,
     _observations,
-    _post_delete,
-    _post_save,
-    _pre_delete,
-    _pre_save,
+    default_namespace,
     get_observation,
     muted_model_events,
+    on_post_delete,
+    on_post_save,
+    on_pre_delete,
+    on_pre_save,
 )
 from ._names import validate_namespace
 from .exceptions import ObserverError
@@ -77,46 +79,41 @@ def observe(
         raise ObserverError("fields and exclude must be lists of field names, not a str.")
     if payload is not None and not callable(payload):
         raise ObserverError(f"payload must be callable(instance, action), got {payload!r}.")
-    ns = namespace or events_settings.OBSERVER_NAMESPACE or model._meta.app_label
+    ns = namespace or default_namespace(model)
     try:
         validate_namespace(ns)
     except ValueError as exc:
         raise ObserverError(f"Cannot observe {model._meta.label}: {exc}") from None
-    try:
-        observation = Observation(
-            model=model,
-            namespace=ns,
-            fields=None if fields is None else tuple(fields),
-            exclude=tuple(exclude or ()),
-            payload=payload,
-            m2m=m2m,
-            dispatcher=dispatcher,
-        )
-    except ValueError as exc:
-        raise ObserverError(str(exc)) from None
+    options: dict[str, Any] = {
+        "namespace": ns,
+        "fields": None if fields is None else tuple(fields),
+        "exclude": tuple(exclude or ()),
+        "payload": payload,
+        "m2m": m2m,
+        "dispatcher": dispatcher,
+    }
     existing = _observations.get(model)
     if existing is not None:
-        if existing.same_as(observation):
+        if existing.options() == options:
             return existing
         raise ObserverError(
             f"{model._meta.label} is already observed in namespace {existing.namespace!r} "
             f"with fields={existing.fields!r}, exclude={existing.exclude!r}; observe it once, "
             "or call unobserve() first."
         )
+    try:
+        observation = Observation(model, **options)
+    except ValueError as exc:
+        raise ObserverError(str(exc)) from None
     _observations[model] = observation
     uid = _uid(model)
     track_loaded_values(model)
-    post_save.connect(_post_save, sender=model, weak=False, dispatch_uid=uid)
-    post_delete.connect(_post_delete, sender=model, weak=False, dispatch_uid=uid)
-    target = dispatcher or get_dispatcher()
-    target.watch(_sync_pre_signals)
-    _sync_pre_signals(target)
+    post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
+    post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    observation.target.watch(_sync_pre_signals)
+    _sync_pre_signals(observation.target)
     if m2m:
-        for m2m_field in model._meta.local_many_to_many:
-            through = m2m_field.remote_field.through
-            assert through is not None
-            _m2m_fields[through] = (observation, m2m_field)
-            m2m_changed.connect(_m2m_changed, sender=through, weak=False, dispatch_uid=uid)
+        connect_m2m(observation)
     return observation
 
 
@@ -129,10 +126,7 @@ def unobserve(model: type[models.Model]) -> bool:
     for signal in (pre_save, post_save, pre_delete, post_delete):
         signal.disconnect(sender=model, dispatch_uid=uid)
     untrack_loaded_values(model)
-    for through, (obs, _field) in list(_m2m_fields.items()):
-        if obs is observation:
-            del _m2m_fields[through]
-            m2m_changed.disconnect(sender=through, dispatch_uid=uid)
+    disconnect_m2m(observation)
     return True
 
 
@@ -155,11 +149,11 @@ def _sync_pre_signals(dispatcher: Dispatcher) -> None:
             names["updating"]
         )
         if wants_save:
-            pre_save.connect(_pre_save, sender=model, weak=False, dispatch_uid=uid)
+            pre_save.connect(on_pre_save, sender=model, weak=False, dispatch_uid=uid)
         else:
             pre_save.disconnect(sender=model, dispatch_uid=uid)
         if dispatcher.would_receive(names["deleting"]):
-            pre_delete.connect(_pre_delete, sender=model, weak=False, dispatch_uid=uid)
+            pre_delete.connect(on_pre_delete, sender=model, weak=False, dispatch_uid=uid)
         else:
             pre_delete.disconnect(sender=model, dispatch_uid=uid)
 
@@ -174,6 +168,12 @@ class Observer:
     :func:`observe`; define ``payload(self, instance, action)`` to build the
     payload yourself. ``after_commit = True`` runs ``created``, ``updated``,
     ``deleted`` and ``m2m_changed`` only once the transaction commits.
+
+    The methods run only in the process where the change happened: every
+    process that defines the observer runs its own for its own saves, and
+    none runs it again for a change another process published. (Listeners
+    connected with :func:`~channels_events.listen` hear those too.)
+    Defining the class again (a module reloaded) replaces its methods.
     """
 
     model: ClassVar[type[models.Model]]
@@ -193,10 +193,10 @@ class Observer:
         model = cls.__dict__.get("model") or getattr(cls, "model", None)
         if model is None:
             raise ObserverError(f"{cls.__qualname__} must set model = <a model class>.")
-        hooks = [action for action in _HOOKS if callable(getattr(cls, action, None))]
+        hooks = [action for action in HOOKS if callable(getattr(cls, action, None))]
         if not hooks:
             raise ObserverError(
-                f"{cls.__qualname__} defines none of the methods {', '.join(_HOOKS)}."
+                f"{cls.__qualname__} defines none of the methods {', '.join(HOOKS)}."
             )
         if "m2m_changed" in hooks and not cls.m2m:
             raise ObserverError(f"{cls.__qualname__} defines m2m_changed; set m2m = True.")
@@ -214,10 +214,15 @@ class Observer:
         cls.observation = observation
         dispatcher = cls.dispatcher or get_dispatcher()
         for action in hooks:
+            uid = f"{cls.__module__}.{cls.__qualname__}.{action}"
+            # Connecting with a dispatch_uid in use keeps the first
+            # registration: the class defined again must replace its own.
+            dispatcher.disconnect(dispatch_uid=uid)
             dispatcher.connect(
                 getattr(instance, action),
                 re.escape(observation.names[action]),
                 priority=cls.priority,
                 after_commit=cls.after_commit and action not in LOCAL_ACTIONS,
-                dispatch_uid=f"{cls.__module__}.{cls.__qualname__}.{action}",
+                remote=False,
+                dispatch_uid=uid,
             )

@@ -1,9 +1,18 @@
-"""Turn model instances into the JSON-safe payloads of PROTOCOL.md section 2."""
+"""Build the payload of a model event from an instance: fields, pk, ``changed``, ``previous``.
+
+PROTOCOL.md section 2 describes the payloads. :class:`PayloadBuilder` is the
+one place that reads a model instance's values for an event: every save,
+delete and ``-ing`` event of an observed model, whether fields are deferred or
+``update_fields`` was given, goes through it. It keeps the values an instance
+had when loaded or last saved on the instance itself, so that ``changed`` and
+``previous`` need no query. Which fields a payload carries is decided once per
+builder by :func:`select_fields`, which leaves out names that look secret.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -11,18 +20,16 @@ from typing import Any
 from django.db import models
 
 from ._conf import events_settings
-from ._json import PRIMITIVE_TYPES, VERBATIM_TYPES, is_flat_json, json_safe
+from ._json import VERBATIM_TYPES, json_safe
 
-__all__ = [
-    "PRIMITIVE_TYPES",
-    "VERBATIM_TYPES",
-    "ModelPayloads",
-    "is_flat_json",
-    "json_safe",
-    "model_label",
-    "select_fields",
-    "sensitive_regex",
-]
+__all__ = ["KEPT", "PayloadBuilder", "model_label", "select_fields", "sensitive_regex"]
+
+#: The key, in an instance's ``__dict__``, of its values as loaded or last
+#: saved (JSON-safe, by field name): what the next save compares with.
+KEPT = "_channels_events_kept"
+# What an instance with no kept values compares with (read-only).
+_NOTHING_KEPT: Any = MappingProxyType({})
+_UNKNOWN = object()
 
 
 def model_label(model: type[models.Model]) -> str:
@@ -84,89 +91,111 @@ def select_fields(
     )
 
 
-_Values = dict[str, Any]
+class PayloadBuilder:
+    """Build one model's event payloads from its instances, and keep what a save wrote.
 
-
-class ModelPayloads:
-    """Build a model's save payloads (PROTOCOL.md section 2) from an instance's ``__dict__``.
-
-    - ``fields(values)``: the payload's ``fields``, JSON-safe.
-    - ``created(values)``: the ``created`` payload (``model``, ``pk``,
-      ``fields``); keeps its fields in ``values[loaded_key]``.
-    - ``updated(values)``: the ``updated`` payload, with ``changed`` (names
-      whose value differs from ``values[loaded_key]``; a name missing there
-      counts as unchanged) and ``previous`` (their values there), then keeps
-      the new fields in ``values[loaded_key]``.
-
-    Each raises KeyError, having changed nothing, when a field is missing from
-    ``values`` (a deferred field); callers fall back to a general path.
-
-    The three are generated as straight-line code for the given fields, as
-    dataclasses generates ``__init__``: they run on every save of an observed
-    model, and unrolled code with no inner calls costs about half what loops
-    over the fields do. Names, attnames, the label and the key only ever
-    appear in the code as ``repr()`` literals.
+    ``selected`` holds ``(name, attname)`` of each field a payload carries, in
+    order (see :func:`select_fields`); ``label`` is the payload's ``model``.
+    Values are read from the instance's ``__dict__``: a deferred field, which
+    is not there, is left out rather than loaded with a query.
     """
 
-    def __init__(
-        self,
-        selected: Sequence[tuple[str, str]],
-        *,
-        label: str,
-        pk_attname: str,
-        loaded_key: str,
-    ) -> None:
+    def __init__(self, selected: Sequence[tuple[str, str]], *, label: str, pk_attname: str) -> None:
         #: ``(name, attname)`` of each field a payload carries, in order.
         self.selected = tuple(selected)
-        reads = []
-        for i, (_name, attname) in enumerate(self.selected):
-            reads.append(f"    v{i} = values[{attname!r}]")
-            reads.append(f"    if type(v{i}) not in VERBATIM_TYPES: v{i} = json_safe(v{i})")
-        attnames = [attname for _name, attname in self.selected]
-        read_pk = []
-        if pk_attname in attnames:
-            pk = f"v{attnames.index(pk_attname)}"
-        else:
-            pk = "pk"
-            read_pk.append(f"    pk = values.get({pk_attname!r})")
-            read_pk.append("    if type(pk) not in VERBATIM_TYPES: pk = json_safe(pk)")
-        fields = (
-            "{" + ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(self.selected)) + "}"
-        )
-        compares = []
-        for i, (name, _attname) in enumerate(self.selected):
-            compares.append(f"    old = loaded.get({name!r}, v{i})")
-            compares.append(f"    if old != v{i}:")
-            compares.append(f"        changed.append({name!r})")
-            compares.append(f"        previous[{name!r}] = old")
-        head = f"{{'model': {label!r}, 'pk': {pk}, 'fields': fields"
-        source = "\n".join(
-            [
-                "def fields(values):",
-                *reads,
-                f"    return {fields}",
-                "def created(values):",
-                *reads,
-                *read_pk,
-                f"    fields = values[{loaded_key!r}] = {fields}",
-                f"    return {head}}}",
-                "def updated(values):",
-                *reads,
-                *read_pk,
-                f"    loaded = values.get({loaded_key!r}, NOTHING)",
-                "    changed = []",
-                "    previous = {}",
-                *compares,
-                f"    fields = values[{loaded_key!r}] = {fields}",
-                f"    return {head}, 'changed': changed, 'previous': previous}}",
-            ]
-        )
-        namespace: dict[str, Any] = {
-            "VERBATIM_TYPES": VERBATIM_TYPES,
-            "json_safe": json_safe,
-            "NOTHING": MappingProxyType({}),
+        #: The payload's ``model``.
+        self.label = label
+        self._pk_attname = pk_attname
+        # Django takes a field's attname ("customer_id") wherever it takes its
+        # name, in update_fields and refresh_from_db(fields=...) alike.
+        self._names = {attname: name for name, attname in self.selected}
+        self._names.update((name, name) for name, _attname in self.selected)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: type[models.Model],
+        fields: Sequence[str] | None = None,
+        exclude: Iterable[str] = (),
+    ) -> PayloadBuilder:
+        """Return a builder of ``model``'s payloads, carrying what :func:`select_fields` picks."""
+        pk = model._meta.pk
+        assert pk is not None
+        selected = select_fields(model, fields, exclude)
+        return cls(selected, label=model_label(model), pk_attname=pk.attname)
+
+    def fields(self, instance: models.Model) -> dict[str, Any]:
+        """Return the payload's ``fields``: the selected fields' values, JSON-safe.
+
+        Deferred fields that were never loaded are left out.
+        """
+        values = instance.__dict__
+        fields = {}
+        for name, attname in self.selected:
+            if attname in values:
+                value = values[attname]
+                fields[name] = value if type(value) in VERBATIM_TYPES else json_safe(value)
+        return fields
+
+    def payload(self, instance: models.Model) -> dict[str, Any]:
+        """Return ``{model, pk, fields}``: the payload of every event but ``updated``."""
+        pk = instance.__dict__.get(self._pk_attname)
+        return {
+            "model": self.label,
+            "pk": pk if type(pk) in VERBATIM_TYPES else json_safe(pk),
+            "fields": self.fields(instance),
         }
-        exec(compile(source, f"<channels_events payloads of {label}>", "exec"), namespace)
-        self.fields: Callable[[_Values], dict[str, Any]] = namespace["fields"]
-        self.created: Callable[[_Values], dict[str, Any]] = namespace["created"]
-        self.updated: Callable[[_Values], dict[str, Any]] = namespace["updated"]
+
+    def saved(
+        self,
+        instance: models.Model,
+        created: bool,
+        update_fields: Collection[str] | None = None,
+    ) -> dict[str, Any]:
+        """Return the payload of a save and keep the values it wrote for the next one.
+
+        An update's payload adds ``changed``, the names of the fields written
+        (all of them, or ``update_fields``) whose value differs from the kept
+        one, and ``previous``, their kept values. A field whose kept value is
+        unknown (never loaded, or an instance built in Python) is not reported
+        changed: nothing says it was different.
+
+        The kept values are shared with the payload's ``fields``, so listeners
+        must treat the payload as read-only; they are kept before listeners
+        run, so that a save inside a listener compares with this one.
+        """
+        payload = self.payload(instance)
+        fields: dict[str, Any] = payload["fields"]
+        values = instance.__dict__
+        if created:
+            values[KEPT] = fields
+            return payload
+        kept = values.get(KEPT, _NOTHING_KEPT)
+        written = fields if update_fields is None else self._only(fields, update_fields)
+        changed = []
+        previous = {}
+        for name, value in written.items():
+            old = kept.get(name, _UNKNOWN)
+            if old is not _UNKNOWN and old != value:
+                changed.append(name)
+                previous[name] = old
+        # Fields that were not written (deferred, or not in update_fields)
+        # keep their kept values.
+        values[KEPT] = written if len(written) == len(self.selected) else {**kept, **written}
+        payload["changed"] = changed
+        payload["previous"] = previous
+        return payload
+
+    def remember(self, instance: models.Model, names: Iterable[str] | None = None) -> None:
+        """Keep the instance's values as just loaded: all of them, or only ``names``."""
+        fresh = self.fields(instance)
+        values = instance.__dict__
+        if names is None:
+            values[KEPT] = fresh
+        else:
+            values[KEPT] = {**values.get(KEPT, _NOTHING_KEPT), **self._only(fresh, names)}
+
+    def _only(self, fields: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+        """Return the part of ``fields`` that ``names`` (names or attnames) name."""
+        wanted = {self._names.get(name) for name in names}
+        return {name: value for name, value in fields.items() if name in wanted}

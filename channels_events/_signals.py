@@ -14,8 +14,9 @@ from django.dispatch import Signal
 
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
+from ._json import PRIMITIVE_TYPES, json_safe
 from ._names import validate_name
-from ._payloads import PRIMITIVE_TYPES, json_safe, sensitive_regex
+from ._payloads import sensitive_regex
 
 __all__ = ["signal_to_event"]
 

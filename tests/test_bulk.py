@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import transaction
 
 from channels_events._bulk import emit_bulk_event
+from channels_events._model_events import Observation
 from channels_events._observers import get_observation, muted_model_events, observe, unobserve
 from channels_events.testing import capture_events
 from tests.testapp.models import Item
@@ -171,3 +173,28 @@ def test_bulk_events_leave_per_row_events_off_and_skip_empty_updates():
         Item.objects.create(name="b")  # not observed: no per-row event
         Item.objects.filter(name="nothing-matches").update(quantity=1)
     assert events.names == []
+
+
+@pytest.mark.django_db
+def test_bulk_events_of_an_unobserved_model_build_no_observation(monkeypatch):
+    unobserve(Item)  # the autouse fixture observed it
+    made: list[Observation] = []
+    make = Observation.__init__
+
+    def counted(self: Observation, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Observation, "__init__", counted)
+    with capture_events(BULK_EVENTS) as events:
+        Item.objects.bulk_create([Item(name="a")])
+        Item.objects.all().update(quantity=2)
+        emit_bulk_event(Item, "bulk_updated", [1], changed=["name"])
+        Item.objects.all().delete()
+    assert events.names == [
+        "testapp::Item::bulk_created",
+        "testapp::Item::bulk_updated",
+        "testapp::Item::bulk_updated",
+        "testapp::Item::bulk_deleted",
+    ]
+    assert made == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -25,7 +27,7 @@ from channels_events._observers import (
     muted_model_events,
     unobserve,
 )
-from channels_events._payloads import ModelPayloads
+from channels_events._payloads import KEPT, PayloadBuilder
 from channels_events.testing import capture_events
 from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
 
@@ -229,6 +231,45 @@ def test_after_commit_observer_never_runs_created_on_rollback():
     assert not Order.objects.exists()
 
 
+async def test_observer_methods_run_only_where_the_change_happened():
+    isolated = Dispatcher()
+    heard: list[Event] = []
+    isolated.connect(heard.append, r"testapp::Order::created")
+
+    class OrderObserver(Recording):
+        model = Order
+        dispatcher = isolated
+        calls = []
+
+    event = OrderObserver.observation.emit("created", Order(pk=1, number="A-1"), "default")
+    assert event is not None
+    assert actions(OrderObserver.calls) == ["created"]
+    # The same change, as another process that saved it publishes it.
+    remote = ModelEvent.from_dict(event.envelope)
+    remote.is_remote = True
+    await isolated.deliver([remote])
+    assert heard == [event, remote]
+    assert remote.action == "created"
+    assert actions(OrderObserver.calls) == ["created"]
+
+
+@pytest.mark.django_db
+def test_defining_an_observer_again_replaces_its_methods():
+    calls: list[str] = []
+
+    def define(version: str) -> None:
+        class Reloaded(Observer):
+            model = Order
+
+            def created(self, event: Event) -> None:
+                calls.append(version)
+
+    define("first")
+    define("second")
+    Order.objects.create(number="A-1")
+    assert calls == ["second"]
+
+
 # -- observe() / unobserve() -----------------------------------------------------------
 
 
@@ -372,6 +413,28 @@ def test_updated_carries_changed_and_previous_of_changed_fields_only(observed):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("update_fields", [None, ["status"]], ids=["save", "update_fields"])
+def test_a_field_never_loaded_is_not_reported_changed(observed, update_fields):
+    observed(Order)
+    saved = Order.objects.create(number="A-1")
+    # Built in Python, not loaded: what the row held before is unknown.
+    order = Order(pk=saved.pk, number="A-1", status="paid", created_at=saved.created_at)
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=update_fields)
+    assert Order.objects.get(pk=saved.pk).status == "paid"
+    payload = events[0].payload
+    assert payload["fields"]["status"] == "paid"
+    assert payload["changed"] == []
+    assert payload["previous"] == {}
+    # Once saved, the value is known.
+    order.status = "shipped"
+    with capture_events(r"testapp::Order::updated") as events:
+        order.save(update_fields=update_fields)
+    assert "status" in events[0].payload["changed"]
+    assert events[0].payload["previous"]["status"] == "paid"
+
+
+@pytest.mark.django_db
 def test_update_fields_limits_changed(observed):
     observed(Order)
     order = Order.objects.create(number="A-1")
@@ -462,10 +525,6 @@ def test_a_save_signal_for_an_instance_with_a_deferred_field_leaves_it_out(obser
     assert payload["previous"] == {"status": "new"}
 
 
-def model_payloads(selected: list[tuple[str, str]], pk: str = "id") -> ModelPayloads:
-    return ModelPayloads(selected, label="shop.order", pk_attname=pk, loaded_key="_kept")
-
-
 @pytest.mark.django_db
 def test_a_field_named_twice_is_carried_and_reported_once(observed):
     observed(Order, fields=["status", "number", "status"])
@@ -489,64 +548,95 @@ def test_a_created_signal_for_an_instance_with_a_deferred_field_leaves_it_out(ob
     assert events[0].payload["pk"] == pk
 
 
-def test_model_payloads_build_json_safe_payloads_and_keep_the_fields():
-    payloads = model_payloads([("id", "id"), ("customer", "customer_id"), ("at", "at")])
-    values: dict[str, Any] = {
-        "id": 7,
-        "customer_id": None,
-        "at": datetime.datetime(2026, 1, 2, 3, 4, 5),
-    }
+class Row:
+    """Stands for a model instance: the builder reads values from ``__dict__`` only."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def builder(selected: list[tuple[str, str]], pk: str = "id") -> PayloadBuilder:
+    return PayloadBuilder(selected, label="shop.order", pk_attname=pk)
+
+
+def test_builder_makes_json_safe_payloads_and_keeps_what_a_save_wrote():
+    build = builder([("id", "id"), ("customer", "customer_id"), ("at", "at")])
+    row = Row(id=7, customer_id=None, at=datetime.datetime(2026, 1, 2, 3, 4, 5))
     fields = {"id": 7, "customer": None, "at": "2026-01-02T03:04:05"}
-    assert payloads.fields(values) == fields
-    assert payloads.created(values) == {"model": "shop.order", "pk": 7, "fields": fields}
-    assert values["_kept"] == fields
-    # A name missing from the kept values (never loaded) is not reported.
-    values["_kept"] = {"id": 7, "customer": 3}
-    assert payloads.updated(values) == {
+    assert build.payload(row) == {"model": "shop.order", "pk": 7, "fields": fields}
+    assert build.saved(row, created=True) == {"model": "shop.order", "pk": 7, "fields": fields}
+    row.customer_id = 3
+    assert build.saved(row, created=False) == {
         "model": "shop.order",
         "pk": 7,
-        "fields": fields,
+        "fields": {**fields, "customer": 3},
         "changed": ["customer"],
-        "previous": {"customer": 3},
+        "previous": {"customer": None},
     }
-    assert values["_kept"] == fields
-    # Nothing kept yet: nothing is reported changed.
-    del values["_kept"]
-    assert payloads.updated(values)["changed"] == []
+    # The values just written are what the next save compares with.
+    row.customer_id = 4
+    assert build.saved(row, created=False)["previous"] == {"customer": 3}
 
 
-def test_model_payloads_change_nothing_when_a_field_is_deferred():
-    payloads = model_payloads([("id", "id"), ("customer", "customer_id")])
-    values = {"id": 7, "_kept": {"id": 7, "customer": 3}}
-    for build in (payloads.fields, payloads.created, payloads.updated):
-        with pytest.raises(KeyError):
-            build(values)
-    assert values == {"id": 7, "_kept": {"id": 7, "customer": 3}}
+def test_builder_reports_no_change_for_values_it_never_saw():
+    build = builder([("id", "id"), ("customer", "customer_id"), ("at", "at")])
+    for update_fields in (None, ["customer"], ["customer_id", "at"]):
+        row = Row(id=7, customer_id=3, at=None)
+        payload = build.saved(row, created=False, update_fields=update_fields)
+        assert (payload["changed"], payload["previous"]) == ([], {})
+        # A value kept for one field does not make the others known.
+        row.__dict__[KEPT] = {"customer": 2}
+        payload = build.saved(row, created=False, update_fields=update_fields)
+        assert (payload["changed"], payload["previous"]) == (["customer"], {"customer": 2})
 
 
-def test_model_payloads_read_a_primary_key_left_out_of_the_fields():
-    payloads = model_payloads([("title", "title")], pk="uuid")
+def test_builder_leaves_out_deferred_fields_and_keeps_their_old_values():
+    build = builder([("id", "id"), ("customer", "customer_id"), ("status", "status")])
+    row = Row(id=7, status="paid")  # customer_id deferred: not loaded
+    row.__dict__[KEPT] = {"id": 7, "customer": 3, "status": "new"}
+    payload = build.saved(row, created=False)
+    assert payload["fields"] == {"id": 7, "status": "paid"}
+    assert (payload["changed"], payload["previous"]) == (["status"], {"status": "new"})
+    assert row.__dict__[KEPT] == {"id": 7, "customer": 3, "status": "paid"}
+
+
+def test_builder_remembers_loaded_values_all_or_those_named():
+    build = builder([("id", "id"), ("customer", "customer_id"), ("status", "status")])
+    row = Row(id=7, customer_id=3, status="new")
+    build.remember(row)
+    row.customer_id = 4
+    row.status = "paid"
+    # As refresh_from_db(fields=[...]) does, which takes attnames too.
+    build.remember(row, ["customer_id"])
+    payload = build.saved(row, created=False)
+    assert (payload["changed"], payload["previous"]) == (["status"], {"status": "new"})
+
+
+def test_builder_reads_a_primary_key_left_out_of_the_fields():
+    build = builder([("title", "title")], pk="uuid")
     key = uuid.uuid4()
-    assert payloads.created({"uuid": key, "title": "T"})["pk"] == str(key)
-    assert payloads.fields({"title": "T"}) == {"title": "T"}  # no key needed
+    assert build.payload(Row(uuid=key, title="T")) == {
+        "model": "shop.order",
+        "pk": str(key),
+        "fields": {"title": "T"},
+    }
 
 
-def test_model_payloads_take_any_name_as_data():
-    # Names reach generated code only as literals: quotes and newlines are data.
-    odd = 'it\'s "odd"\n'
-    payloads = ModelPayloads(
-        [(odd, odd + "_id")], label=odd, pk_attname=odd + "_id", loaded_key=odd
-    )
-    values: dict[str, Any] = {odd + "_id": 1, odd: {odd: 2}}
-    assert payloads.updated(values) == {
+def test_builder_takes_any_name_as_data():
+    odd = 'it\'s "odd"\n{0}\\'
+    build = PayloadBuilder([(odd, odd + "_id")], label=odd, pk_attname=odd + "_id")
+    row = Row(**{odd + "_id": 1})
+    row.__dict__[KEPT] = {odd: 2}
+    assert build.saved(row, created=False, update_fields=[odd + "_id"]) == {
         "model": odd,
         "pk": 1,
         "fields": {odd: 1},
         "changed": [odd],
         "previous": {odd: 2},
     }
-    empty = ModelPayloads([], label="a.b", pk_attname="id", loaded_key="_kept")
-    assert empty.updated({"id": 1}) == {
+    assert row.__dict__[KEPT] == {odd: 1}
+    empty = PayloadBuilder([], label="a.b", pk_attname="id")
+    assert empty.saved(Row(id=1), created=False) == {
         "model": "a.b",
         "pk": 1,
         "fields": {},
@@ -686,6 +776,30 @@ def test_sensitive_fields_setting_changes_what_is_hidden(observed):
     fields = events[0].payload["fields"]
     assert fields["number"] == "A-2"
     assert "secret_note" not in fields
+
+
+@pytest.mark.django_db
+def test_a_setting_that_does_not_compile_does_not_break_settings_changes(observed):
+    observed(Order)
+    # Settings are applied, then the system checks report the bad pattern.
+    with override_settings(CHANNELS_EVENTS={"SENSITIVE_FIELDS": ["("]}):
+        pass
+    with capture_events(r"testapp::Order::created") as events:
+        Order.objects.create(number="A-1", secret_note="hush")
+    fields = events[0].payload["fields"]
+    assert fields["number"] == "A-1"
+    assert "secret_note" not in fields
+
+
+def test_an_observation_no_longer_used_can_be_collected():
+    observation = observe(Order)
+    collected = weakref.ref(observation)
+    del observation
+    gc.collect()
+    assert collected() is not None  # observed: held
+    unobserve(Order)
+    gc.collect()
+    assert collected() is None
 
 
 @pytest.mark.django_db
