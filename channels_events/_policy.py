@@ -1,4 +1,4 @@
-"""Who may subscribe to what, receive which event, and emit which name (PROTOCOL.md §7).
+"""The connection policy: who may subscribe to what, receive which event, emit which name.
 
 Three settings name the policy functions by dotted path; each may be a plain
 function or an ``async def``:
@@ -10,8 +10,8 @@ function or an ``async def``:
 - ``EMIT_POLICY(scope, name, payload) -> bool``: may this connection emit it?
 
 With no subscribe or emit policy, nothing is allowed: the stream is closed by
-default. With no receive policy, a connection receives every event its
-accepted subscriptions match. Sync policies run on the event loop, so they
+default (PROTOCOL.md section 7). With no receive policy, a connection
+receives every event its accepted subscriptions match. Sync policies run on the event loop, so they
 must not block (no database queries); use ``async def`` and
 ``database_sync_to_async`` for those.
 """
@@ -19,14 +19,13 @@ must not block (no database queries); use ``async def`` and
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from ._conf import events_settings
+from ._conf import events_settings, on_change
 from ._events import Event
 
 __all__ = ["Policy", "get_policy"]
@@ -34,7 +33,6 @@ __all__ = ["Policy", "get_policy"]
 Scope = dict[str, Any]
 
 
-@lru_cache(maxsize=32)
 def _load(path: str | None, setting: str) -> Callable[..., Any] | None:
     if path is None:
         return None
@@ -58,7 +56,7 @@ async def _ask(func: Callable[..., Any], *args: Any) -> bool:
 
 
 class Policy:
-    """The three policy functions from settings, loaded once per settings version."""
+    """Hold the three policy functions named in settings, imported once."""
 
     def __init__(self) -> None:
         self.subscribe = _load(events_settings.SUBSCRIBE_POLICY, "SUBSCRIBE_POLICY")
@@ -83,13 +81,22 @@ class Policy:
         return bool(self.receive(scope, event))
 
 
-_policy: tuple[int, Policy] | None = None
+_policy: Policy | None = None
 
 
 def get_policy() -> Policy:
-    """Return the policy for the current settings (reloaded after a settings change)."""
+    """Return the policy of the current settings, loading it on first use."""
     global _policy
-    version = events_settings.version
-    if _policy is None or _policy[0] != version:
-        _policy = (version, Policy())
-    return _policy[1]
+    policy = _policy
+    if policy is None:
+        policy = _policy = Policy()
+    return policy
+
+
+def _forget_policy() -> None:
+    # A connection keeps the policy it started with; new ones load the new settings.
+    global _policy
+    _policy = None
+
+
+on_change(_forget_policy)
