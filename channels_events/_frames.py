@@ -1,50 +1,74 @@
-"""Websocket frames: JSON in and out, each event encoded once per process.
+"""Websocket frame text: event frames made once per process, and the id a reply echoes.
 
-The envelope of an event is encoded once, and each distinct list of matching
-subscription ids gives one frame text, shared by every connection it goes to.
+The envelope of an event is encoded once (``Event.encoded``), and each
+distinct list of matching subscription ids gives one frame text, shared by
+every connection it goes to.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ._conf import events_settings
 from ._events import Event
 from ._json import encode, parse
 from ._names import ClientPattern
 
-__all__ = ["event_frame", "peek_id", "single_frame"]
+__all__ = ["event_frame", "peek_reply_id", "reply_id", "single_frame"]
 
 logger = logging.getLogger("channels_events.consumers")
 
 
-def peek_id(text: str | None) -> str | None:
-    """Return the ``id`` of a frame, if it is a small JSON object that has a string one."""
-    if text is None or len(text) > events_settings.MAX_FRAME_BYTES:
+def reply_id(message: Any) -> str | None:
+    """Return the id that replies to ``message`` echo, if any.
+
+    A request's string ``id`` is echoed, except an ``emit``'s: its replies
+    never carry a request id, so that ``emitted.id`` has one meaning, the new
+    event's id, and an emit is answered by position instead.
+    """
+    if not isinstance(message, dict) or message.get("type") == "emit":
         return None
-    try:
-        message = parse(text)
-    except (ValueError, RecursionError):
-        return None
-    sid = message.get("id") if isinstance(message, dict) else None
+    sid = message.get("id")
     return sid if isinstance(sid, str) else None
 
 
-def event_frame(event: Event, ids: tuple[str, ...]) -> str:
-    # Connections whose matching subscription ids are the same (typically
-    # all of them) share one frame per event.
-    frames: dict[tuple[str, ...], str] | None = event.__dict__.get("_frames")
+def peek_reply_id(text: str | None) -> str | None:
+    """Return :func:`reply_id` of a frame not otherwise handled, if it is small JSON."""
+    if text is None or len(text) > events_settings.MAX_FRAME_BYTES:
+        return None
+    try:
+        return reply_id(parse(text))
+    except (ValueError, RecursionError):
+        return None
+
+
+def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
+    """Return the ``event`` frame listing subscriptions ``ids``; None if it cannot be encoded.
+
+    Connections whose matching subscription ids are the same (typically all
+    of them) share one frame text per event. An event that cannot be
+    encoded is logged once and never sent.
+    """
+    frames: dict[tuple[str, ...], str | None] | None = event.__dict__.get("_frames")
     if frames is None:
         frames = event.__dict__["_frames"] = {}
-    text = frames.get(ids)
-    if text is None:
-        text = frames[ids] = (
-            '{"type":"event","subscriptions":'
-            + encode(list(ids))
-            + ',"event":'
-            + event.encoded
-            + "}"
-        )
+    try:
+        return frames[ids]
+    except KeyError:
+        pass
+    try:
+        encoded = event.encoded
+    except Exception:
+        # A payload that cannot be encoded costs only its own event.
+        if "_unencodable" not in event.__dict__:
+            event.__dict__["_unencodable"] = True
+            logger.exception("Event %r could not be encoded; not sent.", event.name)
+        frames[ids] = None
+        return None
+    text = frames[ids] = (
+        '{"type":"event","subscriptions":' + encode(list(ids)) + ',"event":' + encoded + "}"
+    )
     return text
 
 
@@ -52,7 +76,8 @@ def single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | No
     """Return the frame for a connection with one subscription in the event's namespace.
 
     None when the subscription does not match, or when the event cannot be
-    encoded (logged, and remembered for this subscription).
+    encoded. The verdict is kept on the event for every connection with the
+    same subscription (id and pattern).
     """
     verdicts: dict[tuple[str, ClientPattern], str | None] | None = event.__dict__.get("_single")
     if verdicts is None:
@@ -62,11 +87,6 @@ def single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | No
     except KeyError:
         pass
     sid, pattern = candidate
-    text = None
-    if pattern.matches(event.name):
-        try:
-            text = event_frame(event, (sid,))
-        except Exception:
-            logger.exception("Event %r could not be encoded; not sent.", event.name)
+    text = event_frame(event, (sid,)) if pattern.matches(event.name) else None
     verdicts[candidate] = text
     return text

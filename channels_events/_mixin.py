@@ -1,4 +1,8 @@
-"""``EventConsumerMixin``: any async Channels consumer gets events as method calls."""
+"""Events as method calls for any async Channels consumer: ``EventConsumerMixin``.
+
+The mixin holds one listener, the consumer's hub subscriber, which queues
+matching events and runs the consumer's handlers on a task of its own.
+"""
 
 from __future__ import annotations
 
@@ -19,34 +23,83 @@ __all__ = ["EventConsumerMixin"]
 logger = logging.getLogger("channels_events.consumers")
 
 
-class _MixinSubscriber:
-    """The hub-facing side of an EventConsumerMixin consumer."""
+class _Listener:
+    """Hand a consumer the events its ``listens_for`` matches, in order, on a task of its own.
 
-    def __init__(self, consumer: EventConsumerMixin, loop: asyncio.AbstractEventLoop) -> None:
-        self.consumer = consumer
-        self.loop = loop
+    The listener is the consumer's hub subscriber: the hub never waits for
+    the consumer's handlers. Events queue until :meth:`open` (a websocket
+    consumer opens once its client is accepted).
+    """
+
+    def __init__(
+        self,
+        consumer: EventConsumerMixin,
+        routes: list[tuple[Any, str]],
+        namespaces: frozenset[str],
+    ) -> None:
+        self._consumer = consumer
+        self._routes = routes
+        self._namespaces = namespaces
+        self._queue: collections.deque[Event] = collections.deque()
+        self._wake = asyncio.Event()
+        self._opened = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run())
 
     def namespaces(self) -> Iterable[str]:
-        return self.consumer._event_namespaces
+        """Return the namespaces the consumer's patterns may match."""
+        return self._namespaces
 
     def deliver(self, events: list[Event]) -> None:
-        # The consumer's own task runs its handlers: the hub never waits for them.
-        if asyncio.get_running_loop() is not self.loop:
-            self.loop.call_soon_threadsafe(self.deliver, events)
+        """Queue the events for the consumer's task; the hub does not wait for handlers."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._loop.call_soon_threadsafe(self.deliver, events)
             return
-        queue = self.consumer._event_queue
+        queue = self._queue
         room = events_settings.BUFFER_SIZE - len(queue)
         if room < len(events):
             # A consumer that cannot keep up loses events rather than memory.
             logger.warning(
                 "%s is %d event(s) behind; dropped %d.",
-                type(self.consumer).__qualname__,
+                type(self._consumer).__qualname__,
                 len(queue),
                 len(events) - max(room, 0),
             )
             events = events[: max(room, 0)]
         queue.extend(events)
-        self.consumer._event_wake.set()
+        self._wake.set()
+
+    def open(self) -> None:
+        """Start running handlers (events delivered before wait for this)."""
+        self._opened.set()
+
+    def stop(self) -> None:
+        """Stop running handlers; what is queued is dropped."""
+        self._task.cancel()
+        self._queue.clear()
+
+    async def _run(self) -> None:
+        await self._opened.wait()
+        consumer = self._consumer
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                event = self._queue.popleft()
+                for regex, method in self._routes:
+                    if regex.fullmatch(event.name):
+                        try:
+                            result = getattr(consumer, method)(event)
+                            if asyncio.iscoroutine(result):
+                                await result
+                        except Exception:
+                            logger.exception(
+                                "%s.%s failed on event %r.",
+                                type(consumer).__qualname__,
+                                method,
+                                event.name,
+                            )
+                        break
 
 
 class EventConsumerMixin:
@@ -80,6 +133,8 @@ class EventConsumerMixin:
 
     listens_for: ClassVar[Iterable[PatternLike] | dict[PatternLike, str]] = ()
     event_namespaces: ClassVar[Iterable[str]] = ()
+    # Set while registered with the hub.
+    _event_listener: _Listener | None = None
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Check ``listens_for`` (a mistake fails here), then connect as the class does."""
@@ -94,9 +149,9 @@ class EventConsumerMixin:
         handlers run only once it is accepted, and a refused connection
         never gets events.
         """
-        await self.start_listening(accepted=False)
+        listener = await self._listen()
         await super().accept(*args, **kwargs)  # type: ignore[misc]
-        self._event_ready.set()
+        listener.open()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Unregister from the hub, then disconnect as the consumer class does."""
@@ -110,22 +165,19 @@ class EventConsumerMixin:
         finally:
             await self.stop_listening()
 
-    async def start_listening(self, *, accepted: bool = True) -> None:
+    async def start_listening(self) -> None:
         """Register with the hub (websockets do on ``accept()``; other consumers call it)."""
-        if getattr(self, "_event_subscriber", None) is not None:
-            return
-        self._event_ready = asyncio.Event()
-        if accepted:
-            self._event_ready.set()
-        self._event_routes, self._event_namespaces = self._event_routing()
-        self._event_queue: collections.deque[Event] = collections.deque()
-        self._event_wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._event_subscriber: _MixinSubscriber | None = _MixinSubscriber(self, loop)
-        self._event_task = loop.create_task(self._run_event_handlers())
-        hub = get_hub()
-        await hub.attach()
-        hub.add_subscriber(self._event_subscriber)
+        (await self._listen()).open()
+
+    async def _listen(self) -> _Listener:
+        listener = self._event_listener
+        if listener is None:
+            routes, namespaces = self._event_routing()
+            listener = self._event_listener = _Listener(self, routes, namespaces)
+            hub = get_hub()
+            await hub.attach()
+            hub.add_subscriber(listener)
+        return listener
 
     def _event_routing(self) -> tuple[list[tuple[Any, str]], frozenset[str]]:
         """Return the compiled routes of ``listens_for`` and their namespaces, or raise."""
@@ -152,34 +204,12 @@ class EventConsumerMixin:
 
     async def stop_listening(self) -> None:
         """Unregister from the hub."""
-        subscriber = getattr(self, "_event_subscriber", None)
-        if subscriber is None:
+        listener = self._event_listener
+        if listener is None:
             return
-        get_hub().remove_subscriber(subscriber)
-        self._event_task.cancel()
-        self._event_subscriber = None
-
-    async def _run_event_handlers(self) -> None:
-        await self._event_ready.wait()
-        while True:
-            await self._event_wake.wait()
-            self._event_wake.clear()
-            while self._event_queue:
-                event = self._event_queue.popleft()
-                for regex, method in self._event_routes:
-                    if regex.fullmatch(event.name):
-                        try:
-                            result = getattr(self, method)(event)
-                            if asyncio.iscoroutine(result):
-                                await result
-                        except Exception:
-                            logger.exception(
-                                "%s.%s failed on event %r.",
-                                type(self).__qualname__,
-                                method,
-                                event.name,
-                            )
-                        break
+        self._event_listener = None
+        get_hub().remove_subscriber(listener)
+        listener.stop()
 
     def on_event(self, event: Event) -> Any:
         """Handle an event matching ``listens_for``; override it (it may be async)."""

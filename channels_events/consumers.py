@@ -1,17 +1,15 @@
-"""Websocket and Channels consumers that receive events through the hub.
+"""The browser's event stream: ``EventStreamConsumer`` speaks PROTOCOL.md sections 4-7.
 
-``EventStreamConsumer`` speaks the browser protocol of PROTOCOL.md sections
-4-5. ``EventConsumerMixin`` lets any Channels consumer declare
-``listens_for`` and receive events as method calls. Both register with the
-process's hub instead of joining channel-layer groups one connection at a
-time, so a daphne process holds the same Redis connections for one browser
-or ten thousand, and each event is encoded to JSON once per process.
+A connection registers its writer (``_writer.py``) with the process's hub
+instead of joining channel-layer groups itself, so a daphne process holds the
+same Redis connections for one browser or ten thousand, and each event is
+encoded to JSON once per process. ``EventConsumerMixin`` (``_mixin.py``), for
+consumers of your own, is imported from here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 import uuid
@@ -22,13 +20,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ._conf import events_settings
 from ._dispatcher import get_dispatcher
 from ._events import Event
-from ._frames import peek_id
-from ._hub import get_hub
-from ._json import encode, parse
+from ._frames import peek_reply_id, reply_id
+from ._history import TIMEOUT as HISTORY_TIMEOUT
+from ._hub import Hub, get_hub
+from ._json import parse
 from ._mixin import EventConsumerMixin
 from ._names import ClientPattern, compile_client_pattern
-from ._policy import get_policy
-from ._writer import FrameDelivery, _Lagged
+from ._policy import Policy, get_policy
+from ._subscriptions import Subscriptions
+from ._writer import ConnectionWriter
 from .exceptions import ChannelsEventsError, ProtocolError
 
 __all__ = ["EventConsumerMixin", "EventStreamConsumer"]
@@ -41,10 +41,13 @@ CLOSE_TOO_BIG = 1009
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 _MAX_ID_LENGTH = 64
+# Seconds to wait for the hub to join a namespace's group before a subscribe
+# with ``since`` is answered with ``gap`` (history reads: _history.TIMEOUT).
+JOIN_TIMEOUT = 5.0
 
 
-class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignore[misc]
-    """Stream events to a browser over a websocket (PROTOCOL.md sections 4-5).
+class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Stream events to a browser over a websocket (PROTOCOL.md sections 4-7).
 
     Route it at ``/ws/events/`` behind ``AllowedHostsOriginValidator`` and
     ``AuthMiddlewareStack``. What a connection may do is decided by the
@@ -63,32 +66,24 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
     async def connect(self) -> None:
         """Accept, greet with ``welcome``, and register with the hub."""
         self.connection_id = uuid.uuid4().hex
-        self.subscriptions: dict[str, ClientPattern] = {}
-        self._by_namespace: dict[str, list[tuple[str, ClientPattern]]] = {}
-        self._outbox: collections.deque[tuple[Event, tuple[str, ...]] | _Lagged] = (
-            collections.deque()
-        )
-        self._buffer_size = events_settings.BUFFER_SIZE
-        self._writing = False
-        # Frames are held back while a subscription catches up with ``since``.
-        self._held = 0
-        # Event id -> the subscriptions a replay from the history already sent
-        # it to: a live copy is not sent to them again (for delivery.REPLAY_OVERLAP s).
-        self._replayed: dict[str, frozenset[str]] = {}
-        self._lagged: _Lagged | None = None
-        self._wake = asyncio.Event()
+        self._policy: Policy = get_policy()
+        self._subscriptions = Subscriptions()
         self._tokens = float(events_settings.RATE_BURST)
         self._refilled = time.monotonic()
         self._strikes = 0
-        self._policy = get_policy()
-        self._loop = asyncio.get_running_loop()
-        self._hub = get_hub()
+        self._hub: Hub = get_hub()
         await self._hub.attach()
+        self._writer: ConnectionWriter = ConnectionWriter(
+            self.base_send,
+            self._subscriptions,
+            self._policy,
+            self.scope,
+            events_settings.BUFFER_SIZE,
+        )
         await self.accept()
-        await self._send_frame(
+        await self._writer.send(
             {"type": "welcome", "protocol": PROTOCOL_VERSION, "connection": self.connection_id}
         )
-        self._writer = self._loop.create_task(self._write_forever())
 
     async def disconnect(self, code: int) -> None:
         """Unregister from the hub and stop writing."""
@@ -106,23 +101,24 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
             self._stop()
 
     def _stop(self) -> None:
-        hub = getattr(self, "_hub", None)
-        if hub is not None:
-            hub.remove_subscriber(self)
-        writer = getattr(self, "_writer", None)
+        # connect() may have failed before the writer existed.
+        writer: ConnectionWriter | None = getattr(self, "_writer", None)
         if writer is not None:
-            writer.cancel()
+            self._hub.remove_subscriber(writer)
+            writer.close()
 
-    # -- the client's side -------------------------------------------------
+    # -- the client's messages ---------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one client frame; a bad one gets an ``error`` and changes nothing."""
         if not self._take_token():
             self._strikes += 1
             if self._strikes > events_settings.RATE_BURST:
-                await self.close(code=CLOSE_POLICY)
+                await self._writer.send_close(CLOSE_POLICY)
                 return
-            await self._error("rate_limited", "Too many messages; slow down.", peek_id(text_data))
+            await self._error(
+                "rate_limited", "Too many messages; slow down.", peek_reply_id(text_data)
+            )
             return
         self._strikes = 0
         if text_data is None:
@@ -132,7 +128,7 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
         size = len(text_data.encode()) if len(text_data) * 4 > limit else len(text_data)
         if size > limit:
             if size > limit * _FAR_TOO_LARGE:
-                await self.close(code=CLOSE_TOO_BIG)
+                await self._writer.send_close(CLOSE_TOO_BIG)
                 return
             await self._error("too_large", f"Frames are limited to {limit} bytes; got {size}.")
             return
@@ -141,9 +137,6 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
         except (ValueError, RecursionError):
             await self._error("bad_json", "The frame is not valid JSON.")
             return
-        reply_id = message.get("id") if isinstance(message, dict) else None
-        if not isinstance(reply_id, str):
-            reply_id = None
         try:
             if not isinstance(message, dict):
                 raise ProtocolError("bad_request", "A frame must be a JSON object.")
@@ -157,7 +150,7 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
                 )
             await handler(self, message)
         except ProtocolError as error:
-            await self._error(error.code, error.message, reply_id)
+            await self._error(error.code, error.message, reply_id(message))
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -178,9 +171,9 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
         since = message.get("since")
         if since is not None and not isinstance(since, str):
             raise ProtocolError("bad_request", "since must be an event id (a string).")
-        if sid in self.subscriptions:
+        if sid in self._subscriptions:
             raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
-        if len(self.subscriptions) >= events_settings.MAX_SUBSCRIPTIONS:
+        if len(self._subscriptions) >= events_settings.MAX_SUBSCRIPTIONS:
             raise ProtocolError(
                 "too_many_subscriptions",
                 f"At most {events_settings.MAX_SUBSCRIPTIONS} subscriptions per connection.",
@@ -194,67 +187,97 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
             raise ProtocolError(
                 "forbidden", f"Subscribing to namespace {compiled.namespace!r} is not allowed."
             )
-        if sid in self.subscriptions:  # taken while the policy was consulted
-            raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
-        self.subscriptions[sid] = compiled
-        self._by_namespace.setdefault(compiled.namespace, []).append((sid, compiled))
         subscribed = {"type": "subscribed", "id": sid, "namespace": compiled.namespace}
-        if since is None:
-            self._hub.add_subscriber(self)
-            await self._send_frame(subscribed)
+        if since is not None:
+            await self._catch_up(sid, compiled, since, subscribed)
             return
-        # Catching up: live events queue from now on, held back until the
-        # history after ``since`` is in front of them (PROTOCOL.md section 6).
-        mark = len(self._outbox)
-        # Events lost from now on are reported after the replay, not counted
-        # into a ``lagged`` marker queued ahead of it.
-        self._lagged = None
-        self._held += 1
+        self._subscriptions.add(sid, compiled)
+        self._hub.add_subscriber(self._writer)
+        await self._writer.send(subscribed)
+
+    async def _catch_up(
+        self, sid: str, compiled: ClientPattern, since: str, subscribed: dict[str, Any]
+    ) -> None:
+        """Subscribe, then send what the history kept after ``since`` ahead of live events."""
+        writer = self._writer
+        # Live events queue from here on, held back until the history after
+        # ``since`` is in front of them (PROTOCOL.md section 6).
+        await writer.begin_catch_up()
+        replay: list[Event] | None = None
         try:
-            self._hub.add_subscriber(self)
-            await self._send_frame(subscribed)
-            await self._catch_up(sid, compiled, since, mark)
+            self._subscriptions.add(sid, compiled)
+            self._hub.add_subscriber(writer)
+            await writer.send(subscribed)
+            replay = await self._replay(compiled, since)
+            if replay is None:
+                # Nothing kept after ``since``, or no history at all: it is gone.
+                await writer.send({"type": "gap", "subscription": sid, "since": since})
         finally:
-            self._held -= 1
-            if self._outbox:
-                self._wake.set()
+            writer.end_catch_up(sid, since, replay)
+
+    async def _replay(self, compiled: ClientPattern, since: str) -> list[Event] | None:
+        """Return the recorded events after ``since`` that match, or None if it is not kept."""
+        found = await self._read_history(compiled.namespace, since)
+        if found is None:
+            return None
+        replay = []
+        for envelope in found:
+            try:
+                event = Event.from_dict(envelope)
+            except Exception as exc:
+                logger.warning("Skipped a malformed event in the history: %s", exc)
+                continue
+            if compiled.matches(event.name):
+                replay.append(event)
+        return replay
+
+    async def _read_history(self, namespace: str, since: str) -> list[dict[str, Any]] | None:
+        history = self._hub.history
+        if history is None:
+            return None
+        try:
+            # Only once this process hears the namespace's live events can
+            # what the history holds and what arrives next meet without a hole.
+            if not await self._hub.joined(namespace, JOIN_TIMEOUT):
+                logger.warning("Not in the group of %r yet: answering since with gap.", namespace)
+                return None
+            return await asyncio.wait_for(history.after(namespace, since), HISTORY_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("Reading the history of %r timed out: answering gap.", namespace)
+        except Exception:
+            logger.exception("Reading the history of %r failed: answering gap.", namespace)
+        return None
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         sid = _field(message, "id", str)
-        compiled = self.subscriptions.pop(sid, None)
-        if compiled is None:
+        if self._subscriptions.remove(sid) is None:
             raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
-        if self._replayed:
-            # A later subscription may reuse the id: it has seen nothing yet.
-            self._replayed = {
-                event_id: sids - {sid} for event_id, sids in self._replayed.items() if sids != {sid}
-            }
-        remaining = [entry for entry in self._by_namespace[compiled.namespace] if entry[0] != sid]
-        if remaining:
-            self._by_namespace[compiled.namespace] = remaining
-        else:
-            del self._by_namespace[compiled.namespace]
-        self._hub.add_subscriber(self)
-        await self._send_frame({"type": "unsubscribed", "id": sid})
+        writer = self._writer
+        # Frames still queued for it go without its id: after ``unsubscribed``
+        # no frame names it, even if the client reuses the id at once.
+        writer.forget(sid)
+        self._hub.add_subscriber(writer)
+        await writer.send({"type": "unsubscribed", "id": sid})
 
     async def _ping(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "pong"}
         if "id" in message:
             reply["id"] = message["id"]
-        await self._send_frame(reply)
+        await self._writer.send(reply)
 
     async def _emit(self, message: dict[str, Any]) -> None:
         name = _field(message, "name", str)
         payload = _field(message, "payload", dict)
         try:
+            # A name an Event subclass declares builds that class, and a
+            # payload that does not fit it is refused here.
             event = Event(name, payload)
         except ChannelsEventsError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
         if not await self._ask(self._policy.may_emit, name, payload):
             raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
         await get_dispatcher().adispatch(event)
-        reply: dict[str, Any] = {"type": "emitted", "id": event.id}
-        await self._send_frame(reply)
+        await self._writer.send({"type": "emitted", "id": event.id})
 
     _handlers: ClassVar[dict[str, Any]] = {
         "subscribe": _subscribe,
@@ -270,14 +293,11 @@ class EventStreamConsumer(FrameDelivery, AsyncWebsocketConsumer):  # type: ignor
             logger.exception("A channels-events policy raised; treating it as a refusal.")
             return False
 
-    async def _error(self, code: str, message: str, reply_id: str | None = None) -> None:
+    async def _error(self, code: str, message: str, answers: str | None = None) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if reply_id is not None:
-            frame["id"] = reply_id
-        await self._send_frame(frame)
-
-    async def _send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=encode(frame))
+        if answers is not None:
+            frame["id"] = answers
+        await self._writer.send(frame)
 
 
 def _field(message: dict[str, Any], key: str, kind: type) -> Any:

@@ -95,6 +95,11 @@ async def test_an_event_published_right_after_the_history_read_is_not_lost(other
         frame = await ws.receive_json_from(timeout=TIMEOUT)
         assert frame["type"] == "event", frame
         assert frame["event"]["id"] == sent[0].id
+        # No second copy of it is on its way: a marker published now comes next.
+        marker = Event("shop::marker")
+        other_process.publish(marker)
+        frame = await ws.receive_json_from(timeout=TIMEOUT)
+        assert frame["event"]["id"] == marker.id, frame
         assert await ws.receive_nothing(timeout=0.5)
     finally:
         del history.after

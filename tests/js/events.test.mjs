@@ -169,6 +169,60 @@ test("emit resolves with the event id, or rejects with the error code", async ()
   await assert.rejects(refused, (error) => error.code === "forbidden");
 });
 
+test("emits carry no id and their replies settle them in the order they were sent", async () => {
+  const { client, last } = harness();
+  last().accept();
+  const first = client.emit("shop::a", {});
+  const second = client.emit("billing::b", {});
+  const third = client.emit("shop::c", { n: 3 });
+  assert.ok(last().sent.every((message) => message.type === "emit" && !("id" in message)));
+  last().receive({ type: "emitted", id: "EV1" });
+  last().receive({ type: "error", code: "forbidden", message: "no" });
+  last().receive({ type: "emitted", id: "EV3" });
+  assert.equal(await first, "EV1");
+  await assert.rejects(second, (error) => error.code === "forbidden");
+  assert.equal(await third, "EV3");
+});
+
+test("an error that carries an id never settles an emit", async () => {
+  const { client, last } = harness();
+  const errors = [];
+  client.subscribe("billing::.*", () => {}, { onError: (e) => errors.push(e.code) });
+  client.subscribe("shop::.*", () => {});
+  last().accept();
+  last().receive({ type: "subscribed", id: "s2", namespace: "shop" });
+  const emitted = client.emit("shop::x", {});
+  let settled = false;
+  emitted.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  // Answers to a subscribe, to an acked subscription's id, to an unsubscribe.
+  last().receive({ type: "error", code: "forbidden", message: "no", id: "s1" });
+  last().receive({ type: "error", code: "rate_limited", message: "slow", id: "s2" });
+  last().receive({ type: "error", code: "unknown_subscription", message: "?", id: "s9" });
+  await Promise.resolve();
+  assert.equal(settled, false);
+  assert.deepEqual(errors, ["forbidden"]);
+  last().receive({ type: "error", code: "rate_limited", message: "slow" });
+  await assert.rejects(emitted, (error) => error.code === "rate_limited");
+});
+
+test("an error without an id when no emit waits is only logged", () => {
+  const { client, last } = harness();
+  const logged = [];
+  const original = console.error;
+  console.error = (...args) => logged.push(args);
+  try {
+    last().accept();
+    last().receive({ type: "error", code: "bad_json", message: "not JSON" });
+  } finally {
+    console.error = original;
+  }
+  assert.equal(logged.length, 1);
+  assert.equal(client.state, "open");
+});
+
 test("emit before the connection is open waits and is sent on welcome", async () => {
   const { client, last } = harness();
   const emitted = client.emit("a::b", { n: 1 });

@@ -13,6 +13,12 @@
 // exponential backoff and jitter, subscribes again after a reconnect, and
 // asks for what it missed with `since` (the id of the last event it saw);
 // where the server keeps no history it answers `gap`, passed to onGap.
+//
+// An `emit` carries no id, and neither do its replies (`emitted`, whose `id`
+// is the new event's, or `error`): the server answers emits in the order
+// they were sent, and the client settles them in that order. Every other
+// message the client sends has an id, so an error without one answers the
+// oldest emit still waiting.
 
 const PROTOCOL = 1;
 
@@ -47,7 +53,7 @@ export function connect(url, options = {}) {
   const target = absoluteUrl(url);
   const subscriptions = new Map(); // id -> {pattern, callback, onGap, onError, since, acked}
   const statusListeners = new Set();
-  const pendingEmits = []; // sent emits: {resolve, reject}, answered in order
+  const pendingEmits = []; // sent emits, oldest first: {resolve, reject}, answered in order
   const queuedEmits = []; // emits waiting for the connection: {message, resolve, reject}
   let socket = null;
   let attempt = 0;
@@ -133,7 +139,7 @@ export function connect(url, options = {}) {
     if (!opts.pingInterval) return;
     const tick = () => {
       // With an id, an error answering the ping (rate_limited) carries it
-      // and cannot be mistaken for the answer to an emit.
+      // and cannot be taken for the answer to an emit.
       send({ type: "ping", id: "keepalive" });
       pingTimer = opts.setTimeout(tick, opts.pingInterval);
     };
@@ -205,21 +211,26 @@ export function connect(url, options = {}) {
       case "pong":
         break;
       case "emitted": {
+        // The answer to the oldest emit still waiting; its id is the new event's.
         const pending = pendingEmits.shift();
         if (pending) pending.resolve(message.id);
         break;
       }
       case "error": {
         const error = Object.assign(new Error(message.message), { code: message.code });
-        const sub = message.id !== undefined ? subscriptions.get(message.id) : undefined;
+        if (message.id === undefined) {
+          // Only emits go without an id: this answers the oldest one waiting.
+          if (pendingEmits.length) pendingEmits.shift().reject(error);
+          else console.error("channels-events: server error", error);
+          break;
+        }
+        const sub = subscriptions.get(message.id);
         if (sub && !sub.acked) {
           // The server refused this subscription: forget it, or every
           // reconnect would ask again.
           subscriptions.delete(message.id);
           if (sub.onError) sub.onError(error);
           else console.error(`channels-events: subscription ${sub.pattern} refused`, error);
-        } else if (message.id === undefined && pendingEmits.length) {
-          pendingEmits.shift().reject(error);
         } else {
           console.error("channels-events: server error", error);
         }
@@ -248,8 +259,10 @@ export function connect(url, options = {}) {
     },
 
     /**
-     * Ask the server to dispatch an event; resolves with its id, rejects if refused.
-     * While the connection is (re)opening the emit waits and is sent once it is open.
+     * Ask the server to dispatch an event; resolves with the new event's id, rejects
+     * with an Error whose `code` is the server's if refused. While the connection is
+     * (re)opening the emit waits and is sent once it is open; if the connection
+     * closes before the answer, it rejects.
      */
     emit(name, payload = {}) {
       return new Promise((resolve, reject) => {
