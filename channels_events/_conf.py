@@ -218,9 +218,6 @@ class EventsSettings:
     :class:`~channels_events.exceptions.UnknownSetting`.
     """
 
-    #: Counts reloads. Transitional: being replaced by on_change().
-    version = 0
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -243,9 +240,7 @@ class EventsSettings:
 
     def reload(self) -> None:
         """Forget the values read so far; the next read reads Django's settings again."""
-        version = self.version + 1
         self.__dict__.clear()
-        self.version = version
 
 
 events_settings = EventsSettings()

@@ -113,6 +113,8 @@ class Publishers:
         """Return whether any publisher accepts ``event``, asking once per name."""
         wanted = self._wanted.get(event.name)
         if wanted is None:
+            if not self._entries:
+                return False
             # Kept in the dict current when we started: if publishers changed
             # meanwhile, the answer lands in a dict nobody reads any more.
             cache = self._wanted
@@ -247,7 +249,7 @@ class Dispatcher:
         when it commits, and never if it rolls back.
         """
         publishers = self.publishers
-        if event.local or not publishers or not publishers.want(event):
+        if event.local or not publishers.want(event):
             return
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: publishers.publish(event))
@@ -412,7 +414,8 @@ class Dispatcher:
             else:
                 event = Event(event, payload)
         else:
-            event = self._coerce(event, payload)
+            if payload is not None or not isinstance(event, Event):
+                event = self._coerce(event, payload)
             registrations = self.registry.lookup(event.name)
         if not self._plain:
             registrations = self._rules(event, registrations)
@@ -424,7 +427,7 @@ class Dispatcher:
                     self._failed(registration, event)
             elif self._admit(registration, event):
                 self._call(registration, event)
-        if self.publishers and not self._muted:
+        if not self._muted:
             self.publish(event)
         return event
 
@@ -439,7 +442,7 @@ class Dispatcher:
         """
         event = self._coerce(event, payload)
         await self.deliver([event])
-        if self.publishers and not self._muted:
+        if not self._muted:
             self.publish(event)
         return event
 

@@ -216,7 +216,8 @@ class Observation:
                 payload = self.builder.saved(instance, action == "created", update_fields)
             else:
                 payload = self.builder.payload(instance)
-        event = ModelEvent(name, payload)
+        # Names were validated when the model was observed; payloads are dicts.
+        event = ModelEvent._adhoc(name, payload)
         event.instance = instance
         event.using = using
         if local:

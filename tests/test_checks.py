@@ -7,7 +7,7 @@ from django.core import checks
 from django.test import override_settings
 
 from channels_events._checks import check_settings
-from channels_events._conf import DEFAULTS, events_settings
+from channels_events._conf import DEFAULTS, events_settings, on_change
 from channels_events.exceptions import UnknownSetting
 
 
@@ -175,10 +175,8 @@ def test_events_settings_defaults():
 
 
 def test_events_settings_reload_on_setting_change():
-    version = events_settings.version
     assert events_settings.STRICT is False
     with override_settings(CHANNELS_EVENTS={"STRICT": True, "BATCH_SIZE": 7}):
-        assert events_settings.version > version
         assert events_settings.STRICT is True
         assert events_settings.BATCH_SIZE == 7
         assert DEFAULTS["CACHE_SIZE"] == events_settings.CACHE_SIZE
@@ -193,11 +191,45 @@ def test_events_settings_with_settings_fixture(settings):
     assert events_settings.DEBUG is False
 
 
-def test_other_settings_do_not_reload():
-    events_settings.STRICT  # noqa: B018 - make sure values are loaded
-    version = events_settings.version
+def test_resets_run_when_channels_events_or_channel_layers_change_and_only_then():
+    calls: list[str] = []
+
+    class Cache:
+        def reset(self) -> None:
+            calls.append("reset")
+
+    cache = Cache()
+    on_change(cache.reset)
     with override_settings(USE_TZ=False):
-        assert events_settings.version == version
+        pass
+    assert calls == []
+    with override_settings(CHANNELS_EVENTS={"DEBUG": True}):
+        assert calls == ["reset"]
+    assert calls == ["reset", "reset"]
+    with override_settings(CHANNEL_LAYERS={}):
+        pass
+    assert calls == ["reset"] * 4
+
+
+def test_a_reset_held_by_a_bound_method_does_not_keep_its_object_alive():
+    import gc
+    import weakref
+
+    calls: list[str] = []
+
+    class Cache:
+        def reset(self) -> None:
+            calls.append("reset")
+
+    cache = Cache()
+    on_change(cache.reset)
+    gone = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert gone() is None
+    with override_settings(CHANNELS_EVENTS={"DEBUG": True}):
+        pass
+    assert calls == []
 
 
 def test_events_settings_unknown_attribute():
