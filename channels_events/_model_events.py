@@ -216,8 +216,7 @@ class Observation:
                 payload = self.builder.saved(instance, action == "created", update_fields)
             else:
                 payload = self.builder.payload(instance)
-        # Names were validated when the model was observed; payloads are dicts.
-        event = ModelEvent._adhoc(name, payload)
+        event = ModelEvent(name, payload)
         event.instance = instance
         event.using = using
         if local:
