@@ -30,7 +30,7 @@ from typing import Any, TypeAlias
 from asgiref.sync import async_to_sync, sync_to_async
 
 from ._conf import events_settings, on_change
-from ._events import Event, event_class_for
+from ._events import Event, event_classes
 from ._registry import ListenerCallable, PatternLike, Registration, Registry
 
 __all__ = [
@@ -81,12 +81,10 @@ class Publishers:
 
     def __init__(self, lock: threading.RLock) -> None:
         self._lock = lock
-        self._entries: tuple[tuple[Publisher, Callable[[Event], bool] | None], ...] = ()
-        # Per event name: whether any publisher accepts it.
-        self._wanted: dict[str, bool] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._entries)
+        #: The publishers and their ``accepts``, in the order they were added.
+        self.entries: tuple[tuple[Publisher, Callable[[Event], bool] | None], ...] = ()
+        #: Per event name: whether any publisher accepts it (see :meth:`want`).
+        self.wanted: dict[str, bool] = {}
 
     def add(self, publisher: Publisher, accepts: Callable[[Event], bool] | None = None) -> None:
         """Register ``publisher``; ``accepts(event)`` says cheaply whether it wants an event.
@@ -95,30 +93,28 @@ class Publishers:
         kept per name until :meth:`changed` is called.
         """
         with self._lock:
-            if all(p != publisher for p, _ in self._entries):
-                self._entries = (*self._entries, (publisher, accepts))
+            if all(p != publisher for p, _ in self.entries):
+                self.entries = (*self.entries, (publisher, accepts))
             self.changed()
 
     def remove(self, publisher: Publisher) -> None:
         """Unregister a publisher."""
         with self._lock:
-            self._entries = tuple((p, a) for p, a in self._entries if p != publisher)
+            self.entries = tuple((p, a) for p, a in self.entries if p != publisher)
             self.changed()
 
     def changed(self) -> None:
         """Forget what the publishers said they accept (thread-safe)."""
-        self._wanted = {}
+        self.wanted = {}
 
     def want(self, event: Event) -> bool:
         """Return whether any publisher accepts ``event``, asking once per name."""
-        wanted = self._wanted.get(event.name)
+        wanted = self.wanted.get(event.name)
         if wanted is None:
-            if not self._entries:
-                return False
             # Kept in the dict current when we started: if publishers changed
             # meanwhile, the answer lands in a dict nobody reads any more.
-            cache = self._wanted
-            wanted = any(accepts is None or accepts(event) for _, accepts in self._entries)
+            cache = self.wanted
+            wanted = any(accepts is None or accepts(event) for _, accepts in self.entries)
             if len(cache) >= events_settings.CACHE_SIZE:
                 cache.clear()
             cache[event.name] = wanted
@@ -126,7 +122,7 @@ class Publishers:
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every publisher; one that raises is logged, the others still run."""
-        for publisher, _ in self._entries:
+        for publisher, _ in self.entries:
             try:
                 publisher(event)
             except Exception:
@@ -249,7 +245,7 @@ class Dispatcher:
         when it commits, and never if it rolls back.
         """
         publishers = self.publishers
-        if event.local or not publishers.want(event):
+        if event.local or not publishers.entries or not publishers.want(event):
             return
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: publishers.publish(event))
@@ -407,16 +403,23 @@ class Dispatcher:
         on that loop (so this call never blocks the loop; their exceptions are
         logged, even in strict mode).
         """
+        # Attribute reads and dict look-ups, no calls, in the usual case: this
+        # runs for every event (bench/dispatch.py).
+        registry = self.registry
         if type(event) is str:
-            registrations = self.registry.lookup(event)  # validates the name
-            if type(payload) is dict and event_class_for(event) is Event:
+            registrations = registry.cache.get(event)
+            if registrations is None:
+                registrations = registry.lookup(event)  # validates the name
+            if type(payload) is dict and event not in event_classes:
                 event = Event._adhoc(event, payload)
             else:
                 event = Event(event, payload)
         else:
             if payload is not None or not isinstance(event, Event):
                 event = self._coerce(event, payload)
-            registrations = self.registry.lookup(event.name)
+            registrations = registry.cache.get(event.name)
+            if registrations is None:
+                registrations = registry.lookup(event.name)
         if not self._plain:
             registrations = self._rules(event, registrations)
         for registration in registrations:
@@ -427,7 +430,13 @@ class Dispatcher:
                     self._failed(registration, event)
             elif self._admit(registration, event):
                 self._call(registration, event)
-        if not self._muted:
+        publishers = self.publishers
+        # A name no publisher wants (known per name) costs no call.
+        if (
+            publishers.entries
+            and not self._muted
+            and publishers.wanted.get(event.name) is not False
+        ):
             self.publish(event)
         return event
 
@@ -460,7 +469,9 @@ class Dispatcher:
         calls: Calls = []
         for event in events:
             for registration in self._listeners(event):
-                if not registration.is_async:
+                # after_commit listeners, async ones too, go where the
+                # transaction is: the sync thread, which defers them.
+                if not registration.is_async or registration.after_commit:
                     calls.append((registration, event))
                     continue
                 if calls:

@@ -16,7 +16,14 @@ from .exceptions import EventClassError, InvalidPayload
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["Event", "event_class_for", "new_event_id"]
+__all__ = [
+    "Event",
+    "claim_name",
+    "event_class_for",
+    "event_classes",
+    "new_event_id",
+    "release_name",
+]
 
 E = TypeVar("E", bound="Event")
 
@@ -82,6 +89,8 @@ def _format_timestamp(when: float) -> str:
 
 
 _event_classes: dict[str, type[Event]] = {}
+#: Event name -> the class that declares or claims it (read-only for others).
+event_classes: Mapping[str, type[Event]] = _event_classes
 
 
 def _fields_payload(self: Event) -> dict[str, Any]:
@@ -90,8 +99,26 @@ def _fields_payload(self: Event) -> dict[str, Any]:
 
 
 def event_class_for(name: str) -> type[Event]:
-    """Return the Event subclass declared with this fixed name, or Event itself."""
+    """Return the Event subclass that declares or claims this name, or Event itself."""
     return _event_classes.get(name, Event)
+
+
+def claim_name(name: str, cls: type[Event]) -> None:
+    """Build events named ``name`` as ``cls``, a subclass without a fixed name.
+
+    Observers claim their models' event names for ``ModelEvent``, so that a
+    model event made anywhere (another process's envelope included) is one.
+    A name a class already declares or claims stays with it.
+    """
+    if cls._fixed_name is not None:
+        raise EventClassError(f"{cls.__qualname__} has a fixed name; it declares its name.")
+    _event_classes.setdefault(validate_name(name), cls)
+
+
+def release_name(name: str, cls: type[Event]) -> None:
+    """Undo :func:`claim_name`, if ``cls`` holds ``name``."""
+    if _event_classes.get(name) is cls:
+        del _event_classes[name]
 
 
 class _EventType(type):
@@ -106,7 +133,9 @@ class _EventType(type):
     def __call__(cls, name: Any = None, payload: Any = None, **fields: Any) -> Any:
         if type(name) is str and not fields and cls.__dict__.get("_fixed_name") is None:
             declared = _event_classes.get(name)
-            if declared is not None and issubclass(declared, cls):
+            if declared is not None and declared is not cls and issubclass(declared, cls):
+                if declared._fixed_name is None:  # a name claimed by an ad-hoc class
+                    return type.__call__(declared, name, payload)
                 return declared._from_payload(payload)
         return super().__call__(name, payload, **fields)
 
@@ -202,9 +231,11 @@ class Event(metaclass=_EventType):
             # A property here, where the fields are; ad-hoc events store theirs.
             cls.payload = property(_fields_payload)  # type: ignore[assignment]
         existing = _event_classes.get(fixed)
-        if existing is not None and (existing.__module__, existing.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
+        # A class that declares a name takes it from one that only claimed it.
+        if (
+            existing is not None
+            and existing._fixed_name is not None
+            and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__)
         ):
             raise EventClassError(
                 f"Event name {fixed!r} is already declared by "

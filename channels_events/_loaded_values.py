@@ -1,7 +1,7 @@
 """Keep each observed instance's values as loaded, so that ``changed`` needs no query.
 
 An observed model's ``from_db`` and ``refresh_from_db`` are wrapped while it is
-observed; the payload builder (payloads.py) keeps the values they loaded on
+observed; the payload builder (_payloads.py) keeps the values they loaded on
 the instance, as it keeps the values each save writes.
 """
 

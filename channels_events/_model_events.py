@@ -4,8 +4,8 @@
 observed (its event names, its payload builder, the dispatcher its events go
 to) and turns a change into an event; the Django signal receivers here find
 the observation of the model that sent the signal. Registering observations
-and connecting the receivers is observers.py's part; payloads are built by
-payloads.py.
+and connecting the receivers is _observers.py's part; payloads are built by
+_payloads.py.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from ._dispatcher import Dispatcher, get_dispatcher
+from ._events import claim_name, release_name
 from ._loaded_values import track_loaded_values, untrack_loaded_values
 from ._m2m import connect_m2m, disconnect_m2m
 from ._model_events import (
@@ -106,6 +107,9 @@ def observe(
     except ValueError as exc:
         raise ObserverError(str(exc)) from None
     _observations[model] = observation
+    for name in observation.names.values():
+        # A copy of these events from another process is a ModelEvent too.
+        claim_name(name, ModelEvent)
     uid = _uid(model)
     track_loaded_values(model)
     post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
@@ -127,6 +131,8 @@ def unobserve(model: type[models.Model]) -> bool:
         signal.disconnect(sender=model, dispatch_uid=uid)
     untrack_loaded_values(model)
     disconnect_m2m(observation)
+    for name in observation.names.values():
+        release_name(name, ModelEvent)
     return True
 
 

@@ -121,7 +121,9 @@ class Registry:
         self._owner = self if owner is None else owner
         self._registrations: list[Registration] = []
         self._by_uid: dict[Hashable, Registration] = {}
-        self._cache: dict[str, tuple[Registration, ...]] = {}
+        #: Event name -> the registrations it reaches, as :meth:`lookup` found
+        #: them. Read it, never write it: a miss means "ask lookup()".
+        self.cache: dict[str, tuple[Registration, ...]] = {}
         self._generation = 0
         self._seq = itertools.count()
         self._watchers: list[Callable[[Any], None]] = []
@@ -129,7 +131,7 @@ class Registry:
 
     def _settings_changed(self) -> None:
         # CACHE_SIZE may be smaller now.
-        self._cache = {}
+        self.cache = {}
 
     def connect(
         self,
@@ -262,7 +264,7 @@ class Registry:
     def changed(self) -> None:
         """Forget cached answers and tell the watchers; call with the lock held."""
         self._generation += 1
-        self._cache = {}
+        self.cache = {}
         for callback in self._watchers:
             callback(self._owner)
 
@@ -306,7 +308,7 @@ class Registry:
 
         Raise InvalidEventName for a name that is not valid.
         """
-        registrations = self._cache.get(name)
+        registrations = self.cache.get(name)
         if registrations is not None:
             return registrations
         validate_name(name)
@@ -323,7 +325,7 @@ class Registry:
         with self.lock:
             # A connect or disconnect while we scanned makes the result stale.
             if generation == self._generation:
-                if len(self._cache) >= events_settings.CACHE_SIZE:
-                    self._cache = {}
-                self._cache[name] = found
+                if len(self.cache) >= events_settings.CACHE_SIZE:
+                    self.cache = {}
+                self.cache[name] = found
         return found

@@ -25,7 +25,7 @@ from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
 from ._mixin import EventConsumerMixin
-from ._names import ClientPattern, compile_client_pattern
+from ._names import ClientPattern, compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
 from ._subscriptions import Subscriptions
 from ._writer import ConnectionWriter
@@ -269,13 +269,19 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         name = _field(message, "name", str)
         payload = _field(message, "payload", dict)
         try:
+            validate_name(name)
+        except ChannelsEventsError as exc:
+            raise ProtocolError("bad_request", str(exc)) from None
+        # The policy first: a client it refuses learns nothing of the name's
+        # event class from a payload that would not fit it.
+        if not await self._ask(self._policy.may_emit, name, payload):
+            raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
+        try:
             # A name an Event subclass declares builds that class, and a
             # payload that does not fit it is refused here.
             event = Event(name, payload)
         except ChannelsEventsError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
-        if not await self._ask(self._policy.may_emit, name, payload):
-            raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
         await get_dispatcher().adispatch(event)
         await self._writer.send({"type": "emitted", "id": event.id})
 

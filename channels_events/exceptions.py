@@ -54,7 +54,7 @@ class ObserverError(ChannelsEventsError, TypeError):
 class ProtocolError(ChannelsEventsError, ValueError):
     """Raised when a websocket client's message breaks the protocol.
 
-    ``code`` is the error code of PROTOCOL.md section 5 the client is sent.
+    ``code`` is the error code the client is sent (docs/protocol.md, section 5).
     """
 
     def __init__(self, code: str, message: str) -> None:

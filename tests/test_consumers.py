@@ -759,6 +759,23 @@ async def test_emit_of_a_declared_name_builds_its_event_class(configure, streams
     )
 
 
+async def test_an_emit_the_policy_refuses_learns_nothing_of_the_names_event_class(
+    configure, streams, listened
+):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    ws = await streams.open()
+    # InvoicePaid declares the name; this payload does not fit it.
+    await ws.send_json_to({"type": "emit", "name": InvoicePaid.name, "payload": {"x": 1}})
+    refused = await expect_error(ws, "forbidden")
+    assert "invoice" not in refused["message"].lower().replace(InvoicePaid.name, "")
+    # Positive control: where the policy allows, the same misfit is a bad request.
+    configure(EMIT_POLICY=f"{HERE}.emit_all")
+    ws = await streams.open()
+    await ws.send_json_to({"type": "emit", "name": InvoicePaid.name, "payload": {"x": 1}})
+    await expect_error(ws, "bad_request")
+    assert listened == []
+
+
 # -- errors ---------------------------------------------------------------------
 
 

@@ -782,9 +782,9 @@ def test_cache_is_bounded_by_cache_size(settings):
     d.connect(listener, ".*")
     for i in range(100):
         d.dispatch(f"a::n{i}")
-        assert len(d.registry._cache) <= 8
+        assert len(d.registry.cache) <= 8
     assert len(listener.calls) == 100
-    assert len(d.registry._cache) >= 1
+    assert len(d.registry.cache) >= 1
 
 
 def test_connect_from_another_thread_is_seen_by_the_next_dispatch(d):
@@ -1086,6 +1086,26 @@ def test_after_commit_listener_waits_for_commit(d):
         assert immediate.calls == ["now"]
         assert listener.calls == []
     assert listener.calls == ["late"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_after_commit_listener_waits_for_commit_under_adispatch(d):
+    from asgiref.sync import async_to_sync
+
+    heard: list[str] = []
+
+    async def late(event: Event) -> None:
+        heard.append("late")
+
+    async def now(event: Event) -> None:
+        heard.append("now")
+
+    d.connect(late, "a::b", after_commit=True)
+    d.connect(now, "a::b")
+    with transaction.atomic():
+        async_to_sync(d.adispatch)("a::b")
+        assert heard == ["now"]
+    assert heard == ["now", "late"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -253,6 +253,19 @@ async def test_observer_methods_run_only_where_the_change_happened():
     assert actions(OrderObserver.calls) == ["created"]
 
 
+def test_a_model_event_from_another_process_is_a_model_event(observed):
+    observed(Order)
+    envelope = Event("testapp::Order::updated", {"model": "testapp.order", "pk": 1}).envelope
+    # What the hub does with an envelope that came over the channel layer.
+    remote = Event.from_dict(envelope)
+    assert type(remote) is ModelEvent
+    assert remote.action == "updated"
+    assert remote.using is None
+    unobserve(Order)
+    # Positive control: once nobody observes the model, the name is ad hoc again.
+    assert type(Event.from_dict(envelope)) is Event
+
+
 @pytest.mark.django_db
 def test_defining_an_observer_again_replaces_its_methods():
     calls: list[str] = []
