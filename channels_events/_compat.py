@@ -23,24 +23,33 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
+from django.db import models
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.dispatch import Signal
 
 from ._conf import events_settings
 from ._dispatcher import get_dispatcher
 from ._events import Event as ChannelsEvent
+from ._model_events import ACTIONS, LOCAL_ACTIONS, is_muted
 from ._names import SEPARATOR, validate_name
-from ._signals import OMITTED, plain_items, plain_value
+from ._signals import OMITTED, plain_items, plain_value, signal_to_event
 from .exceptions import InvalidEventName
 
 __all__ = [
     "CompatEvent",
+    "CompatModelEvent",
     "Dispatcher",
     "Event",
     "EventListener",
     "GetPathFromClass",
+    "Observer",
+    "RegisterSignalsFor",
+    "SignalToEvent",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,6 +76,16 @@ class CompatEvent(ChannelsEvent):
     else:
         args = ()
         kwargs = None
+
+
+class CompatModelEvent(CompatEvent):
+    """A compat model event: published, if at all, once the transaction commits."""
+
+    publish_on_commit = True
+    if TYPE_CHECKING:
+        using: str | None
+    else:
+        using = None
 
 
 def _payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -330,3 +349,174 @@ class EventListener:
     def handle(self, *args: Any, **kwargs: Any) -> None:
         """Handle one event; subclasses define it."""
         raise NotImplementedError(f"{type(self).__qualname__} must define handle().")
+
+
+def _method(instance: Observer, action: str) -> Callable[[ChannelsEvent], None]:
+    """Return a listener that calls the observer's method for ``action``, looked up at each call."""
+
+    def call(name: str, *args: Any, **kwargs: Any) -> None:
+        getattr(instance, action)(name, *args, **kwargs)
+
+    deliver = _handler(call)
+    cls = type(instance)
+    _named_like(deliver, cls.__module__, f"{cls.__qualname__}.{action}")
+    return deliver
+
+
+class Observer:
+    """django-event-system's ``Observer``: ``observes = Model`` and ``creating`` ... ``deleted``.
+
+    Defining the class registers the model (:func:`RegisterSignalsFor`) and
+    one instance of the class, whose method for each action is called with
+    ``(name, instance)`` during the save or delete, in its transaction.
+    Defining the class again (a module reloaded) replaces the earlier one.
+    """
+
+    observes: ClassVar[type[models.Model] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.observes
+        if model is None:
+            raise TypeError(f"{cls.__qualname__}.observes must be set to the model it observes.")
+        for action in ACTIONS:
+            _refuse_async(getattr(cls, action), f"{cls.__qualname__}.{action}")
+        names = RegisterSignalsFor(model)
+        instance = cls()
+        dispatcher = get_dispatcher()
+        for action, name in names.items():
+            uid = f"channels_events.compat:{cls.__module__}.{cls.__qualname__}.{action}"
+            dispatcher.disconnect(dispatch_uid=uid)
+            dispatcher.connect(
+                _method(instance, action), re.escape(name), remote=False, dispatch_uid=uid
+            )
+
+    def creating(self, name: str, instance: Any) -> None:
+        """Handle an instance about to be inserted."""
+
+    def created(self, name: str, instance: Any) -> None:
+        """Handle an instance just inserted."""
+
+    def updating(self, name: str, instance: Any) -> None:
+        """Handle an instance about to be updated."""
+
+    def updated(self, name: str, instance: Any) -> None:
+        """Handle an instance just updated."""
+
+    def deleting(self, name: str, instance: Any) -> None:
+        """Handle an instance about to be deleted."""
+
+    def deleted(self, name: str, instance: Any) -> None:
+        """Handle an instance just deleted."""
+
+
+# Registered models: their event names by action, and how to disconnect them.
+_models: dict[type[models.Model], tuple[dict[str, str], list[Callable[[], bool]]]] = {}
+_models_lock = threading.Lock()
+
+
+def _model_event(name: str, action: str, instance: Any, using: Any) -> CompatModelEvent | None:
+    event = _event(name, (instance,), {}, CompatModelEvent)
+    event.using = using
+    if action in LOCAL_ACTIONS:
+        # Before the write: nothing has happened yet that others could see.
+        event.local = True
+    return event
+
+
+def RegisterSignalsFor(model: type[models.Model]) -> dict[str, str]:
+    """Make ``model`` dispatch an event for each save and delete; return the names by action.
+
+    The names are ``events::db::<module path>::<Model>::<action>`` for the
+    actions ``creating``, ``created``, ``updating``, ``updated``,
+    ``deleting`` and ``deleted``; handlers get ``(name, instance)``, during
+    the save or delete. ``creating`` / ``updating`` follow
+    ``instance._state.adding``, ``created`` / ``updated`` what the database
+    did. Registering a model again changes nothing; ``muted_model_events()``
+    silences these events too.
+    """
+    if not (isinstance(model, type) and issubclass(model, models.Model)) or model._meta.abstract:
+        raise TypeError(f"RegisterSignalsFor() needs a concrete model class, got {model!r}.")
+    with _models_lock:
+        known = _models.get(model)
+        if known is not None:
+            return dict(known[0])
+        prefix = f"events{SEPARATOR}db{SEPARATOR}{GetPathFromClass(model)}{SEPARATOR}"
+        names = {action: prefix + action for action in ACTIONS}
+        for name in names.values():
+            try:
+                validate_name(name)
+            except InvalidEventName as exc:
+                raise InvalidEventName(
+                    f"{model.__qualname__}'s events would be named {name!r}, which is not a "
+                    f"valid event name: {exc}"
+                ) from None
+
+        def on_save(sender: Any, instance: Any, **kwargs: Any) -> CompatModelEvent | None:
+            if "created" in kwargs:
+                action = "created" if kwargs["created"] else "updated"
+            else:
+                action = "creating" if instance._state.adding else "updating"
+            if is_muted(sender):
+                return None
+            return _model_event(names[action], action, instance, kwargs.get("using"))
+
+        def on_delete(sender: Any, instance: Any, **kwargs: Any) -> CompatModelEvent | None:
+            action = "deleting" if kwargs["signal"] is pre_delete else "deleted"
+            if is_muted(sender):
+                return None
+            return _model_event(names[action], action, instance, kwargs.get("using"))
+
+        undo = [
+            signal_to_event(signal, hook=hook, sender=model)
+            for signal, hook in (
+                (pre_save, on_save),
+                (post_save, on_save),
+                (pre_delete, on_delete),
+                (post_delete, on_delete),
+            )
+        ]
+        _models[model] = (names, undo)
+    return dict(names)
+
+
+def forget_model(model: type[models.Model]) -> bool:
+    """Undo :func:`RegisterSignalsFor` (tests use it); return whether the model was registered."""
+    with _models_lock:
+        known = _models.pop(model, None)
+    if known is None:
+        return False
+    for disconnect in known[1]:
+        disconnect()
+    return True
+
+
+def SignalToEvent(
+    signal: Signal,
+    event: str | type[Event] | None = None,
+    sender: Any = None,
+    hook: Callable[..., str | type[Event] | Event | None] | None = None,
+) -> Callable[[], bool]:
+    """Dispatch an event each time ``signal`` is sent (by ``sender``, if given).
+
+    Handlers get ``(name, sender, **kwargs)``, the signal's own arguments
+    (``signal`` among them). With ``hook``, ``hook(sender, signal=signal,
+    **kwargs)`` decides the event: a name or an Event class, dispatched with
+    those arguments, an Event, dispatched as ``Event.Dispatch`` does, or None
+    for none. Each call connects anew. Return a function that disconnects it.
+    """
+    if event is None and hook is None:
+        raise TypeError("SignalToEvent() needs event= (a name or an Event class) or hook=.")
+    name = None if event is None else _name_of(event, "SignalToEvent()")
+    if hook is not None and not callable(hook):
+        raise TypeError(f"SignalToEvent() needs a callable hook, got {hook!r}.")
+
+    def build(sender: Any, **kwargs: Any) -> CompatEvent | None:
+        result = name if hook is None else hook(sender, **kwargs)
+        if result is None:
+            return None
+        if isinstance(result, Event):
+            return _event(result.GetEventName(), (result,), {}, CompatEvent)
+        return _event(_name_of(result, "A SignalToEvent() hook"), (sender,), kwargs, CompatEvent)
+
+    return signal_to_event(signal, hook=build, sender=sender)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.apps import apps
+from django.db import connection, transaction
+from django.dispatch import Signal
 from django.test import override_settings
 
 from channels_events import Event as ChannelsEvent
-from channels_events import InvalidEventName, InvalidPattern, get_dispatcher
+from channels_events import InvalidEventName, InvalidPattern, get_dispatcher, muted_model_events
+from channels_events._compat import _models, forget_model
 from channels_events._names import is_valid_name
 from channels_events.compat import (
     CompatEvent,
@@ -19,10 +22,14 @@ from channels_events.compat import (
     Event,
     EventListener,
     GetPathFromClass,
+    Observer,
+    RegisterSignalsFor,
+    SignalToEvent,
 )
-from tests.testapp.models import Customer
+from tests.testapp.models import Country, Customer, Plain, Tag
 
 Call = tuple[Any, ...]
+PLAIN = "events::db::tests::testapp::models::Plain"
 
 
 class Shipped(Event):
@@ -38,9 +45,22 @@ class Paid(Event):
         self.something = something
 
 
+class Shop:
+    """A signal sender."""
+
+
+class Warehouse:
+    """Another signal sender."""
+
+
 @pytest.fixture(autouse=True)
-def isolated(default_dispatcher: Any) -> None:
-    """Undo what a test registered: handlers and listener classes."""
+def isolated(default_dispatcher: Any) -> Iterator[None]:
+    """Undo what a test registered: handlers, listener and observer classes, and models."""
+    registered = set(_models)
+    yield
+    for model in list(_models):
+        if model not in registered:
+            forget_model(model)
 
 
 @pytest.fixture
@@ -289,6 +309,201 @@ def test_defining_a_listener_again_replaces_it():
     assert calls == ["second"]
 
 
+# -- Observer and RegisterSignalsFor ---------------------------------------------------------
+
+
+def test_an_observer_needs_a_model():
+    with pytest.raises(TypeError, match="observes"):
+
+        class Unattached(Observer):
+            def created(self, name, instance):
+                pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_observer_methods_run_during_the_save_or_delete_inside_the_transaction():
+    calls: list[tuple[str, str, Any, bool, bool]] = []
+
+    class PlainObserver(Observer):
+        observes = Plain
+
+        def record(self, action: str, name: str, instance: Any) -> None:
+            in_database = Plain.objects.filter(pk=instance.pk).exists()
+            calls.append((action, name, instance, connection.in_atomic_block, in_database))
+
+        def creating(self, name, instance):
+            self.record("creating", name, instance)
+
+        def created(self, name, instance):
+            self.record("created", name, instance)
+
+        def updating(self, name, instance):
+            self.record("updating", name, instance)
+
+        def updated(self, name, instance):
+            self.record("updated", name, instance)
+
+        def deleting(self, name, instance):
+            self.record("deleting", name, instance)
+
+        def deleted(self, name, instance):
+            self.record("deleted", name, instance)
+
+    with transaction.atomic():
+        plain = Plain.objects.create(number="A-1")
+        assert [call[0] for call in calls] == ["creating", "created"]
+        plain.status = "paid"
+        plain.save()
+        plain.delete()
+    stored = {"creating": False, "created": True, "updating": True, "updated": True}
+    stored.update({"deleting": True, "deleted": False})
+    assert calls == [(a, f"{PLAIN}::{a}", plain, True, stored[a]) for a in stored]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_observer_methods_have_run_even_when_the_transaction_rolls_back():
+    created: list[Any] = []
+
+    class Rollback(Observer):
+        observes = Plain
+
+        def created(self, name, instance):
+            created.append(instance)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Plain.objects.create(number="A-2")
+        raise RuntimeError("roll back")
+    assert len(created) == 1
+    assert not Plain.objects.exists()
+
+
+@pytest.mark.django_db
+def test_register_signals_for_returns_the_six_names_and_makes_the_model_dispatch_them(record):
+    names = RegisterSignalsFor(Customer)
+    prefix = "events::db::tests::testapp::models::Customer"
+    actions = ("creating", "created", "updating", "updated", "deleting", "deleted")
+    assert names == {action: f"{prefix}::{action}" for action in actions}
+    assert RegisterSignalsFor(Customer) == names  # again: no second connection
+    calls = record("events::db::(.*)::created")
+    customer = Customer.objects.create(name="Ada")
+    assert calls == [(names["created"], customer, {})]
+    assert calls[0][1] is customer
+
+
+@pytest.mark.django_db
+def test_models_nobody_registered_dispatch_nothing(record):
+    calls = record("events::db::.*")
+    Tag.objects.create(name="new")
+    RegisterSignalsFor(Customer)
+    Customer.objects.create(name="Ada")
+    assert [call[0] for call in calls] == [
+        "events::db::tests::testapp::models::Customer::creating",
+        "events::db::tests::testapp::models::Customer::created",
+    ]
+
+
+@pytest.mark.django_db
+def test_a_preset_primary_key_is_still_a_creation(record):
+    RegisterSignalsFor(Country)
+    calls = record("events::db::.*")
+    Country.objects.create(code="FR", name="France")
+    assert [call[0].rpartition("::")[2] for call in calls] == ["creating", "created"]
+
+
+@pytest.mark.django_db
+def test_muted_model_events_silence_registered_models(record):
+    RegisterSignalsFor(Customer)
+    calls = record("events::db::.*")
+    with muted_model_events():
+        Customer.objects.create(name="quiet")
+    assert calls == []
+    Customer.objects.create(name="loud")
+    assert len(calls) == 2
+
+
+def test_register_signals_for_needs_a_concrete_model():
+    with pytest.raises(TypeError):
+        RegisterSignalsFor(Shop)  # type: ignore[arg-type]
+
+
+# -- SignalToEvent --------------------------------------------------------------------------
+
+
+def test_signal_to_event_dispatches_a_name_with_the_signals_arguments(record):
+    signal = Signal()
+    SignalToEvent(signal, event="tcompat::signal::sent")
+    calls = record("tcompat::signal::sent")
+    signal.send(sender=Shop, order=42)
+    assert calls == [("tcompat::signal::sent", Shop, {"signal": signal, "order": 42})]
+
+
+def test_signal_to_event_takes_an_event_class_for_its_name(record):
+    signal = Signal()
+    SignalToEvent(signal, event=Paid)
+    calls = record(Paid)
+    signal.send(sender=Shop)
+    assert calls == [("tcompat::order::paid", Shop, {"signal": signal})]
+
+
+def test_signal_to_event_with_a_sender_ignores_other_senders(record):
+    signal = Signal()
+    SignalToEvent(signal, event="tcompat::signal::shop", sender=Shop)
+    calls = record("tcompat::signal::.*")
+    signal.send(sender=Warehouse)
+    signal.send(sender=Shop)
+    assert [call[1] for call in calls] == [Shop]
+
+
+def test_a_hook_chooses_the_event(record):
+    signal = Signal()
+    hooked: list[Call] = []
+
+    def hook(sender, **kwargs):
+        hooked.append((sender, kwargs))
+        if kwargs["value"] == 1:
+            return "tcompat::when::one"
+        if kwargs["value"] == 2:
+            return Paid("hook", 2)
+        return None
+
+    SignalToEvent(signal, hook=hook)
+    calls = record("tcompat::.*")
+    signal.send(sender=Shop, value=1)
+    signal.send(sender=Shop, value=2)
+    signal.send(sender=Shop, value=3)
+    assert hooked == [(Shop, {"signal": signal, "value": v}) for v in (1, 2, 3)]
+    assert calls[0] == ("tcompat::when::one", Shop, {"signal": signal, "value": 1})
+    assert calls[1][0] == "tcompat::order::paid"
+    assert isinstance(calls[1][1], Paid) and calls[1][1].value == 2
+    assert len(calls) == 2
+
+
+def test_a_failing_hook_is_logged_and_the_sender_carries_on(record, caplog):
+    signal = Signal()
+
+    def hook(sender, **kwargs):
+        raise RuntimeError("hook broke")
+
+    SignalToEvent(signal, hook=hook)
+    signal.send(sender=Shop)
+    assert any(r.exc_info for r in caplog.records if r.name == "channels_events")
+
+
+def test_signal_to_event_needs_an_event_or_a_hook():
+    with pytest.raises(TypeError):
+        SignalToEvent(Signal())
+
+
+def test_signal_to_event_returns_a_function_that_disconnects_it(record):
+    signal = Signal()
+    disconnect = SignalToEvent(signal, event="tcompat::signal::sent")
+    calls = record("tcompat::signal::sent")
+    signal.send(sender=Shop)
+    assert disconnect() is True
+    signal.send(sender=Shop)
+    assert len(calls) == 1
+
+
 # -- ClearQueue -----------------------------------------------------------------------------
 
 
@@ -373,6 +588,17 @@ def test_published_payloads_carry_plain_data_only(published):
     }
 
 
+@pytest.mark.django_db(transaction=True)
+def test_published_model_events_wait_for_the_commit_and_before_events_never_leave(published):
+    RegisterSignalsFor(Plain)
+    with override_settings(CHANNELS_EVENTS={"COMPAT_PUBLISH": True}):
+        with transaction.atomic():
+            plain = Plain.objects.create(number="A-3")
+            assert published == []
+        assert [event.name for event in published] == [f"{PLAIN}::created"]
+        assert published[0].payload == {"args": [plain.pk], "kwargs": {}}
+
+
 # -- import paths -------------------------------------------------------------------------------
 
 
@@ -383,5 +609,5 @@ def test_every_import_path_of_django_event_system_works():
 
     for name in compat.__all__:
         assert getattr(events, name) is getattr(compat, name), name
-    for name in ("GetPathFromClass",):
+    for name in ("GetPathFromClass", "RegisterSignalsFor", "SignalToEvent"):
         assert getattr(utils, name) is getattr(compat, name), name

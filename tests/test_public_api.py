@@ -141,8 +141,11 @@ def test_compat_exports_django_event_systems_names():
         "Event",
         "EventListener",
         "GetPathFromClass",
+        "Observer",
+        "RegisterSignalsFor",
+        "SignalToEvent",
     ]
-    assert utils.__all__ == ["GetPathFromClass"]
+    assert utils.__all__ == ["GetPathFromClass", "RegisterSignalsFor", "SignalToEvent"]
 
 
 #: Every module users may import, by path in the package; the rest start with "_".

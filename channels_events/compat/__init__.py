@@ -15,6 +15,9 @@ from .._compat import Dispatcher
 from .._compat import Event
 from .._compat import EventListener
 from .._compat import GetPathFromClass
+from .._compat import Observer
+from .._compat import RegisterSignalsFor
+from .._compat import SignalToEvent
 
 __all__ = [
     "CompatEvent",
@@ -22,4 +25,7 @@ __all__ = [
     "Event",
     "EventListener",
     "GetPathFromClass",
+    "Observer",
+    "RegisterSignalsFor",
+    "SignalToEvent",
 ]
