@@ -21,10 +21,11 @@ handlers hear the events of their own process only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
@@ -106,8 +107,62 @@ def _payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"args": values, "kwargs": plain_items(kwargs)}
 
 
-def _event(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], cls: type[CE]) -> CE:
-    """Build the event of a compat dispatch."""
+class _Expectations:
+    """The event names a test expects, and which of them were dispatched."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.expected: set[str] = set()
+        self.seen: set[str] = set()
+
+    def expect(self, name: str) -> None:
+        with self._lock:
+            self.expected.add(name)
+
+    def hold(self, name: str) -> bool:
+        """Return whether ``name`` is expected (and so held back), recording that it came."""
+        if name not in self.expected:
+            return False
+        with self._lock:
+            self.seen.add(name)
+        return True
+
+    def missing(self) -> list[str]:
+        with self._lock:
+            return sorted(self.expected - self.seen)
+
+
+# The expectations of the test running under @Dispatcher.MocksDispatch, if
+# any. Process-wide, not per thread: a test's events may be dispatched by a
+# server thread (LiveServerTestCase) or a thread the code under test starts.
+_expectations: _Expectations | None = None
+_expectations_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _expecting() -> Iterator[_Expectations]:
+    """Hold back expected events inside the block; fail if one never came."""
+    global _expectations
+    with _expectations_lock:
+        previous = _expectations
+        current = _expectations = _Expectations()
+    try:
+        yield current
+    finally:
+        with _expectations_lock:
+            _expectations = previous
+    missing = current.missing()
+    if missing:
+        raise AssertionError(
+            f"Expected event(s) {', '.join(map(repr, missing))} were never dispatched."
+        )
+
+
+def _event(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], cls: type[CE]) -> CE | None:
+    """Build the event of a compat dispatch; None if a test holds it back."""
+    expectations = _expectations
+    if expectations is not None and expectations.hold(name):
+        return None
     event = cls(name, _payload(args, kwargs))
     event.args = args
     event.kwargs = kwargs
@@ -210,7 +265,9 @@ class Dispatcher:
         if isinstance(event, Event):
             args = (event, *args)
         name = _name_of(event, "Dispatch()")
-        get_dispatcher().dispatch(_event(name, args, kwargs, CompatEvent))
+        found = _event(name, args, kwargs, CompatEvent)
+        if found is not None:
+            get_dispatcher().dispatch(found)
 
     @staticmethod
     def ClearQueue() -> None:
@@ -240,6 +297,46 @@ class Dispatcher:
             return result
 
         return cast(F, run)
+
+    @staticmethod
+    def MocksDispatch(func: F) -> F:
+        """Decorate a test so that events it :meth:`Expect` s are recorded, not delivered.
+
+        Inside the test, an expected event goes to no handler or listener and
+        is not published; every other event is delivered as usual, and the
+        handlers registered before the test stay. If an expected event was
+        never dispatched, the test fails with an AssertionError naming it.
+        The test's return value is returned.
+        """
+        if iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with _expecting():
+                    return await func(*args, **kwargs)
+
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with _expecting():
+                return func(*args, **kwargs)
+
+        return cast(F, run)
+
+    @staticmethod
+    def Expect(event: str | type[Event] | Event) -> None:
+        """Expect an event (a name, an Event class or Event) in this :meth:`MocksDispatch` test.
+
+        The event must be dispatched before the test ends, and it reaches no
+        handler.
+        """
+        expectations = _expectations
+        if expectations is None:
+            raise RuntimeError(
+                "Dispatcher.Expect() works inside a test decorated with @Dispatcher.MocksDispatch."
+            )
+        expectations.expect(_name_of(event, "Expect()"))
 
 
 class _EventType(type):
@@ -417,10 +514,11 @@ _models_lock = threading.Lock()
 
 def _model_event(name: str, action: str, instance: Any, using: Any) -> CompatModelEvent | None:
     event = _event(name, (instance,), {}, CompatModelEvent)
-    event.using = using
-    if action in LOCAL_ACTIONS:
-        # Before the write: nothing has happened yet that others could see.
-        event.local = True
+    if event is not None:
+        event.using = using
+        if action in LOCAL_ACTIONS:
+            # Before the write: nothing has happened yet that others could see.
+            event.local = True
     return event
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import unittest
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -534,6 +535,142 @@ def test_events_dispatched_from_another_thread_have_been_delivered(record):
     thread.join()
     Dispatcher.ClearQueue()
     assert calls == [("tcompat::thread", 1, {})]
+
+
+# -- MocksDispatch and Expect ---------------------------------------------------------------
+
+
+def run_case(case: type[unittest.TestCase], method: str) -> unittest.TestResult:
+    result = unittest.TestResult()
+    case(method).run(result)
+    return result
+
+
+def test_expected_events_are_recorded_and_held_back_while_others_are_delivered(record):
+    calls = record("tcompat::.*")
+    native: list[ChannelsEvent] = []
+    get_dispatcher().connect(native.append, "tcompat::.*")
+
+    class Case(unittest.TestCase):
+        @Dispatcher.MocksDispatch
+        def test_expects(self):
+            Dispatcher.Expect("tcompat::expected")
+            Dispatcher.Expect(Paid)
+            Dispatcher.Dispatch("tcompat::expected", 1)
+            self.event = Paid.Dispatch("n", 2)
+            Dispatcher.Dispatch("tcompat::other", 3)
+
+    result = run_case(Case, "test_expects")
+    assert result.wasSuccessful(), result.failures + result.errors
+    assert calls == [("tcompat::other", 3, {})]
+    assert [event.name for event in native] == ["tcompat::other"]
+
+
+def test_handlers_registered_before_the_test_stay_and_nothing_is_held_back_after(record):
+    calls = record("tcompat::expected")
+
+    class Case(unittest.TestCase):
+        @Dispatcher.MocksDispatch
+        def test_expects(self):
+            Dispatcher.Expect("tcompat::expected")
+            Dispatcher.Dispatch("tcompat::expected", "during")
+
+    assert run_case(Case, "test_expects").wasSuccessful()
+    assert calls == []
+    Dispatcher.Dispatch("tcompat::expected", "after")
+    assert calls == [("tcompat::expected", "after", {})]
+
+
+def test_an_expected_event_that_never_came_fails_the_test_and_is_named():
+    class Case(unittest.TestCase):
+        @Dispatcher.MocksDispatch
+        def test_expects(self):
+            Dispatcher.Expect("tcompat::came")
+            Dispatcher.Expect("tcompat::never")
+            Dispatcher.Dispatch("tcompat::came")
+
+    result = run_case(Case, "test_expects")
+    assert result.errors == []
+    [(_, traceback)] = result.failures
+    assert "AssertionError" in traceback
+    assert "'tcompat::never'" in traceback
+    assert "'tcompat::came'" not in traceback
+
+
+def test_a_mocked_test_returns_what_the_method_returns():
+    class Case(unittest.TestCase):
+        @Dispatcher.MocksDispatch
+        def test_returns(self):
+            Dispatcher.Expect("tcompat::expected")
+            Dispatcher.Dispatch("tcompat::expected")
+            return 42
+
+    assert Case("test_returns").test_returns() == 42
+
+
+def test_an_error_in_the_test_stops_holding_events_back(record):
+    calls = record("tcompat::expected")
+
+    @Dispatcher.MocksDispatch
+    def failing():
+        Dispatcher.Expect("tcompat::expected")
+        raise KeyError("inside the test")
+
+    with pytest.raises(KeyError):
+        failing()
+    Dispatcher.Dispatch("tcompat::expected")
+    assert len(calls) == 1
+
+
+def test_expected_model_events_are_held_back_from_observers(db):
+    calls: list[str] = []
+
+    class Watching(Observer):
+        observes = Customer
+
+        def created(self, name, instance):
+            calls.append(name)
+
+    @Dispatcher.MocksDispatch
+    def test():
+        Dispatcher.Expect("events::db::tests::testapp::models::Customer::created")
+        Customer.objects.create(name="held")
+
+    test()
+    assert calls == []
+    Customer.objects.create(name="heard")
+    assert calls == ["events::db::tests::testapp::models::Customer::created"]
+
+
+async def test_async_tests_and_functions_are_decorated_alike(record):
+    calls = record("tcompat::.*")
+
+    @Dispatcher.MocksDispatch
+    async def expects():
+        Dispatcher.Expect("tcompat::expected")
+        Dispatcher.Dispatch("tcompat::expected")
+        Dispatcher.Dispatch("tcompat::other")
+        return "done"
+
+    @Dispatcher.MocksDispatch
+    async def never():
+        Dispatcher.Expect("tcompat::never")
+
+    @Dispatcher.EnsureQueueIsCleared
+    async def work():
+        Dispatcher.Dispatch("tcompat::queued")
+        return 1
+
+    assert await expects() == "done"
+    with pytest.raises(AssertionError, match="tcompat::never"):
+        await never()
+    assert await work() == 1
+    assert [call[0] for call in calls] == ["tcompat::other", "tcompat::queued"]
+
+
+def test_expect_outside_a_mocked_test_is_an_error():
+    with pytest.raises(RuntimeError, match="MocksDispatch"):
+        Dispatcher.Expect("tcompat::expected")
 
 
 # -- channels-events underneath -------------------------------------------------------------
