@@ -1,9 +1,10 @@
 """Regex-matched events, model observers and live browser streams for Django Channels.
 
 The public API is what this module exports, plus ``channels_events.consumers``
-(the websocket consumer and the consumer mixin), ``channels_events.testing``
-and ``channels_events.exceptions``. Modules whose names start with ``_`` are
-private.
+(the websocket consumer and the consumer mixin), ``channels_events.testing``,
+``channels_events.exceptions`` and ``channels_events.compat``
+(django-event-system's API, for projects moving over). Modules whose names
+start with ``_`` are private.
 """
 
 from __future__ import annotations

@@ -157,6 +157,13 @@ SETTINGS: dict[str, Setting] = {
         "a list of namespaces such as ['shop']",
         "Namespaces whose events are never published.",
     ),
+    "COMPAT_PUBLISH": Setting(
+        False,
+        _is_bool,
+        "True or False",
+        "Publish events dispatched through channels_events.compat, with the plain data of "
+        "their arguments as payload; False keeps them in the process.",
+    ),
     "BATCH_SIZE": _positive_int(100, "At most this many events of one namespace per message."),
     "OUTBOX_SIZE": _positive_int(
         10000, "Events waiting to be published; past this the oldest are dropped (logged)."

@@ -292,11 +292,14 @@ class Registry:
         """Return the namespaces listeners are confined to, and whether any pattern is open.
 
         The flag is true when some pattern's namespace is neither literal nor
-        declared, so it could match any namespace.
+        declared, so it could match any namespace. Listeners connected with
+        ``remote=False`` count for nothing: they never hear other processes.
         """
         found: set[str] = set()
         open_pattern = False
         for registration in self._registrations:
+            if not registration.remote:
+                continue
             if registration.namespaces is None:
                 open_pattern = True
             else:

@@ -6,7 +6,7 @@ import datetime
 import decimal
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from django.db import models
@@ -18,28 +18,41 @@ from ._json import PRIMITIVE_TYPES, json_safe
 from ._names import validate_name
 from ._payloads import sensitive_regex
 
-__all__ = ["signal_to_event"]
+__all__ = ["OMITTED", "plain_items", "plain_value", "signal_to_event"]
 
 logger = logging.getLogger("channels_events")
 
 SignalHook = Callable[..., "str | Event | None"]
 
+#: What :func:`plain_value` returns for a value that is not plain data.
+OMITTED: Any = object()
 
-def _payload_from(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Keep the arguments that are plain data and whose names do not look secret.
 
-    Objects (a request, a user) are left out: their text form can carry
-    secrets (a query string with a token); a model instance gives its pk.
+def plain_value(value: Any) -> Any:
+    """Return ``value`` made JSON-safe if it is plain data, else :data:`OMITTED`.
+
+    Plain data is str, numbers, bools, None, dates and times, decimals, UUIDs
+    and lists or dicts of those; a model instance counts as its pk. Other
+    objects (a request, a user) are not: their text form can carry secrets
+    (a query string with a token).
     """
+    if isinstance(value, models.Model):
+        return json_safe(value.pk)
+    if _is_plain(value):
+        return json_safe(value)
+    return OMITTED
+
+
+def plain_items(values: Mapping[str, Any], skip: Collection[str] = ()) -> dict[str, Any]:
+    """Keep the items whose values are plain data and whose names do not look secret."""
     secret = sensitive_regex()
     payload = {}
-    for key, value in kwargs.items():
-        if key in ("signal", "instance") or (secret and secret.search(key)):
+    for key, value in values.items():
+        if key in skip or (secret and secret.search(key)):
             continue
-        if isinstance(value, models.Model):
-            payload[key] = json_safe(value.pk)
-        elif _is_plain(value):
-            payload[key] = json_safe(value)
+        found = plain_value(value)
+        if found is not OMITTED:
+            payload[key] = found
     return payload
 
 
@@ -94,7 +107,7 @@ def signal_to_event(
         if isinstance(result, type) and issubclass(result, Event):
             return result(**{f: kwargs[f] for f in result._fields if f in kwargs})
         if isinstance(result, str):
-            return Event(result, _payload_from(kwargs))
+            return Event(result, plain_items(kwargs, skip=("signal", "instance")))
         raise TypeError(f"A signal hook must return an event name, an Event or None: {result!r}.")
 
     def receiver(sender: Any, **kwargs: Any) -> None:

@@ -855,6 +855,14 @@ def test_namespaces_flags_open_patterns(d):
     assert d.namespaces() == (frozenset({"shop"}), False)
 
 
+def test_listeners_that_keep_to_local_events_need_no_namespace(d):
+    d.connect(Recorder(), ".*", remote=False)
+    d.connect(Recorder(), "crm::.*", remote=False)
+    assert d.namespaces() == (frozenset(), False)
+    d.connect(Recorder(), "shop::.*")
+    assert d.namespaces() == (frozenset({"shop"}), False)
+
+
 def test_literal_namespace_wins_over_declared_namespaces(d):
     d.connect(Recorder(), "shop::.*", namespaces=["billing"])
     assert d.namespaces() == (frozenset({"shop"}), False)

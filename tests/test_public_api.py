@@ -131,8 +131,45 @@ def test_consumers_module_exports_the_consumers():
     assert consumers.__all__ == ["EventConsumerMixin", "EventStreamConsumer"]
 
 
+def test_compat_exports_django_event_systems_names():
+    import channels_events.compat as compat
+    import channels_events.compat.events.utils as utils
+
+    assert compat.__all__ == [
+        "CompatEvent",
+        "Dispatcher",
+        "Event",
+        "EventListener",
+        "GetPathFromClass",
+        "Observer",
+        "RegisterSignalsFor",
+        "SignalToEvent",
+    ]
+    assert utils.__all__ == ["GetPathFromClass", "RegisterSignalsFor", "SignalToEvent"]
+
+
+#: Every module users may import, by path in the package; the rest start with "_".
+PUBLIC_MODULES = {
+    "__init__.py",
+    "apps.py",
+    "compat/__init__.py",
+    "compat/events/__init__.py",
+    "compat/events/utils.py",
+    "consumers.py",
+    "exceptions.py",
+    "management/__init__.py",
+    "management/commands/__init__.py",
+    "management/commands/events.py",
+    "testing.py",
+}
+
+
 def test_private_modules_are_marked_private():
     package = pathlib.Path(channels_events.__file__).parent
-    public = {"__init__.py", "apps.py", "consumers.py", "exceptions.py", "testing.py"}
-    for path in package.glob("*.py"):
-        assert path.name in public or path.name.startswith("_"), path.name
+    public = set()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).parts
+        names = [*parts[:-1], path.stem] if path.name != "__init__.py" else list(parts[:-1])
+        if not any(name.startswith("_") for name in names):
+            public.add("/".join(parts))
+    assert public == PUBLIC_MODULES
