@@ -1,4 +1,4 @@
-"""ASGI entry point for the demo project: ``daphne asgi:application``."""
+"""ASGI entry point for the demo project: ``daphne asgi:application`` (or uvicorn, hypercorn)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ websocket_routes = [
     path("ws/orders/", OrderFeed.as_asgi()),
 ]
 
-# HubMiddleware starts this process's hub on daphne's loop at the first
-# connection (daphne has no lifespan events), so listeners and websockets
-# here hear events dispatched in other processes.
+# HubMiddleware runs this process's hub on the server's loop, so listeners
+# and websockets here hear events dispatched in other processes: from
+# lifespan.startup under uvicorn or hypercorn, from the first connection
+# under daphne (which sends no lifespan events).
 application = HubMiddleware(
     ProtocolTypeRouter(
         {

@@ -75,4 +75,5 @@ __all__ = [
     "unobserve",
 ]
 
+# The one place the version is kept: pyproject.toml reads it from here.
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -35,6 +36,8 @@ __all__ = [
     "EVENT_TYPE",
     "Hub",
     "HubMiddleware",
+    "Lifespan",
+    "LifespanState",
     "Subscriber",
     "get_hub",
     "group_name",
@@ -249,10 +252,14 @@ class Hub:
 
 
 class HubMiddleware:
-    """ASGI middleware that starts the hub on the server's loop at the first connection.
+    """ASGI middleware that runs this process's hub on the server's loop: wrap the whole app.
 
-    Daphne has no lifespan events, so this is how an ASGI process starts
-    receiving other processes' events: wrap the whole application with it.
+    Under a server that sends ASGI lifespan events (uvicorn, hypercorn), the
+    hub starts at ``lifespan.startup``, before the application's own
+    start-up, and is flushed and stopped at ``lifespan.shutdown``, after the
+    application's own shut-down; an application that does not handle
+    lifespan has it answered here. Daphne sends no lifespan events: there
+    the hub starts at the first connection.
     """
 
     def __init__(self, app: Any) -> None:
@@ -260,9 +267,101 @@ class HubMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         hub = get_hub()
+        if scope["type"] == "lifespan":
+            return await Lifespan(hub, receive, send).run(self.app, scope)
         if not hub.receiving:
             await hub.attach()
         return await self.app(scope, receive, send)
+
+
+class LifespanState(enum.Enum):
+    """Where one ASGI lifespan conversation stands."""
+
+    #: ``lifespan.startup`` not received yet.
+    NEW = "new"
+    #: ``lifespan.startup`` received, not answered yet.
+    STARTING = "starting"
+    #: Start-up answered with ``complete``; ``lifespan.shutdown`` not received yet.
+    RUNNING = "running"
+    #: ``lifespan.shutdown`` received, not answered yet.
+    STOPPING = "stopping"
+    #: Shut-down answered, or start-up failed: nothing more to say.
+    DONE = "done"
+
+
+class Lifespan:
+    """One ASGI lifespan conversation between a server and the app that HubMiddleware wraps.
+
+    The app sees the server's messages through :meth:`receive` and answers
+    through :meth:`send`, which start and stop the hub around them. An app
+    that raises or returns before answering anything does not handle
+    lifespan (as the ASGI spec reads it); :meth:`run` then carries the
+    conversation on from where it stands.
+    """
+
+    def __init__(self, hub: Hub, receive: Any, send: Any) -> None:
+        self.hub = hub
+        self.state = LifespanState.NEW
+        self._receive = receive
+        self._send = send
+        self._app_answered = False
+
+    async def run(self, app: Any, scope: Any) -> None:
+        """Let ``app`` handle the lifespan scope, then finish whatever it left unanswered."""
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception as exc:
+            if self._app_answered:
+                if self.state is LifespanState.STOPPING:
+                    await self._stop_hub()
+                raise
+            logger.debug("The application does not handle lifespan (%r); the hub answers it.", exc)
+        while self.state is not LifespanState.DONE:
+            if self.state is LifespanState.STARTING:
+                await self.send({"type": "lifespan.startup.complete"})
+            elif self.state is LifespanState.STOPPING:
+                await self.send({"type": "lifespan.shutdown.complete"})
+            else:
+                await self.receive()
+
+    async def receive(self) -> Any:
+        """Return the server's next message, starting the hub before ``lifespan.startup``."""
+        message = await self._receive()
+        kind = message.get("type")
+        if kind == "lifespan.startup":
+            # Before the app's own start-up, so what it dispatches goes out on this loop.
+            await self.hub.attach()
+            self.state = LifespanState.STARTING
+        elif kind == "lifespan.shutdown":
+            self.state = LifespanState.STOPPING
+        return message
+
+    async def send(self, message: Any) -> None:
+        """Pass an answer to the server, stopping the hub before the last one."""
+        self._app_answered = True
+        kind = message.get("type")
+        if kind == "lifespan.startup.complete":
+            self.state = LifespanState.RUNNING
+        elif kind in (
+            "lifespan.startup.failed",
+            "lifespan.shutdown.complete",
+            "lifespan.shutdown.failed",
+        ):
+            # After the app's own shut-down: what it dispatched there is sent too.
+            await self._stop_hub()
+            self.state = LifespanState.DONE
+        await self._send(message)
+
+    async def _stop_hub(self) -> None:
+        hub = self.hub
+        # flush() waits on a thread of its own: the hub's sender runs on this loop.
+        if hub.queued and not await asyncio.to_thread(hub.flush):
+            logger.error(
+                "%d event(s) were not published before shut-down (FLUSH_TIMEOUT=%ss).",
+                hub.queued,
+                events_settings.FLUSH_TIMEOUT,
+            )
+        await hub.stop()
 
 
 _hub: Hub | None = None

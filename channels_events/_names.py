@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "is_valid_name",
     "literal_namespace",
     "namespace_of",
+    "never_matches",
     "validate_name",
     "validate_namespace",
 ]
@@ -149,6 +151,97 @@ def literal_namespace(pattern: str) -> str | None:
     else:
         return None
     return namespace if _SEGMENT_RE.fullmatch(namespace) else None
+
+
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.-:")
+
+
+@lru_cache(maxsize=2048)
+def never_matches(pattern: str) -> str | None:
+    """Return why ``pattern`` can never match a valid event name, or None if it may.
+
+    Only what the pattern spells out literally is judged: its characters
+    outside repeats, classes and alternations, and each branch of an
+    alternation at the top. A character no name contains (a space, ``/``)
+    rules a pattern out, and so do colons that cannot be a ``::`` separator:
+    a single ``:`` between two literal characters (``blog:Post``), three in
+    a row, or one at either end. A pattern that passes may still match
+    nothing; one that fails surely matches nothing.
+    """
+    compile_pattern(pattern)
+    parsed = _sre_parse.parse(pattern)
+    return _branch_never_matches(list(parsed), bool(parsed.state.flags & re.IGNORECASE))
+
+
+def _branch_never_matches(items: list[tuple[Any, Any]], ignore_case: bool) -> str | None:
+    if len(items) == 1 and items[0][0] is _sre_constants.BRANCH:
+        reasons = [_branch_never_matches(list(branch), ignore_case) for branch in items[0][1][1]]
+        if any(reason is None for reason in reasons):
+            return None
+        return "; ".join(dict.fromkeys(reason for reason in reasons if reason))
+    chars = _spelled_out(items, ignore_case)
+    for char in chars:
+        if char is not None and char not in _NAME_CHARS:
+            return (
+                f"it needs {char!r}, which no event name contains (names have letters, "
+                "digits, '_', '.', '-' and the separator '::')"
+            )
+    end = len(chars)
+    start = 0
+    while start < end:
+        if chars[start] != ":":
+            start += 1
+            continue
+        stop = start
+        while stop < end and chars[stop] == ":":
+            stop += 1
+        if stop - start >= 3:
+            return f"it has {':' * (stop - start)!r}, and names join segments with exactly '::'"
+        if start == 0:
+            return "it starts with ':', and a name starts with a segment"
+        if stop == end:
+            return "it ends with ':', and a name ends with a segment"
+        if stop - start == 1 and chars[start - 1] is not None and chars[stop] is not None:
+            left = _literal_text(chars[:start][::-1])[::-1]
+            right = _literal_text(chars[stop:])
+            snippet = f"{left}:{right}"
+            return f"{snippet!r} has a single ':', and names join segments with '::'"
+        start = stop
+    return None
+
+
+def _spelled_out(items: list[tuple[Any, Any]], ignore_case: bool) -> list[str | None]:
+    """Return the pattern's characters in order: a literal one, or None for anything else.
+
+    Zero-width items (``^``, ``$``, ``\\b``) take no place. Under
+    IGNORECASE a letter stands for itself in a case names may contain.
+    """
+    chars: list[str | None] = []
+    for op, value in items:
+        if op is _sre_constants.LITERAL:
+            char = chr(value)
+            if ignore_case and char not in _NAME_CHARS:
+                char = next((c for c in (char.lower(), char.upper()) if c in _NAME_CHARS), char)
+            chars.append(char)
+        elif op is _sre_constants.SUBPATTERN:
+            _group, add_flags, del_flags, inner = value
+            inner_case = (ignore_case or bool(add_flags & re.IGNORECASE)) and not (
+                del_flags & re.IGNORECASE
+            )
+            chars.extend(_spelled_out(list(inner), inner_case))
+        elif op is not _sre_constants.AT:
+            chars.append(None)
+    return chars
+
+
+def _literal_text(chars: list[str | None]) -> str:
+    """Return the literal characters at the start of ``chars``, up to a colon or a wildcard."""
+    text = []
+    for char in chars:
+        if char is None or char == ":":
+            break
+        text.append(char)
+    return "".join(text)
 
 
 class ClientPattern:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 import redis
@@ -19,6 +20,13 @@ REDIS_SKIP_REASON = (
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def missing_tool(message: str) -> NoReturn:
+    """Skip the running test because a tool is missing, or fail it under ``CI=true``."""
+    if _in_ci():
+        pytest.fail(f"CI=true, but {message}")
+    pytest.skip(message)
 
 
 def _ci_failure_message() -> str:

@@ -6,7 +6,15 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from channels_events._checks import check_settings
+from channels_events import _checks
+from channels_events._checks import (
+    check_channel_layer,
+    check_listener_patterns,
+    check_redis_client,
+    check_setting_name,
+    check_settings,
+    run_checks,
+)
 from channels_events._conf import DEFAULTS, events_settings, on_change
 from channels_events.exceptions import UnknownSetting
 
@@ -243,3 +251,229 @@ def test_events_settings_unknown_attribute():
 def test_non_dict_setting_falls_back_to_defaults():
     with override_settings(CHANNELS_EVENTS="oops"):
         assert events_settings.STRICT is DEFAULTS["STRICT"]
+
+
+# -- W001: the setting's own name ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["CHANNEL_EVENTS", "CHANNELS_EVENT", "CHANELS_EVENTS", "CHANNELSEVENTS"]
+)
+def test_a_near_miss_of_the_setting_name_is_w001_naming_the_right_name(name):
+    with override_settings(**{name: {"STRICT": True}}):
+        messages = check_setting_name()
+    assert ids(messages) == ["channels_events.W001"]
+    [message] = messages
+    assert isinstance(message, checks.Warning)
+    assert f"settings.{name} is not read" in message.msg
+    assert "CHANNELS_EVENTS" in message.msg
+    # tests.settings has a CHANNELS_EVENTS already: the keys belong there.
+    assert message.hint == f"Move its keys into CHANNELS_EVENTS and delete {name}."
+
+
+def test_w001_says_rename_when_there_is_no_channels_events_setting(settings):
+    del settings.CHANNELS_EVENTS
+    settings.CHANNEL_EVENTS = {"DEBUG": True}
+    [message] = check_setting_name()
+    assert message.hint == "Rename CHANNEL_EVENTS to CHANNELS_EVENTS."
+
+
+def test_settings_merely_alike_are_not_near_misses():
+    # Positive control first: the check sees settings made by override_settings.
+    with override_settings(CHANNEL_EVENTS={}):
+        assert ids(check_setting_name()) == ["channels_events.W001"]
+    with override_settings(CHANNELS_EVENTS_TEST_DB="x", CHANNELS={}, EVENTS={}):
+        assert check_setting_name() == []
+    assert check_setting_name() == []  # CHANNEL_LAYERS, CHANNELS_EVENTS themselves
+
+
+def test_w001_is_registered_with_django():
+    with override_settings(CHANNEL_EVENTS={}):
+        assert "channels_events.W001" in ids(checks.run_checks())
+
+
+# -- W002, I001: the hub's channel layer -----------------------------------------------
+
+
+def test_no_channel_layers_is_w002_saying_how_to_add_one(settings):
+    del settings.CHANNEL_LAYERS
+    messages = check_channel_layer()
+    assert ids(messages) == ["channels_events.W002"]
+    [message] = messages
+    assert isinstance(message, checks.Warning)
+    assert message.msg.startswith("CHANNEL_LAYERS is not set, so events stay in the process")
+    assert "CHANNEL_LAYERS = {'default': {'BACKEND': 'channels_redis.core.RedisChannelLayer'" in (
+        message.hint
+    )
+    assert "'CHANNEL_LAYER': None" in message.hint
+
+
+def test_channel_layers_without_the_hubs_alias_is_w002_naming_the_aliases():
+    layers = {"events": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        [message] = check_channel_layer()
+    assert message.id == "channels_events.W002"
+    assert "CHANNEL_LAYERS has no 'default' layer" in message.msg
+    assert "CHANNELS_EVENTS = {'CHANNEL_LAYER': 'events'}" in message.hint
+
+
+def test_no_w002_when_events_stay_in_the_process_on_purpose(settings):
+    del settings.CHANNEL_LAYERS
+    assert ids(check_channel_layer()) == ["channels_events.W002"]  # positive control
+    settings.CHANNELS_EVENTS = {"CHANNEL_LAYER": None}
+    assert check_channel_layer() == []
+
+
+def test_a_missing_alias_named_explicitly_is_e003_only():
+    with override_settings(CHANNELS_EVENTS={"CHANNEL_LAYER": "nowhere"}):
+        assert check_channel_layer() == []
+        assert ids(check_settings()) == ["channels_events.E003"]
+
+
+def test_the_in_memory_layer_is_i001_saying_no_other_process_is_heard():
+    # tests.settings gives the hub an InMemoryChannelLayer.
+    messages = check_channel_layer()
+    assert ids(messages) == ["channels_events.I001"]
+    [message] = messages
+    assert isinstance(message, checks.Info)
+    assert "InMemoryChannelLayer" in message.msg
+    assert "Other processes" in message.msg
+    assert "channels_redis" in message.hint
+    assert "SILENCED_SYSTEM_CHECKS" in message.hint
+
+
+def test_a_redis_layer_is_neither_w002_nor_i001():
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        assert check_channel_layer() == []
+
+
+# -- W003: listener patterns -------------------------------------------------------
+
+
+def on_post(event):
+    """A listener for the pattern checks."""
+
+
+def test_a_pattern_with_single_colons_is_w003_naming_listener_and_pattern(default_dispatcher):
+    default_dispatcher.connect(on_post, "blog:Post:.*")
+    messages = check_listener_patterns()
+    assert ids(messages) == ["channels_events.W003"]
+    [message] = messages
+    assert isinstance(message, checks.Warning)
+    assert "tests.test_checks.on_post" in message.msg
+    assert "'blog:Post:.*'" in message.msg
+    assert "single ':'" in message.msg
+    assert message.hint.startswith("Did you mean 'blog::Post::.*'?")
+
+
+def test_a_literal_character_no_name_has_is_w003(default_dispatcher):
+    default_dispatcher.connect(on_post, "blog::Post created")
+    [message] = check_listener_patterns()
+    assert message.id == "channels_events.W003"
+    assert "' '" in message.msg
+    assert "Did you mean" not in message.hint
+
+
+def test_patterns_that_may_match_are_not_w003(default_dispatcher):
+    default_dispatcher.connect(on_post, "blog::Post::.*")
+    default_dispatcher.connect(on_post, ".*", namespaces=["blog"])
+    assert check_listener_patterns() == []
+    default_dispatcher.connect(on_post, "blog:Post")  # positive control
+    assert ids(check_listener_patterns()) == ["channels_events.W003"]
+
+
+# -- E003: policies that cannot be imported -------------------------------------------
+
+
+def test_a_policy_module_that_fails_to_import_shows_its_own_import_error(tmp_path, monkeypatch):
+    (tmp_path / "broken_events_policy.py").write_text(
+        "import no_such_dependency_of_the_policy\n\n\ndef may_emit(scope, name, payload):\n"
+        "    return True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with override_settings(CHANNELS_EVENTS={"EMIT_POLICY": "broken_events_policy.may_emit"}):
+        [message] = check_settings()
+    assert message.id == "channels_events.E003"
+    assert "ModuleNotFoundError: No module named 'no_such_dependency_of_the_policy'" in message.msg
+
+
+def test_a_policy_module_without_the_function_says_so():
+    with override_settings(CHANNELS_EVENTS={"EMIT_POLICY": "tests.test_checks.no_such_policy"}):
+        [message] = check_settings()
+    assert message.id == "channels_events.E003"
+    assert 'does not define a "no_such_policy"' in message.msg
+
+
+# -- W004: redis-py 8 under channels_redis's core layer ----------------------------
+
+
+def core_layer(*hosts):
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": list(hosts)},
+        }
+    }
+
+
+def test_redis_py_8_with_the_core_layer_is_w004_naming_the_host(monkeypatch):
+    monkeypatch.setattr(_checks, "_installed_version", lambda name: "8.1.0")
+    with override_settings(CHANNEL_LAYERS=core_layer("redis://127.0.0.1:6390/0")):
+        messages = check_redis_client()
+    assert ids(messages) == ["channels_events.W004"]
+    [message] = messages
+    assert isinstance(message, checks.Warning)
+    assert "redis-py 8.1.0" in message.msg
+    assert "CHANNEL_LAYERS['default']" in message.msg
+    assert "127.0.0.1:6390" in message.msg
+    assert "redis<8" in message.hint
+    assert "'socket_timeout': 30" in message.hint
+
+
+def test_no_w004_for_redis_py_7_a_long_read_timeout_or_the_pubsub_layer(monkeypatch):
+    version = "8.0.0"
+    monkeypatch.setattr(_checks, "_installed_version", lambda name: version)
+    with override_settings(CHANNEL_LAYERS=core_layer("redis://127.0.0.1:6379/0")):
+        assert ids(check_redis_client()) == ["channels_events.W004"]  # positive control
+        version = "7.4.1"
+        assert check_redis_client() == []
+    version = "8.0.0"
+    long_reads = core_layer(
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": 30},
+        "redis://127.0.0.1:6380/0?socket_timeout=30",
+        {"address": "redis://127.0.0.1:6381/0", "socket_timeout": None},
+    )
+    with override_settings(CHANNEL_LAYERS=long_reads):
+        assert check_redis_client() == []
+    pubsub = core_layer("redis://127.0.0.1:6379/0")
+    pubsub["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
+    with override_settings(CHANNEL_LAYERS=pubsub):
+        assert check_redis_client() == []
+
+
+def test_w004_names_only_hosts_whose_reads_are_cut_short(monkeypatch):
+    monkeypatch.setattr(_checks, "_installed_version", lambda name: "8.0.0")
+    layers = core_layer(
+        {"address": "redis://:secret@10.1.2.3:6379/0", "socket_timeout": 5},
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": 30},
+    )
+    with override_settings(CHANNEL_LAYERS=layers):
+        [message] = check_redis_client()
+    assert "from 10.1.2.3:6379 fail" in message.msg
+    assert "secret" not in message.msg
+
+
+def test_run_checks_gathers_every_check():
+    with override_settings(CHANNEL_EVENTS={}, CHANNELS_EVENTS={"NOPE": 1}):
+        found = ids(run_checks())
+    assert found == [
+        "channels_events.E002",
+        "channels_events.W001",
+        "channels_events.I001",
+    ]

@@ -8,6 +8,7 @@ import sys
 import time
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -81,19 +82,37 @@ def test_check_fails_on_invalid_settings() -> None:
         run("check")
 
 
-@pytest.mark.redis
-def test_check_fails_when_the_layer_is_unreachable() -> None:
-    layers = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
-        }
-    }
+def test_check_shows_warnings_with_their_hints_and_passes() -> None:
+    with override_settings(CHANNEL_EVENTS={"DEBUG": True}):
+        output = run("check")
+    assert "channels_events.W001: settings.CHANNEL_EVENTS is not read" in output
+    assert "HINT: Move its keys into CHANNELS_EVENTS and delete CHANNEL_EVENTS." in output
+    assert "channels_events.I001" in output
+    assert "InMemoryChannelLayer answers" in output
+
+
+@pytest.mark.parametrize(
+    ("layer", "hosts"),
+    [
+        ("core", ["redis://:s3cret@127.0.0.1:1/0"]),
+        ("pubsub", [("127.0.0.1", 1)]),
+    ],
+)
+def test_check_names_host_and_port_of_an_unreachable_layer(layer: str, hosts: list[Any]) -> None:
+    backend = {
+        "core": "channels_redis.core.RedisChannelLayer",
+        "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    }[layer]
+    layers = {"default": {"BACKEND": backend, "CONFIG": {"hosts": hosts}}}
     with (
         override_settings(CHANNEL_LAYERS=layers),
-        pytest.raises(CommandError, match="not reachable"),
+        pytest.raises(CommandError, match="not reachable") as info,
     ):
         run("check")
+    message = str(info.value)
+    assert f"Channel layer 'default' ({backend}) at 127.0.0.1:1 is not reachable" in message
+    assert "Start Redis there, or correct CHANNEL_LAYERS['default']['CONFIG']['hosts']." in message
+    assert "s3cret" not in message
 
 
 def test_listen_needs_a_namespace_for_open_patterns() -> None:

@@ -13,6 +13,7 @@ from channels_events._names import (
     is_valid_name,
     literal_namespace,
     namespace_of,
+    never_matches,
     validate_name,
     validate_namespace,
 )
@@ -208,3 +209,52 @@ def test_literal_namespace(pattern, namespace):
 def test_literal_namespace_refuses_bad_pattern():
     with pytest.raises(InvalidPattern):
         literal_namespace("shop::(")
+
+
+# -- never_matches -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("blog:Post:.*", "'blog:Post' has a single ':'"),
+        ("^blog:post$", "'blog:post' has a single ':'"),
+        ("shop::(Order):created", "'Order:created' has a single ':'"),
+        ("shop:::Order", "it has ':::'"),
+        (":shop::x", "it starts with ':'"),
+        ("shop::", "it ends with ':'"),
+        ("shop::Order created", "it needs ' '"),
+        ("shop::x/y", "it needs '/'"),
+        ("shop::Ord\u00e9r", "it needs '\u00e9'"),
+        ("a:b|c:d", "'a:b' has a single ':'"),
+    ],
+)
+def test_never_matches_says_why_a_pattern_matches_no_name(pattern, reason):
+    found = never_matches(pattern)
+    assert found is not None and reason in found
+    # What it says holds: no valid name built around the pattern's literals matches.
+    for name in ("blog::Post::created", "shop::Order::created", "shop::x::y", "a::b", "c::d"):
+        assert re.fullmatch(pattern, name) is None
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "blog::Post::.*",
+        ".*",
+        "shop:.*",  # '.' may be the second colon
+        "shop::Order::(created|updated)",
+        "a:b|c::d",  # one branch may match
+        "(?i)SHOP::order",
+        "shop::a{2}:b",  # repeats are not judged
+        "^shop::Order::created$",
+        "shop\\b::x",
+    ],
+)
+def test_never_matches_passes_patterns_that_may_match(pattern):
+    assert never_matches(pattern) is None
+
+
+def test_never_matches_refuses_a_pattern_that_does_not_compile():
+    with pytest.raises(InvalidPattern):
+        never_matches("shop::(")

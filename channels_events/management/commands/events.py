@@ -8,14 +8,15 @@ import json
 import sys
 from typing import Any
 
-from django.core.checks import Error
+from django.core.checks import ERROR, INFO, WARNING, CheckMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from channels_events._checks import check_settings
+from channels_events._checks import run_checks
 from channels_events._conf import DEFAULTS, events_settings
 from channels_events._dispatcher import Dispatcher, get_dispatcher
 from channels_events._events import Event
 from channels_events._hub import Hub, get_hub
+from channels_events._layer import redis_hosts
 from channels_events._model_events import _observations
 from channels_events._names import compile_pattern, literal_namespace, validate_namespace
 from channels_events.exceptions import ChannelsEventsError
@@ -159,30 +160,56 @@ class Command(BaseCommand):
     # -- check -------------------------------------------------------------
 
     def handle_check(self, **options: Any) -> None:
-        problems = check_settings()
+        problems = run_checks()
         self.stdout.write("CHANNELS_EVENTS:")
         for key in sorted(DEFAULTS):
             self.stdout.write(f"  {key} = {getattr(events_settings, key)!r}")
         for problem in problems:
-            self.stdout.write(self.style.ERROR(f"  {problem.id}: {problem.msg}"))
+            self.stdout.write(self._styled(problem))
         hub = get_hub()
         layer = hub.layer
         if layer is None:
             self.stdout.write("Channel layer: none; events stay in this process.")
         else:
+            alias = hub.link.alias
             name = f"{type(layer).__module__}.{type(layer).__qualname__}"
             try:
-                asyncio.run(asyncio.wait_for(_probe(layer), 5))
+                asyncio.run(asyncio.wait_for(_probe(layer), _PROBE_TIMEOUT))
             except Exception as exc:
-                raise CommandError(f"Channel layer {name} is not reachable: {exc!r}") from None
+                raise CommandError(_unreachable(alias, name, exc)) from None
             self.stdout.write(self.style.SUCCESS(f"Channel layer: {name} answers."))
-            if "InMemory" in name:
-                self.stdout.write(
-                    "Note: the in-memory layer works inside one process only; other "
-                    "processes (and manage.py events listen) hear nothing through it."
-                )
-        if any(isinstance(p, Error) for p in problems):
+        if any(problem.level >= ERROR for problem in problems):
             raise CommandError("CHANNELS_EVENTS has errors; see above.")
+
+    def _styled(self, problem: CheckMessage) -> str:
+        text = f"  {problem.id}: {problem.msg}"
+        if problem.hint:
+            text += f"\n    HINT: {problem.hint}"
+        if problem.level >= ERROR:
+            return str(self.style.ERROR(text))
+        if problem.level >= WARNING:
+            return str(self.style.WARNING(text))
+        return str(self.style.NOTICE(text)) if problem.level >= INFO else text
+
+
+# Seconds the channel layer has to answer ``events check``.
+_PROBE_TIMEOUT = 5
+
+
+def _unreachable(alias: str | None, name: str, exc: BaseException) -> str:
+    """Say that the layer did not answer, where it was looked for, and what to do."""
+    hosts = redis_hosts(alias) if alias else None
+    where = f" at {', '.join(host.address for host in hosts)}" if hosts else ""
+    if isinstance(exc, asyncio.TimeoutError):
+        reason = f"no answer within {_PROBE_TIMEOUT} s"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    fix = (
+        f"Start Redis there, or correct CHANNEL_LAYERS[{alias!r}]['CONFIG']['hosts']."
+        if hosts
+        else f"Check CHANNEL_LAYERS[{alias!r}]."
+    )
+    return f"Channel layer {alias!r} ({name}){where} is not reachable ({reason}). {fix}"
 
 
 async def _probe(layer: Any) -> None:
