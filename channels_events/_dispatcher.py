@@ -347,19 +347,19 @@ class Dispatcher:
             _commit_hook(event, lambda: self._call_after_commit(registration, event))
             return
         try:
-            if registration.is_async:
-                self._run_async_from_sync(registration, event)
-            else:
-                registration.callback(event)
+            self._run(registration, event)
         except Exception:
             self._failed(registration, event)
 
+    def _run(self, registration: Registration, event: Event) -> None:
+        if registration.is_async:
+            self._run_async_from_sync(registration, event)
+        else:
+            registration.callback(event)
+
     def _call_after_commit(self, registration: Registration, event: Event) -> None:
         try:
-            if registration.is_async:
-                self._run_async_from_sync(registration, event)
-            else:
-                registration.callback(event)
+            self._run(registration, event)
         except Exception:
             # Raising inside on_commit would abort the remaining commit hooks.
             logger.exception(
