@@ -401,8 +401,9 @@ class Dispatcher:
         """Deliver an event to matching listeners, then hand it to the publishers.
 
         ``event`` is an :class:`Event`, or a name with a ``payload`` dict (a
-        name an Event subclass declares builds that subclass). Works from any
-        thread. Async listeners run through ``async_to_sync``, except on a
+        name an Event subclass declares builds that subclass); a payload that
+        cannot travel raises InvalidPayload before any listener runs. Works
+        from any thread. Async listeners run through ``async_to_sync``, except on a
         thread whose event loop is running, where they are scheduled as tasks
         on that loop (so this call never blocks the loop; their exceptions are
         logged, even in strict mode).

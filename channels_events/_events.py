@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._json import encode, is_flat_json, json_safe
+from ._json import encode, wire_payload
 from ._names import namespace_of, validate_name
 from .exceptions import EventClassError, InvalidPayload
 
@@ -124,7 +124,10 @@ class Event(metaclass=_EventType):
 
         InvoicePaid(invoice=7).dispatch()
 
-    Field values make up the payload. ``instance`` carries a Python object (a
+    Field values make up the payload. A payload that cannot travel (an
+    integer outside 64 bits, text with a lone surrogate: see
+    ``_json.wire_payload``) raises InvalidPayload when the event is made,
+    naming the bad value's place. ``instance`` carries a Python object (a
     model instance) to in-process listeners only; it is never serialized.
     """
 
@@ -148,6 +151,10 @@ class Event(metaclass=_EventType):
     _fixed_name: ClassVar[str | None] = None
     _id: str | None = None
     _timestamp: str | None = None
+    # The payload as it travels: checked and made JSON-safe once, when the
+    # event is made (see _json.wire_payload), so that one that cannot travel
+    # is refused before any listener runs.
+    _wire: dict[str, Any]
     _envelope: dict[str, Any] | None = None
     _encoded: str | None = None
 
@@ -221,10 +228,12 @@ class Event(metaclass=_EventType):
         ``dispatch(name, payload)`` builds its event here: the checks of
         ``__init__`` (and the look-up of a declared class, which the caller
         has made) cost about a third of a whole dispatch (bench/dispatch.py).
+        The payload is checked all the same.
         """
         event = object.__new__(cls)
         event.name = name
         event.payload = payload
+        event._wire = wire_payload(payload, name)
         event._time = time.time()
         return event
 
@@ -282,6 +291,7 @@ class Event(metaclass=_EventType):
                     )
                 payload = dict(payload)
             self.payload = payload
+            self._wire = wire_payload(payload, self.name)
             return
         if name is not None and name != fixed:
             raise EventClassError(
@@ -308,6 +318,7 @@ class Event(metaclass=_EventType):
                 setattr(self, field, default)
         for field, value in fields.items():
             setattr(self, field, value)
+        self._wire = wire_payload(self.payload, fixed)
 
     @property
     def namespace(self) -> str:
@@ -343,18 +354,20 @@ class Event(metaclass=_EventType):
 
     @property
     def envelope(self) -> dict[str, Any]:
-        """Return the envelope as it travels: built once, its payload made JSON-safe once.
+        """Return the envelope as it travels: built once, around the payload checked at creation.
 
         An event received from another process keeps the envelope it came in.
-        The payload must not change once the event is dispatched.
+        The payload must not change once the event is made.
         """
         envelope = self._envelope
         if envelope is None:
-            envelope = self.to_dict()
-            payload = envelope["payload"]
-            if not is_flat_json(payload):
-                envelope["payload"] = json_safe(payload)
-            self._envelope = envelope
+            envelope = self._envelope = {
+                "id": self.id,
+                "name": self.name,
+                "namespace": self.namespace,
+                "payload": self._wire,
+                "timestamp": self.timestamp,
+            }
         return envelope
 
     @property
