@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._conf import events_settings
 from ._events import Event
 from ._json import encode, parse
 from ._names import ClientPattern
 
-__all__ = ["event_frame", "peek_reply_id", "reply_id", "single_frame"]
+__all__ = ["PEEK_LIMIT", "event_frame", "peek_reply_id", "reply_id", "single_frame"]
 
 logger = logging.getLogger("channels_events.consumers")
+
+#: The longest frame whose id a ``rate_limited`` answer looks for: refusing a
+#: flood must cost less than serving it, so big frames are not parsed.
+PEEK_LIMIT = 2048
 
 
 def reply_id(message: Any) -> str | None:
@@ -35,7 +38,7 @@ def reply_id(message: Any) -> str | None:
 
 def peek_reply_id(text: str | None) -> str | None:
     """Return :func:`reply_id` of a frame not otherwise handled, if it is small JSON."""
-    if text is None or len(text) > events_settings.MAX_FRAME_BYTES:
+    if text is None or len(text) > PEEK_LIMIT:
         return None
     try:
         return reply_id(parse(text))

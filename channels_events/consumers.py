@@ -36,6 +36,7 @@ __all__ = ["EventConsumerMixin", "EventStreamConsumer"]
 logger = logging.getLogger("channels_events.consumers")
 
 PROTOCOL_VERSION = 1
+#: Closes a connection that keeps sending faster than the rate limit.
 CLOSE_POLICY = 4008
 CLOSE_TOO_BIG = 1009
 # A frame this many times over the size limit closes the connection.
@@ -44,6 +45,43 @@ _MAX_ID_LENGTH = 64
 # Seconds to wait for the hub to join a namespace's group before a subscribe
 # with ``since`` is answered with ``gap`` (history reads: _history.TIMEOUT).
 JOIN_TIMEOUT = 5.0
+
+
+class _RateLimit:
+    """A connection's token bucket: ``rate`` messages a second, in bursts of up to ``burst``.
+
+    Each message refused is a strike. Strikes are forgiven only once the
+    bucket is full again, when the client has kept under the rate long
+    enough to earn a whole burst back: a client that keeps sending faster
+    than the rate, by however little, gathers strikes until it is closed.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._refilled = time.monotonic()
+        #: Messages refused since the bucket was last full.
+        self.strikes = 0
+
+    def take(self) -> bool:
+        """Take a token for one message; return False (a strike) when there is none."""
+        now = time.monotonic()
+        tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if tokens >= self.burst:
+            self.strikes = 0
+        if tokens >= 1:
+            self._tokens = tokens - 1
+            return True
+        self._tokens = tokens
+        self.strikes += 1
+        return False
+
+    @property
+    def exceeded(self) -> bool:
+        """Return whether more than ``burst`` messages were refused since the bucket was full."""
+        return self.strikes > self.burst
 
 
 class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -68,9 +106,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = uuid.uuid4().hex
         self._policy: Policy = get_policy()
         self._subscriptions = Subscriptions()
-        self._tokens = float(events_settings.RATE_BURST)
-        self._refilled = time.monotonic()
-        self._strikes = 0
+        self._rate = _RateLimit(float(events_settings.RATE_LIMIT), events_settings.RATE_BURST)
         self._hub: Hub = get_hub()
         await self._hub.attach()
         self._writer: ConnectionWriter = ConnectionWriter(
@@ -111,16 +147,14 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one client frame; a bad one gets an ``error`` and changes nothing."""
-        if not self._take_token():
-            self._strikes += 1
-            if self._strikes > events_settings.RATE_BURST:
+        if not self._rate.take():
+            if self._rate.exceeded:
                 await self._writer.send_close(CLOSE_POLICY)
                 return
             await self._error(
                 "rate_limited", "Too many messages; slow down.", peek_reply_id(text_data)
             )
             return
-        self._strikes = 0
         if text_data is None:
             await self._error("bad_request", "Binary frames are not part of the protocol.")
             return
@@ -151,17 +185,6 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await handler(self, message)
         except ProtocolError as error:
             await self._error(error.code, error.message, reply_id(message))
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        rate = float(events_settings.RATE_LIMIT)
-        burst = float(events_settings.RATE_BURST)
-        self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
         sid = _field(message, "id", str)

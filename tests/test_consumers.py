@@ -1035,6 +1035,82 @@ async def test_rate_limited_client_recovers_after_slowing_down(configure, stream
     assert await receive(ws) == {"type": "pong"}
 
 
+async def pace(
+    ws: WebsocketCommunicator, per_second: float, seconds: float
+) -> tuple[list[dict[str, Any]], float | None]:
+    """Send pings at ``per_second`` for ``seconds`` or until the server closes.
+
+    Return the frames that came back, and the seconds after the first ping
+    at which the connection was closed with 4008 (None if it was not).
+    """
+    answers: list[dict[str, Any]] = []
+    closed: list[float] = []
+    start = time.monotonic()
+
+    async def read() -> None:
+        while True:
+            output = await ws.receive_output(timeout=seconds + TIMEOUT)
+            if output["type"] == "websocket.close":
+                assert output["code"] == 4008, output
+                closed.append(time.monotonic() - start)
+                return
+            answers.append(json.loads(output["text"]))
+
+    reader = asyncio.get_running_loop().create_task(read())
+    sent = 0
+    while not reader.done() and time.monotonic() - start < seconds:
+        await ws.send_json_to({"type": "ping"})
+        sent += 1
+        # Keep the pace by the clock, whatever each send and sleep cost.
+        await asyncio.sleep(max(0.0, start + sent / per_second - time.monotonic()))
+    if not reader.done():
+        # Answers still on their way arrive now; then nothing more comes.
+        await asyncio.sleep(0.1)
+        reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    return answers, (closed[0] if closed else None)
+
+
+def refusals(answers: list[dict[str, Any]]) -> int:
+    return sum(1 for answer in answers if answer.get("code") == "rate_limited")
+
+
+async def test_a_flood_is_closed_with_4008_at_once(streams):
+    ws = await streams.open()
+    # 500 frames a second against the default limit (20 a second, bursts of 40):
+    # about 0.2 s of it is enough.
+    answers, closed = await pace(ws, 500, 8.0)
+    assert closed is not None and closed < 2.0, (closed, refusals(answers))
+    # The client was told RATE_BURST times before the close, not thousands.
+    assert refusals(answers) == 40
+    assert sum(1 for answer in answers if answer["type"] == "pong") >= 40
+
+
+async def test_any_sustained_rate_over_the_limit_is_closed(configure, streams):
+    configure(RATE_LIMIT=20, RATE_BURST=10)
+    ws = await streams.open()
+    # Under the limit: every ping is answered, however long it goes on.
+    answers, closed = await pace(ws, 15, 1.5)
+    assert closed is None
+    assert answers and all(answer == {"type": "pong"} for answer in answers)
+    # Twice the limit: a token comes back every 50 ms, and is taken at once,
+    # so the client is never under the limit for long: closed all the same.
+    answers, closed = await pace(ws, 40, 8.0)
+    assert closed is not None and closed < 4.0, (closed, refusals(answers))
+    assert refusals(answers) == 10
+
+
+async def test_a_large_refused_frame_is_not_parsed_for_its_id(configure, streams):
+    configure(RATE_LIMIT=0.001, RATE_BURST=1)
+    ws = await streams.open()
+    await ws.send_json_to({"type": "ping", "id": "first"})
+    assert await receive(ws) == {"type": "pong", "id": "first"}
+    # Refusing a frame must cost less than handling it: a big one is not read.
+    await ws.send_json_to({"type": "ping", "id": "big", "pad": "x" * 60_000})
+    await expect_error(ws, "rate_limited")
+
+
 async def test_rate_limited_error_carries_the_message_id(configure, streams):
     configure(RATE_LIMIT=0.001, RATE_BURST=1)
     ws = await streams.open()
