@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ._conf import events_settings
 from ._dispatcher import get_dispatcher
 from ._events import Event
-from ._frames import peek_reply_id, reply_id
+from ._frames import MAX_ID_LENGTH, is_message_id, peek_reply_id, reply_id
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
@@ -38,10 +38,12 @@ logger = logging.getLogger("channels_events.consumers")
 PROTOCOL_VERSION = 1
 #: Closes a connection that keeps sending faster than the rate limit.
 CLOSE_POLICY = 4008
-CLOSE_TOO_BIG = 1009
+#: Closes a connection whose frame is far past the size limit. RFC 6455 has
+#: 1009 for this, but a server may only send 1000 or 3000-4999 (daphne turns
+#: anything else into an error and 1011), so it is 1009 in the private range.
+CLOSE_TOO_BIG = 4009
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
-_MAX_ID_LENGTH = 64
 # Seconds to wait for the hub to join a namespace's group before a subscribe
 # with ``since`` is answered with ``gap`` (history reads: _history.TIMEOUT).
 JOIN_TIMEOUT = 5.0
@@ -159,7 +161,12 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._error("bad_request", "Binary frames are not part of the protocol.")
             return
         limit = events_settings.MAX_FRAME_BYTES
-        size = len(text_data.encode()) if len(text_data) * 4 > limit else len(text_data)
+        # surrogatepass: a server that does not check UTF-8 may hand over lone surrogates.
+        size = (
+            len(text_data.encode("utf-8", "surrogatepass"))
+            if len(text_data) * 4 > limit
+            else len(text_data)
+        )
         if size > limit:
             if size > limit * _FAR_TOO_LARGE:
                 await self._writer.send_close(CLOSE_TOO_BIG)
@@ -187,9 +194,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._error(error.code, error.message, reply_id(message))
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
-        sid = _field(message, "id", str)
-        if not 1 <= len(sid) <= _MAX_ID_LENGTH:
-            raise ProtocolError("bad_request", "id must be 1-64 characters.")
+        sid = _message_id(message)
         pattern = _field(message, "pattern", str)
         since = message.get("since")
         if since is not None and not isinstance(since, str):
@@ -272,7 +277,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return None
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
-        sid = _field(message, "id", str)
+        sid = _message_id(message)
         if self._subscriptions.remove(sid) is None:
             raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
         writer = self._writer
@@ -285,7 +290,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _ping(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "pong"}
         if "id" in message:
-            reply["id"] = message["id"]
+            reply["id"] = _message_id(message)
         await self._writer.send(reply)
 
     async def _emit(self, message: dict[str, Any]) -> None:
@@ -321,6 +326,17 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if answers is not None:
             frame["id"] = answers
         await self._writer.send(frame)
+
+
+def _message_id(message: dict[str, Any]) -> str:
+    """Return the message's ``id``, which must be a string of 1-64 characters."""
+    sid = message.get("id")
+    if not is_message_id(sid):
+        raise ProtocolError(
+            "bad_request",
+            f"{message.get('type')} needs 'id' as a string of 1-{MAX_ID_LENGTH} characters.",
+        )
+    return str(sid)
 
 
 def _field(message: dict[str, Any], key: str, kind: type) -> Any:

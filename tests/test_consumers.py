@@ -603,6 +603,51 @@ async def test_disconnected_connection_gets_nothing_more(streams, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+class ClosingServer:
+    """Wraps an app as daphne behaves once a client's close frame is in: sends raise.
+
+    From then until the disconnect reaches the consumer, daphne refuses every
+    frame with "Attempt to send on a closed protocol".
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.closing = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        async def refusing(message: dict[str, Any]) -> None:
+            if self.closing:
+                raise RuntimeError("Attempt to send on a closed protocol")
+            await send(message)
+
+        return await self.app(scope, receive, refusing)
+
+
+async def test_a_connection_closing_during_a_fan_out_stops_quietly(streams, caplog):
+    server = ClosingServer(EventStreamConsumer.as_asgi())
+    leaving = WebsocketCommunicator(server, "/ws/events/")
+    streams.opened.append(leaving)
+    assert (await leaving.connect(timeout=TIMEOUT))[0]
+    assert (await receive(leaving))["type"] == "welcome"
+    still = await streams.open()
+    await subscribe(leaving, "a", "shop::.*")
+    await subscribe(still, "a", "shop::.*")
+    dispatch("shop::Order::created")
+    await expect_event(leaving, "shop::Order::created", ["a"])
+    await expect_event(still, "shop::Order::created", ["a"])
+    caplog.set_level(logging.INFO, logger="channels_events")
+    server.closing = True
+    for _ in range(3):
+        dispatch("shop::Order::updated")
+    for _ in range(3):
+        await expect_event(still, "shop::Order::updated", ["a"])
+    await hub_settled()
+    # One line says the connection went; no traceback, and nothing per event.
+    records = [r for r in caplog.records if r.name.startswith("channels_events")]
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.INFO, None)], records
+    assert "Attempt to send on a closed protocol" in records[0].getMessage()
+
+
 # -- emit -----------------------------------------------------------------------
 
 
@@ -818,10 +863,17 @@ async def test_a_frame_that_is_not_json_is_bad_json(streams, text):
         ({"type": "subscribe", "id": "x", "pattern": 5}, "x"),
         ({"type": "subscribe", "id": "x", "pattern": ["shop::.*"]}, "x"),
         ({"type": "subscribe", "id": "x", "pattern": "shop::.*", "since": 5}, "x"),
-        ({"type": "subscribe", "id": "", "pattern": "shop::.*"}, ""),
-        ({"type": "subscribe", "id": "x" * 65, "pattern": "shop::.*"}, "x" * 65),
+        # An answer echoes only an id the protocol allows: a string of 1-64 characters.
+        ({"type": "subscribe", "id": "", "pattern": "shop::.*"}, None),
+        ({"type": "subscribe", "id": "x" * 65, "pattern": "shop::.*"}, None),
         ({"type": "unsubscribe"}, None),
         ({"type": "unsubscribe", "id": 5}, None),
+        ({"type": "unsubscribe", "id": "x" * 65}, None),
+        ({"type": "ping", "id": 5}, None),
+        ({"type": "ping", "id": ""}, None),
+        ({"type": "ping", "id": "x" * 65}, None),
+        ({"type": "ping", "id": None}, None),
+        ({"type": "ping", "id": ["p"]}, None),
     ],
 )
 async def test_malformed_message_is_bad_request(streams, message, sid):
@@ -878,11 +930,35 @@ async def test_a_frame_at_the_size_limit_is_accepted(configure, streams):
     await expect_error(ws, "too_large")
 
 
-async def test_a_frame_far_over_the_size_limit_closes_with_1009(configure, streams):
+async def test_a_frame_far_over_the_size_limit_closes_with_4009(configure, streams):
     configure(MAX_FRAME_BYTES=200)
     ws = await streams.open()
     await ws.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 5000}))
-    assert await ws.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1009}
+    # Not 1009: servers may send only 1000 and 3000-4999 (tests/test_e2e.py, under daphne).
+    assert await ws.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4009}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" * 400])
+async def test_a_ping_id_that_is_not_a_string_is_bad_request_not_a_crash(streams, number):
+    ws = await streams.open()
+    # JSON itself has no limit on numbers: 1e400 parses as infinity.
+    await ws.send_to(text_data='{"type": "ping", "id": ' + number + "}")
+    await expect_error(ws, "bad_request")
+    await assert_open(ws)
+
+
+async def test_a_ping_id_of_64_characters_is_echoed(streams):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "ping", "id": "p" * 64})
+    assert await receive(ws) == {"type": "pong", "id": "p" * 64}
+
+
+async def test_a_big_frame_with_lone_surrogates_is_an_error_not_a_crash(streams):
+    ws = await streams.open()
+    # A server that does not check UTF-8 could hand such text over: 90 KB as UTF-8.
+    await ws.send_to(text_data='{"type": "ping", "pad": "' + "\ud800" * 30_000 + '"}')
+    await expect_error(ws, "too_large")
+    await assert_open(ws)
 
 
 async def test_the_default_size_limit_is_64_kib(streams):
