@@ -16,7 +16,7 @@ from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
 from ._json import PRIMITIVE_TYPES, json_safe
 from ._names import validate_name
-from ._payloads import sensitive_regex
+from ._payloads import hides_pk, secret_names, without_secrets
 
 __all__ = ["signal_to_event"]
 
@@ -29,17 +29,20 @@ def _payload_from(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Keep the arguments that are plain data and whose names do not look secret.
 
     Objects (a request, a user) are left out: their text form can carry
-    secrets (a query string with a token); a model instance gives its pk.
+    secrets (a query string with a token); a model instance gives its pk
+    (unless its primary key looks secret). Keys that look secret are taken
+    out of dicts at any depth.
     """
-    secret = sensitive_regex()
+    secret = secret_names()
     payload = {}
     for key, value in kwargs.items():
-        if key in ("signal", "instance") or (secret and secret.search(key)):
+        if key in ("signal", "instance") or secret(key):
             continue
         if isinstance(value, models.Model):
-            payload[key] = json_safe(value.pk)
+            if not hides_pk(type(value)):
+                payload[key] = json_safe(value.pk)
         elif _is_plain(value):
-            payload[key] = json_safe(value)
+            payload[key] = without_secrets(json_safe(value), secret)
     return payload
 
 
