@@ -22,6 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from channels_events import (
     Dispatcher,
     Event,
+    InvalidPayload,
     Observer,
     emit_bulk_event,
     get_dispatcher,
@@ -794,6 +795,20 @@ def test_sensitive_fields_setting_changes_what_is_hidden(observed):
     fields = events[0].payload["fields"]
     assert fields["number"] == "A-2"
     assert "secret_note" not in fields
+
+
+@pytest.mark.django_db
+def test_a_model_event_whose_payload_cannot_travel_fails_the_save(observed):
+    observed(Order)
+    heard: list[Event] = []
+    get_dispatcher().connect(heard.append, r"testapp::Order::created")
+    refused = pytest.raises(InvalidPayload, match=r"payload\['fields'\]\['notes'\]\['n'\]")
+    with refused, transaction.atomic():
+        Order.objects.create(number="A-1", notes={"n": 2**64})
+    assert not Order.objects.exists()  # rolled back with the transaction
+    assert heard == []
+    Order.objects.create(number="A-2", notes={"n": 2**64 - 1})
+    assert [event.payload["fields"]["notes"] for event in heard] == [{"n": 2**64 - 1}]
 
 
 # -- secrets that names alone do not show ------------------------------------------------
