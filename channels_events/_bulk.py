@@ -18,7 +18,7 @@ from ._model_events import (
     is_muted,
     muted_model_events,
 )
-from ._payloads import model_label
+from ._payloads import hides_pk, model_label
 
 __all__ = ["EventManager", "EventQuerySet", "emit_bulk_event"]
 
@@ -36,6 +36,8 @@ def emit_bulk_event(
 
     ``action`` is one of ``bulk_created``, ``bulk_updated``, ``bulk_deleted``.
     Use it after bulk work done outside :class:`EventQuerySet` (raw SQL, say).
+    ``pks`` is ``null`` when the model's primary key looks secret (unless
+    its observer lists it in ``fields``).
     A model that is not observed gets names in its app label's namespace
     (or ``OBSERVER_NAMESPACE``). Nothing is dispatched when ``pks`` is empty.
     """
@@ -44,13 +46,14 @@ def emit_bulk_event(
     pks = list(pks)
     if is_muted(model) or not pks:
         return
+    observation = get_observation(model)
+    hidden = observation.builder.hide_pk if observation is not None else hides_pk(model)
     payload: dict[str, Any] = {
         "model": model_label(model),
-        "pks": [json_safe(pk) for pk in pks],
+        "pks": None if hidden else [json_safe(pk) for pk in pks],
     }
     if changed is not None:
         payload["changed"] = list(changed)
-    observation = get_observation(model)
     if observation is not None:
         observation.emit(action, None, using, payload=payload)
         return

@@ -127,11 +127,35 @@ SETTINGS: dict[str, Setting] = {
         "Namespace of model events when the observer names none; None: the app label.",
     ),
     "SENSITIVE_FIELDS": Setting(
-        ["passw", "pwd", "secret", "token", "api_?key", "private_?key"],
+        [
+            r"\w*passw\w*",
+            r"\w*pwd",
+            "passphrase",
+            "passcode",
+            r"\w*secret\w*",
+            r"\w*token\w*",
+            "api_?keys?",
+            "private_?keys?",
+            "access_?keys?",
+            "signing_?keys?",
+            "session_?keys?",
+            "pin",
+            "otp",
+            "salt",
+            "jwt",
+            "bearer",
+            "cookies?",
+            "credentials?",
+            "ssn",
+            "credit_?cards?",
+            "cvv",
+        ],
         _is_regex_list,
         "a list of regular expressions that compile",
-        "Regexes searched (case-insensitively) in field names; matching fields stay out "
-        "of model payloads unless listed in an observer's fields.",
+        "Regexes matched (case-insensitively) against whole snake_case/camelCase words of "
+        "names ('pin' matches user_pin and pinCode, not shipping); matching fields, primary "
+        "keys, foreign keys to them and JSON keys stay out of model payloads unless the "
+        "field is listed in an observer's fields, and out of signal_to_event payloads.",
     ),
     "CHANNEL_LAYER": Setting(
         "default",

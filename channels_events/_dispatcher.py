@@ -244,9 +244,16 @@ class Dispatcher:
         set ``publish_on_commit``: inside a transaction they are handed over
         when it commits, and never if it rolls back.
         """
+        if self._leaves(event):
+            self._hand_over(event)
+
+    def _leaves(self, event: Event) -> bool:
+        """Return whether ``event`` would be handed to the publishers."""
         publishers = self.publishers
-        if event.local or not publishers.entries or not publishers.want(event):
-            return
+        return bool(publishers.entries) and not event.local and publishers.want(event)
+
+    def _hand_over(self, event: Event) -> None:
+        publishers = self.publishers
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: publishers.publish(event))
         else:
@@ -397,8 +404,9 @@ class Dispatcher:
         """Deliver an event to matching listeners, then hand it to the publishers.
 
         ``event`` is an :class:`Event`, or a name with a ``payload`` dict (a
-        name an Event subclass declares builds that subclass). Works from any
-        thread. Async listeners run through ``async_to_sync``, except on a
+        name an Event subclass declares builds that subclass); a payload that
+        cannot travel raises InvalidPayload before any listener runs. Works
+        from any thread. Async listeners run through ``async_to_sync``, except on a
         thread whose event loop is running, where they are scheduled as tasks
         on that loop (so this call never blocks the loop; their exceptions are
         logged, even in strict mode).
@@ -420,6 +428,17 @@ class Dispatcher:
             registrations = registry.cache.get(event.name)
             if registrations is None:
                 registrations = registry.lookup(event.name)
+        publishers = self.publishers
+        # A name no publisher wants (known per name) costs no call.
+        leaves = (
+            publishers.entries
+            and not self._muted
+            and publishers.wanted.get(event.name) is not False
+            and self._leaves(event)
+        )
+        if leaves:
+            # A payload that cannot travel stops here, before any listener.
+            event.wire_payload  # noqa: B018
         if not self._plain:
             registrations = self._rules(event, registrations)
         for registration in registrations:
@@ -430,14 +449,8 @@ class Dispatcher:
                     self._failed(registration, event)
             elif self._admit(registration, event):
                 self._call(registration, event)
-        publishers = self.publishers
-        # A name no publisher wants (known per name) costs no call.
-        if (
-            publishers.entries
-            and not self._muted
-            and publishers.wanted.get(event.name) is not False
-        ):
-            self.publish(event)
+        if leaves:
+            self._hand_over(event)
         return event
 
     async def adispatch(
@@ -450,9 +463,12 @@ class Dispatcher:
         as Django's ``Signal.asend`` does), so they may use the ORM.
         """
         event = self._coerce(event, payload)
+        leaves = not self._muted and self._leaves(event)
+        if leaves:
+            event.wire_payload  # noqa: B018 - refused here, before any listener
         await self.deliver([event])
-        if not self._muted:
-            self.publish(event)
+        if leaves:
+            self._hand_over(event)
         return event
 
     async def deliver(self, events: Sequence[Event], run_sync: SyncRunner | None = None) -> None:

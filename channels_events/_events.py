@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._json import encode, is_flat_json, json_safe
+from ._json import encode, wire_payload
 from ._names import namespace_of, validate_name
 from .exceptions import EventClassError, InvalidPayload
 
@@ -44,6 +44,7 @@ _RESERVED = frozenset(
         "is_remote",
         "envelope",
         "encoded",
+        "wire_payload",
     }
 )
 _ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
@@ -153,8 +154,13 @@ class Event(metaclass=_EventType):
 
         InvoicePaid(invoice=7).dispatch()
 
-    Field values make up the payload. ``instance`` carries a Python object (a
-    model instance) to in-process listeners only; it is never serialized.
+    Field values make up the payload. A payload that cannot travel (an
+    integer outside 64 bits, text with a lone surrogate: see
+    ``_json.wire_payload``) raises InvalidPayload, naming the bad value's
+    place, when the envelope is made: ``dispatch()`` makes it before any
+    listener runs for an event that will leave the process. ``instance``
+    carries a Python object (a model instance) to in-process listeners
+    only; it is never serialized.
     """
 
     name: str
@@ -177,6 +183,7 @@ class Event(metaclass=_EventType):
     _fixed_name: ClassVar[str | None] = None
     _id: str | None = None
     _timestamp: str | None = None
+    _wire: dict[str, Any] | None = None
     _envelope: dict[str, Any] | None = None
     _encoded: str | None = None
 
@@ -374,19 +381,35 @@ class Event(metaclass=_EventType):
 
     @property
     def envelope(self) -> dict[str, Any]:
-        """Return the envelope as it travels: built once, its payload made JSON-safe once.
+        """Return the envelope as it travels: built once, its payload checked once.
 
-        An event received from another process keeps the envelope it came in.
-        The payload must not change once the event is dispatched.
+        The payload is made JSON-safe, and refused with InvalidPayload if it
+        cannot travel (``_json.wire_payload``). An event received from
+        another process keeps the envelope it came in. The payload must not
+        change once the event is dispatched.
         """
         envelope = self._envelope
         if envelope is None:
-            envelope = self.to_dict()
-            payload = envelope["payload"]
-            if not is_flat_json(payload):
-                envelope["payload"] = json_safe(payload)
-            self._envelope = envelope
+            envelope = self._envelope = {
+                "id": self.id,
+                "name": self.name,
+                "namespace": self.namespace,
+                "payload": self.wire_payload,
+                "timestamp": self.timestamp,
+            }
         return envelope
+
+    @property
+    def wire_payload(self) -> dict[str, Any]:
+        """Return the payload as it travels: checked and made JSON-safe once.
+
+        Raise InvalidPayload, naming the bad value's place, for a payload that
+        cannot travel (``_json.wire_payload``).
+        """
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = wire_payload(self.payload, self.name)
+        return wire
 
     @property
     def encoded(self) -> str:

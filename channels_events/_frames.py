@@ -10,32 +10,51 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._conf import events_settings
 from ._events import Event
 from ._json import encode, parse
 from ._names import ClientPattern
 
-__all__ = ["event_frame", "peek_reply_id", "reply_id", "single_frame"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "PEEK_LIMIT",
+    "event_frame",
+    "is_message_id",
+    "peek_reply_id",
+    "reply_id",
+    "single_frame",
+]
 
 logger = logging.getLogger("channels_events.consumers")
+
+#: The longest id a client may give a message (PROTOCOL.md section 4).
+MAX_ID_LENGTH = 64
+#: The longest frame whose id a ``rate_limited`` answer looks for: refusing a
+#: flood must cost less than serving it, so big frames are not parsed.
+PEEK_LIMIT = 2048
+
+
+def is_message_id(value: Any) -> bool:
+    """Return whether ``value`` is an id a client may give a message: a str of 1-64 characters."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
 def reply_id(message: Any) -> str | None:
     """Return the id that replies to ``message`` echo, if any.
 
-    A request's string ``id`` is echoed, except an ``emit``'s: its replies
-    never carry a request id, so that ``emitted.id`` has one meaning, the new
-    event's id, and an emit is answered by position instead.
+    A request's ``id`` is echoed when it is a valid id (:func:`is_message_id`),
+    except an ``emit``'s: its replies never carry a request id, so that
+    ``emitted.id`` has one meaning, the new event's id, and an emit is
+    answered by position instead.
     """
     if not isinstance(message, dict) or message.get("type") == "emit":
         return None
     sid = message.get("id")
-    return sid if isinstance(sid, str) else None
+    return sid if is_message_id(sid) else None
 
 
 def peek_reply_id(text: str | None) -> str | None:
     """Return :func:`reply_id` of a frame not otherwise handled, if it is small JSON."""
-    if text is None or len(text) > events_settings.MAX_FRAME_BYTES:
+    if text is None or len(text) > PEEK_LIMIT:
         return None
     try:
         return reply_id(parse(text))

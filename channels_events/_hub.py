@@ -114,6 +114,11 @@ class Hub:
         """Return how many events were dropped because the outbox was full."""
         return self.sender.dropped
 
+    @property
+    def unencodable(self) -> int:
+        """Return how many events were dropped because the channel layer could not encode them."""
+        return self.sender.unencodable
+
     def _on_bind(self) -> None:
         # On the newly bound loop: tasks of a previous, closed loop are dead.
         self.receiver.forget()

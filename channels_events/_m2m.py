@@ -1,7 +1,10 @@
 """Many-to-many changes of observed models: one ``m2m_changed`` event per change.
 
 Opt-in with ``observe(..., m2m=True)`` or ``m2m = True`` on an Observer; the
-payload names the field, the action and the affected primary keys.
+payload names the field, the action and the affected primary keys. The keys
+of a model whose primary key looks secret are sent as ``null``, unless the
+many-to-many field (or, for the observed model, its primary key) is listed
+in the observer's ``fields``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from django.db.models.signals import m2m_changed
 
 from ._json import json_safe
 from ._model_events import Observation, is_muted
-from ._payloads import model_label
+from ._payloads import hides_pk, model_label
 
 __all__ = ["connect_m2m", "disconnect_m2m"]
 
@@ -84,13 +87,19 @@ def _m2m_changed(
     if not action.startswith("post_"):
         return
     pks = instance.__dict__.pop(_CLEARED, []) if action == "post_clear" else list(pk_set or ())
+    shown = observation.fields or ()
+    if m2m_field.name in shown:
+        hide_pk = hide_pks = False
+    else:
+        hide_pk = hides_pk(type(instance), shown if type(instance) is observation.model else ())
+        hide_pks = hides_pk(model, shown if model is observation.model else ())
     payload = {
         "model": model_label(type(instance)),
-        "pk": json_safe(instance.pk),
+        "pk": None if hide_pk else json_safe(instance.pk),
         "field": m2m_field.name,
         "action": action[len("post_") :],
         "reverse": reverse,
         "related_model": model_label(model),
-        "pks": _sorted_pks(pks),
+        "pks": None if hide_pks else _sorted_pks(pks),
     }
     observation.emit("m2m_changed", instance, using, payload=payload)

@@ -3,7 +3,8 @@
 Consecutive events of one namespace go out as one message (PROTOCOL.md
 section 3), in dispatch order, each run recorded in the history first and
 handed to this process's subscribers, and retried with backoff while the
-layer is unreachable.
+layer is unreachable. A run the layer cannot encode is not retried: it is
+split until the event at fault is found, which is logged and dropped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ _BACKPRESSURE_WAIT = 1.0
 def backoff(failures: int) -> float:
     """Return the seconds to wait after the n-th failure in a row: 0.1, 0.2, ... up to 5."""
     return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+
+
+def _encoding_error(layer: Any, message: dict[str, Any], error: Exception) -> Exception | None:
+    """Return why ``layer`` cannot encode ``message``, or None if ``error`` is the layer's state.
+
+    The channels_redis layers say how they encode (``serialize``): asking
+    them tells a message they refuse from a Redis that does not answer. For
+    other layers, the kind of error decides.
+    """
+    serialize = getattr(layer, "serialize", None)
+    if serialize is None:
+        encoding = (TypeError, ValueError, ArithmeticError, RecursionError)
+        return error if isinstance(error, encoding) else None
+    try:
+        serialize(message)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _envelopes(events: list[Event]) -> tuple[list[Event], list[dict[str, Any]]]:
@@ -72,8 +91,10 @@ class Sender:
         self.origin = origin
         self._start_loop = start_loop
         self._outbox: collections.deque[tuple[str, Event]] = collections.deque()
-        # A run taken from the outbox, recorded and fanned out, not yet sent.
-        self._pending: tuple[str, list[dict[str, Any]]] | None = None
+        # A run taken from the outbox, recorded and fanned out, not yet sent:
+        # its namespace and its envelopes, as one message or, once the layer
+        # could not encode it, as the parts it was split into.
+        self._pending: tuple[str, collections.deque[list[dict[str, Any]]]] | None = None
         self._wake: asyncio.Event | None = None
         # Set while a wake-up is on its way or the sender is draining: other
         # publishers then skip the cross-thread wake-up.
@@ -88,11 +109,14 @@ class Sender:
         self.dropped = 0
         #: Events sent without being recorded in the history.
         self.unrecorded = 0
+        #: Events dropped because the channel layer could not encode them.
+        self.unencodable = 0
 
     @property
     def queued(self) -> int:
         """Return how many events wait to be sent: queued, or in a run being sent."""
-        return len(self._outbox) + (len(self._pending[1]) if self._pending else 0)
+        pending = sum(len(part) for part in self._pending[1]) if self._pending else 0
+        return len(self._outbox) + pending
 
     def start(self) -> None:
         """Start sending on the running loop (the hub's, newly bound)."""
@@ -219,7 +243,7 @@ class Sender:
             while outbox and len(events) < limit and outbox[0][0] == namespace:
                 events.append(outbox.popleft()[1])
             events, envelopes = _envelopes(events)
-            self._pending = (namespace, envelopes)
+            self._pending = (namespace, collections.deque([envelopes]))
             if envelopes:
                 # Recorded before anyone can receive them: a websocket that
                 # subscribes with ``since`` reads the history after it starts
@@ -229,18 +253,51 @@ class Sender:
             # layer's echo of them is ignored.
             if namespace in self._subscribers:
                 await self._subscribers.fan_out(namespace, events)
-        namespace, run = self._pending
-        if not run:
-            self._pending = None
-            return
-        message: dict[str, Any]
-        if len(run) == 1:
-            message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
-        else:
-            message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
-        await self._link.layer.group_send(group_name(namespace), message)
-        # Only now: a failed send keeps the run pending, ahead of the queue.
+        namespace, parts = self._pending
+        layer = self._link.layer
+        while parts:
+            run = parts[0]
+            if not run:
+                parts.popleft()
+                continue
+            message: dict[str, Any]
+            if len(run) == 1:
+                message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
+            else:
+                message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
+            try:
+                await layer.group_send(group_name(namespace), message)
+            except Exception as exc:
+                error = _encoding_error(layer, message, exc)
+                if error is None:
+                    raise  # the layer is unreachable: the run stays pending, ahead of the queue
+                parts.popleft()
+                self._split(parts, run, error)
+                continue
+            parts.popleft()
         self._pending = None
+
+    def _split(
+        self,
+        parts: collections.deque[list[dict[str, Any]]],
+        run: list[dict[str, Any]],
+        error: Exception,
+    ) -> None:
+        """Put the halves of a run the layer cannot encode back in front; drop a lone event."""
+        if len(run) > 1:
+            half = len(run) // 2
+            parts.extendleft([run[half:], run[:half]])
+            return
+        # One event that cannot be encoded costs only itself, never the events
+        # behind it: retrying it would hold them all back for ever.
+        self.unencodable += 1
+        envelope = run[0]
+        logger.error(
+            "Event %r (id %s) was dropped: the channel layer cannot encode it (%r).",
+            envelope.get("name"),
+            envelope.get("id"),
+            error,
+        )
 
     async def _record(self, namespace: str, envelopes: list[dict[str, Any]]) -> None:
         history = self._link.history

@@ -16,7 +16,7 @@ from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
 from ._json import PRIMITIVE_TYPES, json_safe
 from ._names import validate_name
-from ._payloads import sensitive_regex
+from ._payloads import SecretNames, hides_pk, secret_names, without_secrets
 
 __all__ = ["OMITTED", "plain_items", "plain_value", "signal_to_event"]
 
@@ -28,29 +28,32 @@ SignalHook = Callable[..., "str | Event | None"]
 OMITTED: Any = object()
 
 
-def plain_value(value: Any) -> Any:
+def plain_value(value: Any, secret: SecretNames | None = None) -> Any:
     """Return ``value`` made JSON-safe if it is plain data, else :data:`OMITTED`.
 
     Plain data is str, numbers, bools, None, dates and times, decimals, UUIDs
-    and lists or dicts of those; a model instance counts as its pk. Other
-    objects (a request, a user) are not: their text form can carry secrets
-    (a query string with a token).
+    and lists or dicts of those; a model instance counts as its pk (unless
+    its primary key looks secret). Other objects (a request, a user) are
+    not: their text form can carry secrets (a query string with a token).
+    Keys that look secret are taken out of dicts at any depth.
     """
+    if secret is None:
+        secret = secret_names()
     if isinstance(value, models.Model):
-        return json_safe(value.pk)
+        return OMITTED if hides_pk(type(value)) else json_safe(value.pk)
     if _is_plain(value):
-        return json_safe(value)
+        return without_secrets(json_safe(value), secret)
     return OMITTED
 
 
 def plain_items(values: Mapping[str, Any], skip: Collection[str] = ()) -> dict[str, Any]:
     """Keep the items whose values are plain data and whose names do not look secret."""
-    secret = sensitive_regex()
+    secret = secret_names()
     payload = {}
     for key, value in values.items():
-        if key in skip or (secret and secret.search(key)):
+        if key in skip or secret(key):
             continue
-        found = plain_value(value)
+        found = plain_value(value, secret)
         if found is not OMITTED:
             payload[key] = found
     return payload

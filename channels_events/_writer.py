@@ -128,14 +128,26 @@ class ConnectionWriter:
     def __repr__(self) -> str:
         return f"<ConnectionWriter {self.state.value}, {len(self._queue)} queued>"
 
-    def _write(self, message: dict[str, Any]) -> Awaitable[None]:
+    async def _write(self, message: dict[str, Any]) -> None:
         """Hand one message to the server: every frame this connection sends goes through here.
 
         An ASGI server takes the frame when ``send`` is called (awaiting it
         only waits for room in the transport), so frames go out in the order
-        of the calls.
+        of the calls. When the server refuses the frame because the
+        connection is closing, the writer stops, and the consumer hears of
+        the disconnect in its own time.
         """
-        return self._send(message)
+        try:
+            await self._send(message)
+        except (RuntimeError, OSError) as exc:
+            # Servers refuse frames for a connection that is closing: daphne
+            # from the client's close frame until the disconnect reaches the
+            # consumer ("Attempt to send on a closed protocol", a
+            # RuntimeError), others with an OSError. A client leaving is no
+            # error, and needs no traceback; anything else is raised.
+            if self.state is not WriterState.CLOSED:
+                logger.info("A websocket stopped taking frames (%r); it gets no more.", exc)
+                self.close()
 
     # -- the hub's side ----------------------------------------------------
 

@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ._conf import events_settings
 from ._dispatcher import get_dispatcher
 from ._events import Event
-from ._frames import peek_reply_id, reply_id
+from ._frames import MAX_ID_LENGTH, is_message_id, peek_reply_id, reply_id
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
@@ -36,14 +36,54 @@ __all__ = ["EventConsumerMixin", "EventStreamConsumer"]
 logger = logging.getLogger("channels_events.consumers")
 
 PROTOCOL_VERSION = 1
+#: Closes a connection that keeps sending faster than the rate limit.
 CLOSE_POLICY = 4008
-CLOSE_TOO_BIG = 1009
+#: Closes a connection whose frame is far past the size limit. RFC 6455 has
+#: 1009 for this, but a server may only send 1000 or 3000-4999 (daphne turns
+#: anything else into an error and 1011), so it is 1009 in the private range.
+CLOSE_TOO_BIG = 4009
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
-_MAX_ID_LENGTH = 64
 # Seconds to wait for the hub to join a namespace's group before a subscribe
 # with ``since`` is answered with ``gap`` (history reads: _history.TIMEOUT).
 JOIN_TIMEOUT = 5.0
+
+
+class _RateLimit:
+    """A connection's token bucket: ``rate`` messages a second, in bursts of up to ``burst``.
+
+    Each message refused is a strike. Strikes are forgiven only once the
+    bucket is full again, when the client has kept under the rate long
+    enough to earn a whole burst back: a client that keeps sending faster
+    than the rate, by however little, gathers strikes until it is closed.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._refilled = time.monotonic()
+        #: Messages refused since the bucket was last full.
+        self.strikes = 0
+
+    def take(self) -> bool:
+        """Take a token for one message; return False (a strike) when there is none."""
+        now = time.monotonic()
+        tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if tokens >= self.burst:
+            self.strikes = 0
+        if tokens >= 1:
+            self._tokens = tokens - 1
+            return True
+        self._tokens = tokens
+        self.strikes += 1
+        return False
+
+    @property
+    def exceeded(self) -> bool:
+        """Return whether more than ``burst`` messages were refused since the bucket was full."""
+        return self.strikes > self.burst
 
 
 class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -68,9 +108,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connection_id = uuid.uuid4().hex
         self._policy: Policy = get_policy()
         self._subscriptions = Subscriptions()
-        self._tokens = float(events_settings.RATE_BURST)
-        self._refilled = time.monotonic()
-        self._strikes = 0
+        self._rate = _RateLimit(float(events_settings.RATE_LIMIT), events_settings.RATE_BURST)
         self._hub: Hub = get_hub()
         await self._hub.attach()
         self._writer: ConnectionWriter = ConnectionWriter(
@@ -111,21 +149,24 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one client frame; a bad one gets an ``error`` and changes nothing."""
-        if not self._take_token():
-            self._strikes += 1
-            if self._strikes > events_settings.RATE_BURST:
+        if not self._rate.take():
+            if self._rate.exceeded:
                 await self._writer.send_close(CLOSE_POLICY)
                 return
             await self._error(
                 "rate_limited", "Too many messages; slow down.", peek_reply_id(text_data)
             )
             return
-        self._strikes = 0
         if text_data is None:
             await self._error("bad_request", "Binary frames are not part of the protocol.")
             return
         limit = events_settings.MAX_FRAME_BYTES
-        size = len(text_data.encode()) if len(text_data) * 4 > limit else len(text_data)
+        # surrogatepass: a server that does not check UTF-8 may hand over lone surrogates.
+        size = (
+            len(text_data.encode("utf-8", "surrogatepass"))
+            if len(text_data) * 4 > limit
+            else len(text_data)
+        )
         if size > limit:
             if size > limit * _FAR_TOO_LARGE:
                 await self._writer.send_close(CLOSE_TOO_BIG)
@@ -152,21 +193,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except ProtocolError as error:
             await self._error(error.code, error.message, reply_id(message))
 
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        rate = float(events_settings.RATE_LIMIT)
-        burst = float(events_settings.RATE_BURST)
-        self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
     async def _subscribe(self, message: dict[str, Any]) -> None:
-        sid = _field(message, "id", str)
-        if not 1 <= len(sid) <= _MAX_ID_LENGTH:
-            raise ProtocolError("bad_request", "id must be 1-64 characters.")
+        sid = _message_id(message)
         pattern = _field(message, "pattern", str)
         since = message.get("since")
         if since is not None and not isinstance(since, str):
@@ -249,7 +277,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return None
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
-        sid = _field(message, "id", str)
+        sid = _message_id(message)
         if self._subscriptions.remove(sid) is None:
             raise ProtocolError("unknown_subscription", f"No subscription with id {sid!r}.")
         writer = self._writer
@@ -262,7 +290,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _ping(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "pong"}
         if "id" in message:
-            reply["id"] = message["id"]
+            reply["id"] = _message_id(message)
         await self._writer.send(reply)
 
     async def _emit(self, message: dict[str, Any]) -> None:
@@ -280,6 +308,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # A name an Event subclass declares builds that class, and a
             # payload that does not fit it is refused here.
             event = Event(name, payload)
+            # A browser's event is meant for other clients: it must travel.
+            event.wire_payload  # noqa: B018
         except ChannelsEventsError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
         await get_dispatcher().adispatch(event)
@@ -304,6 +334,17 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if answers is not None:
             frame["id"] = answers
         await self._writer.send(frame)
+
+
+def _message_id(message: dict[str, Any]) -> str:
+    """Return the message's ``id``, which must be a string of 1-64 characters."""
+    sid = message.get("id")
+    if not is_message_id(sid):
+        raise ProtocolError(
+            "bad_request",
+            f"{message.get('type')} needs 'id' as a string of 1-{MAX_ID_LENGTH} characters.",
+        )
+    return str(sid)
 
 
 def _field(message: dict[str, Any], key: str, kind: type) -> Any:

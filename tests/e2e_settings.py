@@ -13,6 +13,8 @@ the environment:
   ``RedisPubSubChannelLayer`` under the alias ``events``, as the demo does
   (consumers keep the core layer); otherwise the hub uses the core layer.
 
+Unlike the demo, clients may ``emit`` events of namespace ``shop``.
+
 redis-py 8 gives connections a 5 s ``socket_timeout`` by default, the same as
 the 5 s ``BZPOPMIN`` that ``channels_redis`` blocks in when it receives, so
 with the bare URL an idle receive fails with ``redis.exceptions.TimeoutError``
@@ -57,7 +59,10 @@ CHANNEL_LAYERS = {
     }
 }
 
-CHANNELS_EVENTS = dict(_DEMO_EVENTS, CHANNEL_LAYER="default")
+# Emits in shop let a test make events from a websocket, as fast as a browser can.
+CHANNELS_EVENTS = dict(
+    _DEMO_EVENTS, CHANNEL_LAYER="default", EMIT_POLICY="tests.e2e_app.policy.can_emit"
+)
 
 if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
     CHANNEL_LAYERS["events"] = {

@@ -603,6 +603,51 @@ async def test_disconnected_connection_gets_nothing_more(streams, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+class ClosingServer:
+    """Wraps an app as daphne behaves once a client's close frame is in: sends raise.
+
+    From then until the disconnect reaches the consumer, daphne refuses every
+    frame with "Attempt to send on a closed protocol".
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.closing = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        async def refusing(message: dict[str, Any]) -> None:
+            if self.closing:
+                raise RuntimeError("Attempt to send on a closed protocol")
+            await send(message)
+
+        return await self.app(scope, receive, refusing)
+
+
+async def test_a_connection_closing_during_a_fan_out_stops_quietly(streams, caplog):
+    server = ClosingServer(EventStreamConsumer.as_asgi())
+    leaving = WebsocketCommunicator(server, "/ws/events/")
+    streams.opened.append(leaving)
+    assert (await leaving.connect(timeout=TIMEOUT))[0]
+    assert (await receive(leaving))["type"] == "welcome"
+    still = await streams.open()
+    await subscribe(leaving, "a", "shop::.*")
+    await subscribe(still, "a", "shop::.*")
+    dispatch("shop::Order::created")
+    await expect_event(leaving, "shop::Order::created", ["a"])
+    await expect_event(still, "shop::Order::created", ["a"])
+    caplog.set_level(logging.INFO, logger="channels_events")
+    server.closing = True
+    for _ in range(3):
+        dispatch("shop::Order::updated")
+    for _ in range(3):
+        await expect_event(still, "shop::Order::updated", ["a"])
+    await hub_settled()
+    # One line says the connection went; no traceback, and nothing per event.
+    records = [r for r in caplog.records if r.name.startswith("channels_events")]
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.INFO, None)], records
+    assert "Attempt to send on a closed protocol" in records[0].getMessage()
+
+
 # -- emit -----------------------------------------------------------------------
 
 
@@ -669,6 +714,34 @@ async def test_malformed_emit_is_bad_request(configure, streams, listened, messa
     await expect_error(ws, "bad_request")
     await heard_only(listened, "shop::marker")
     await assert_open(ws)
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ('{"n": 18446744073709551616}', "payload['n']"),
+        ('{"n": -9223372036854775809}', "payload['n']"),
+        ('{"t": "ok \\ud800"}', "payload['t']"),
+        ('{"rows": [{"\\udfff": 1}]}', "payload['rows'][0]"),
+    ],
+)
+async def test_an_emit_whose_payload_cannot_travel_is_bad_request(
+    configure, streams, listened, payload, where
+):
+    configure(EMIT_POLICY=f"{HERE}.emit_shop")
+    connect(listened.append, "shop::.*")
+    ws = await streams.open()
+    await subscribe(ws, "a", "shop::.*")
+    await ws.send_to(text_data='{"type": "emit", "name": "shop::x", "payload": ' + payload + "}")
+    frame = await expect_error(ws, "bad_request")
+    assert where in frame["message"], frame
+    await heard_only(listened, "shop::marker")
+    # Nothing went out: the next frame is the marker's, and emits work on.
+    await expect_event(ws, "shop::marker", ["a"])
+    await ws.send_json_to({"type": "emit", "name": "shop::x", "payload": {"n": 2**64 - 1}})
+    assert (await receive(ws))["type"] == "emitted"
+    frame = await expect_event(ws, "shop::x", ["a"])
+    assert frame["event"]["payload"] == {"n": 2**64 - 1}
 
 
 async def test_emit_replies_never_echo_a_request_id(configure, streams, listened):
@@ -807,10 +880,17 @@ async def test_a_frame_that_is_not_json_is_bad_json(streams, text):
         ({"type": "subscribe", "id": "x", "pattern": 5}, "x"),
         ({"type": "subscribe", "id": "x", "pattern": ["shop::.*"]}, "x"),
         ({"type": "subscribe", "id": "x", "pattern": "shop::.*", "since": 5}, "x"),
-        ({"type": "subscribe", "id": "", "pattern": "shop::.*"}, ""),
-        ({"type": "subscribe", "id": "x" * 65, "pattern": "shop::.*"}, "x" * 65),
+        # An answer echoes only an id the protocol allows: a string of 1-64 characters.
+        ({"type": "subscribe", "id": "", "pattern": "shop::.*"}, None),
+        ({"type": "subscribe", "id": "x" * 65, "pattern": "shop::.*"}, None),
         ({"type": "unsubscribe"}, None),
         ({"type": "unsubscribe", "id": 5}, None),
+        ({"type": "unsubscribe", "id": "x" * 65}, None),
+        ({"type": "ping", "id": 5}, None),
+        ({"type": "ping", "id": ""}, None),
+        ({"type": "ping", "id": "x" * 65}, None),
+        ({"type": "ping", "id": None}, None),
+        ({"type": "ping", "id": ["p"]}, None),
     ],
 )
 async def test_malformed_message_is_bad_request(streams, message, sid):
@@ -867,11 +947,35 @@ async def test_a_frame_at_the_size_limit_is_accepted(configure, streams):
     await expect_error(ws, "too_large")
 
 
-async def test_a_frame_far_over_the_size_limit_closes_with_1009(configure, streams):
+async def test_a_frame_far_over_the_size_limit_closes_with_4009(configure, streams):
     configure(MAX_FRAME_BYTES=200)
     ws = await streams.open()
     await ws.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 5000}))
-    assert await ws.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1009}
+    # Not 1009: servers may send only 1000 and 3000-4999 (tests/test_e2e.py, under daphne).
+    assert await ws.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4009}
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" * 400])
+async def test_a_ping_id_that_is_not_a_string_is_bad_request_not_a_crash(streams, number):
+    ws = await streams.open()
+    # JSON itself has no limit on numbers: 1e400 parses as infinity.
+    await ws.send_to(text_data='{"type": "ping", "id": ' + number + "}")
+    await expect_error(ws, "bad_request")
+    await assert_open(ws)
+
+
+async def test_a_ping_id_of_64_characters_is_echoed(streams):
+    ws = await streams.open()
+    await ws.send_json_to({"type": "ping", "id": "p" * 64})
+    assert await receive(ws) == {"type": "pong", "id": "p" * 64}
+
+
+async def test_a_big_frame_with_lone_surrogates_is_an_error_not_a_crash(streams):
+    ws = await streams.open()
+    # A server that does not check UTF-8 could hand such text over: 90 KB as UTF-8.
+    await ws.send_to(text_data='{"type": "ping", "pad": "' + "\ud800" * 30_000 + '"}')
+    await expect_error(ws, "too_large")
+    await assert_open(ws)
 
 
 async def test_the_default_size_limit_is_64_kib(streams):
@@ -1022,6 +1126,82 @@ async def test_rate_limited_client_recovers_after_slowing_down(configure, stream
     await asyncio.sleep(0.06)  # 20 messages a second: one more token in 50 ms
     await ws.send_json_to({"type": "ping"})
     assert await receive(ws) == {"type": "pong"}
+
+
+async def pace(
+    ws: WebsocketCommunicator, per_second: float, seconds: float
+) -> tuple[list[dict[str, Any]], float | None]:
+    """Send pings at ``per_second`` for ``seconds`` or until the server closes.
+
+    Return the frames that came back, and the seconds after the first ping
+    at which the connection was closed with 4008 (None if it was not).
+    """
+    answers: list[dict[str, Any]] = []
+    closed: list[float] = []
+    start = time.monotonic()
+
+    async def read() -> None:
+        while True:
+            output = await ws.receive_output(timeout=seconds + TIMEOUT)
+            if output["type"] == "websocket.close":
+                assert output["code"] == 4008, output
+                closed.append(time.monotonic() - start)
+                return
+            answers.append(json.loads(output["text"]))
+
+    reader = asyncio.get_running_loop().create_task(read())
+    sent = 0
+    while not reader.done() and time.monotonic() - start < seconds:
+        await ws.send_json_to({"type": "ping"})
+        sent += 1
+        # Keep the pace by the clock, whatever each send and sleep cost.
+        await asyncio.sleep(max(0.0, start + sent / per_second - time.monotonic()))
+    if not reader.done():
+        # Answers still on their way arrive now; then nothing more comes.
+        await asyncio.sleep(0.1)
+        reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    return answers, (closed[0] if closed else None)
+
+
+def refusals(answers: list[dict[str, Any]]) -> int:
+    return sum(1 for answer in answers if answer.get("code") == "rate_limited")
+
+
+async def test_a_flood_is_closed_with_4008_at_once(streams):
+    ws = await streams.open()
+    # 500 frames a second against the default limit (20 a second, bursts of 40):
+    # about 0.2 s of it is enough.
+    answers, closed = await pace(ws, 500, 8.0)
+    assert closed is not None and closed < 2.0, (closed, refusals(answers))
+    # The client was told RATE_BURST times before the close, not thousands.
+    assert refusals(answers) == 40
+    assert sum(1 for answer in answers if answer["type"] == "pong") >= 40
+
+
+async def test_any_sustained_rate_over_the_limit_is_closed(configure, streams):
+    configure(RATE_LIMIT=20, RATE_BURST=10)
+    ws = await streams.open()
+    # Under the limit: every ping is answered, however long it goes on.
+    answers, closed = await pace(ws, 15, 1.5)
+    assert closed is None
+    assert answers and all(answer == {"type": "pong"} for answer in answers)
+    # Twice the limit: a token comes back every 50 ms, and is taken at once,
+    # so the client is never under the limit for long: closed all the same.
+    answers, closed = await pace(ws, 40, 8.0)
+    assert closed is not None and closed < 4.0, (closed, refusals(answers))
+    assert refusals(answers) == 10
+
+
+async def test_a_large_refused_frame_is_not_parsed_for_its_id(configure, streams):
+    configure(RATE_LIMIT=0.001, RATE_BURST=1)
+    ws = await streams.open()
+    await ws.send_json_to({"type": "ping", "id": "first"})
+    assert await receive(ws) == {"type": "pong", "id": "first"}
+    # Refusing a frame must cost less than handling it: a big one is not read.
+    await ws.send_json_to({"type": "ping", "id": "big", "pad": "x" * 60_000})
+    await expect_error(ws, "rate_limited")
 
 
 async def test_rate_limited_error_carries_the_message_id(configure, streams):
@@ -1267,17 +1447,13 @@ async def test_pattern_with_a_lone_surrogate_is_invalid_not_a_crash(streams):
     await assert_open(ws)
 
 
-async def test_every_frame_is_valid_utf8_even_with_lone_surrogates(configure, streams):
-    configure(EMIT_POLICY=f"{HERE}.emit_shop")
-    emitter = await streams.open()
-    watcher = await streams.open()
-    await subscribe(watcher, "a", "shop::.*")
-    await emitter.send_to(
-        text_data=json.dumps({"type": "emit", "name": "shop::x", "payload": {"t": "\ud800"}})
-    )
-    assert (await receive(emitter))["type"] == "emitted"
-    text = await watcher.receive_from(timeout=TIMEOUT)
+async def test_every_frame_is_valid_utf8_even_with_lone_surrogates(streams):
+    ws = await streams.open()
+    # A lone surrogate echoed in an answer is escaped: the frame is still UTF-8.
+    await ws.send_to(text_data=json.dumps({"type": "ping", "id": "\ud800"}))
+    text = await ws.receive_from(timeout=TIMEOUT)
     text.encode("utf-8")
+    assert json.loads(text) == {"type": "pong", "id": "\ud800"}
 
 
 async def test_every_frame_is_strict_json(configure, streams):

@@ -11,6 +11,7 @@ separate Python process, so every event crosses Redis.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -645,3 +646,153 @@ async def test_idle_websocket_survives_demo_layer_config(cluster: Cluster) -> No
             raise ConnectionDropped(f"closed while idle: {client.closed!r}\n{daphne.describe()}")
         await client.send({"type": "ping", "id": "still-there"})
         await client.wait_for(lambda f: f == {"type": "pong", "id": "still-there"})
+
+
+# ----------------------------------------------------------------------- what a client can cause
+
+
+def _tracebacks(daphne: Daphne) -> list[str]:
+    """Return daphne's log lines that start a traceback (every log line is kept)."""
+    lines = daphne.log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "Traceback" in line or "Exception inside" in line]
+
+
+async def test_frames_a_client_can_send_get_their_answer_and_no_traceback(
+    cluster: Cluster,
+) -> None:
+    """A ping id of 1e400 gets bad_request; a frame far too big closes with 4009, not 1011."""
+    (daphne,) = await cluster.start("solo")
+    async with _clients() as clients:
+        pinger = await Client.open("pinger", daphne)
+        big = await Client.open("big", daphne)
+        clients.extend([pinger, big])
+        await asyncio.gather(_welcomed(pinger), _welcomed(big))
+        # JSON has no limit on numbers: 1e400 parses as infinity, which has no JSON.
+        await pinger.ws.send('{"type": "ping", "id": 1e400}')
+        (error,) = await pinger.wait_for(lambda f: f.get("type") == "error")
+        assert error["code"] == "bad_request" and "id" not in error, error
+        await pinger.send({"type": "ping", "id": "alive"})
+        await pinger.wait_for(lambda f: f == {"type": "pong", "id": "alive"})
+        # Over four times MAX_FRAME_BYTES (64 KiB).
+        await big.ws.send(json.dumps({"type": "ping", "pad": "x" * 300_000}))
+        await asyncio.wait({big.reader}, timeout=EVENT_TIMEOUT)
+        assert isinstance(big.closed, ConnectionClosed), big.closed
+        assert big.closed.rcvd is not None and big.closed.rcvd.code == 4009, big.closed
+        await pinger.send({"type": "ping", "id": "still"})
+        await pinger.wait_for(lambda f: f == {"type": "pong", "id": "still"})
+        # daphne logs what an application raised when it next looks, within a second.
+        await asyncio.sleep(1.5)
+    assert _tracebacks(daphne) == [], daphne.describe()
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """Return one masked frame, as a client sends it (RFC 6455 section 5.2)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([0x80 | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    else:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    return head + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+def _server_frame(sock: socket.socket) -> Frame:
+    """Read one unfragmented text frame from the server and return its JSON."""
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    size = second & 0x7F
+    if size == 126:
+        size = int.from_bytes(exactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(exactly(8), "big")
+    assert first & 0x0F == 1, f"not a text frame: opcode {first & 0x0F}"
+    frame: Frame = json.loads(exactly(size))
+    return frame
+
+
+def _stalling_subscriber(daphne: Daphne) -> socket.socket:
+    """Open a websocket on a bare socket that takes in almost nothing; subscribe it to shop.
+
+    The socket's receive buffer is tiny and it is never read again, so what
+    the server sends it piles up in the server.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(EVENT_TIMEOUT)
+    sock.connect(("127.0.0.1", daphne.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/events/ HTTP/1.1\r\nHost: 127.0.0.1:{daphne.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {daphne.origin}\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    assert _server_frame(sock)["type"] == "welcome"
+    subscribe = {"type": "subscribe", "id": "all", "pattern": "shop::.*"}
+    sock.sendall(_client_frame(1, json.dumps(subscribe).encode()))
+    assert _server_frame(sock)["type"] == "subscribed"
+    return sock
+
+
+async def test_a_client_leaving_during_a_fan_out_costs_one_log_line(cluster: Cluster) -> None:
+    """Frames for a connection daphne is closing are refused: the writer stops, no traceback.
+
+    daphne refuses frames ("Attempt to send on a closed protocol") from the
+    client's close frame until the disconnect reaches the consumer, which
+    takes until what is queued for the client is written: here, never.
+    """
+    (daphne,) = await cluster.start("solo")
+    stalled = await asyncio.to_thread(_stalling_subscriber, daphne)
+    try:
+        async with _clients() as emitters:
+            for index in range(3):
+                emitters.append(await Client.open(f"emitter-{index}", daphne))
+            await asyncio.gather(*(_welcomed(emitter) for emitter in emitters))
+            pad = "x" * 60_000
+
+            async def emit(emitter: Client, count: int) -> None:
+                for number in range(count):
+                    payload = {"n": number, "pad": pad}
+                    await emitter.send({"type": "emit", "name": "shop::tick", "payload": payload})
+                await emitter.wait_for(lambda f: f.get("type") == "emitted", count)
+
+            # About 7 MB for the stalled client, a burst within each emitter's rate
+            # limit: more than the kernel buffers hold, so daphne keeps the rest.
+            await asyncio.gather(*(emit(emitter, 40) for emitter in emitters))
+            await asyncio.sleep(0.5)
+            close = _client_frame(8, (1000).to_bytes(2, "big"))
+            await asyncio.to_thread(stalled.sendall, close)
+            await asyncio.sleep(1.0)  # the close frame is in, and a token or twenty back
+            for emitter in emitters:
+                for _ in range(5):
+                    await emitter.send({"type": "emit", "name": "shop::tick", "payload": {}})
+            await asyncio.gather(
+                *(
+                    emitter.wait_for(lambda f: f.get("type") == "emitted", 45)
+                    for emitter in emitters
+                )
+            )
+            await asyncio.sleep(1.5)
+    finally:
+        stalled.close()
+    log = daphne.log.read_text(errors="replace")
+    assert _tracebacks(daphne) == [], daphne.describe()
+    refused = [line for line in log.splitlines() if "Attempt to send on a closed protocol" in line]
+    # The scenario happened (daphne refused a frame), and cost one line.
+    assert len(refused) == 1, daphne.describe()

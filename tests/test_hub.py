@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from channels_events import Dispatcher, Event
+from channels_events import Dispatcher, Event, InvalidPayload
 from channels_events._hub import BATCH_TYPE, EVENT_TYPE, Hub
 from tests.hubproc import ORDER_PAID, HubProcess, Record, hub_env
 
@@ -375,7 +375,9 @@ async def test_an_unserializable_payload_costs_only_its_own_event(
 
     dispatch = hub.dispatcher.dispatch
     dispatch("shop::tick", {"n": 0})
-    dispatch("shop::tick", {"n": Unprintable()})
+    # Refused where it is dispatched (tests/test_wire.py): it never reaches the hub.
+    with pytest.raises(InvalidPayload, match=r"payload\['n'\] is a Unprintable with no text form"):
+        dispatch("shop::tick", {"n": Unprintable()})
     dispatch("shop::tick", {"n": 2})
 
     envelopes: list[dict[str, Any]] = []

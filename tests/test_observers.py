@@ -19,7 +19,16 @@ from django.db.models.signals import post_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from channels_events import Dispatcher, Event, Observer, get_dispatcher, listen, observe
+from channels_events import (
+    Dispatcher,
+    Event,
+    InvalidPayload,
+    Observer,
+    emit_bulk_event,
+    get_dispatcher,
+    listen,
+    observe,
+)
 from channels_events._observers import (
     ModelEvent,
     ObserverError,
@@ -27,12 +36,22 @@ from channels_events._observers import (
     muted_model_events,
     unobserve,
 )
-from channels_events._payloads import KEPT, PayloadBuilder
+from channels_events._payloads import KEPT, PayloadBuilder, secret_names
 from channels_events.testing import capture_events
-from tests.testapp.models import Country, Customer, Item, Order, Plain, Tag, Ticket
+from tests.testapp.models import (
+    ApiToken,
+    Country,
+    Customer,
+    Device,
+    Item,
+    Order,
+    Plain,
+    Tag,
+    Ticket,
+)
 
 LIFECYCLE = ("creating", "created", "updating", "updated", "deleting", "deleted")
-OBSERVABLE = (Customer, Order, Tag, Ticket, Country, Item, Plain, User)
+OBSERVABLE = (Customer, Order, Tag, Ticket, Country, Item, Plain, User, ApiToken, Device)
 
 
 class Boom(Exception):
@@ -778,7 +797,7 @@ def test_secret_fields_named_in_fields_are_included(observed):
 @pytest.mark.django_db
 def test_sensitive_fields_setting_changes_what_is_hidden(observed):
     observed(Order)
-    with override_settings(CHANNELS_EVENTS={"SENSITIVE_FIELDS": ["^num"]}):
+    with override_settings(CHANNELS_EVENTS={"SENSITIVE_FIELDS": [r"num\w*"]}):
         with capture_events(r"testapp::Order::created") as events:
             Order.objects.create(number="A-1", secret_note="visible now")
         fields = events[0].payload["fields"]
@@ -789,6 +808,217 @@ def test_sensitive_fields_setting_changes_what_is_hidden(observed):
     fields = events[0].payload["fields"]
     assert fields["number"] == "A-2"
     assert "secret_note" not in fields
+
+
+@pytest.mark.django_db
+def test_a_model_event_whose_payload_cannot_travel_fails_the_save(observed):
+    observed(Order)
+    heard: list[Event] = []
+    get_dispatcher().connect(heard.append, r"testapp::Order::created")
+    refused = pytest.raises(InvalidPayload, match=r"payload\['fields'\]\['notes'\]\['n'\]")
+    with refused, transaction.atomic():
+        Order.objects.create(number="A-1", notes={"n": 2**64})
+    assert not Order.objects.exists()  # rolled back with the transaction
+    assert heard == []
+    Order.objects.create(number="A-2", notes={"n": 2**64 - 1})
+    assert [event.payload["fields"]["notes"] for event in heard] == [{"n": 2**64 - 1}]
+
+
+# -- secrets that names alone do not show ------------------------------------------------
+
+SECRET = "tok-S3CRET"
+
+
+def envelopes_json(events: list[Event]) -> str:
+    return json.dumps([event.envelope for event in events])
+
+
+@pytest.mark.django_db
+def test_a_primary_key_that_looks_secret_is_sent_as_null(observed):
+    observed(ApiToken)
+    with capture_events(r"testapp::ApiToken::\w+ed") as events:
+        token = ApiToken.objects.create(token=SECRET, label="ci")
+        token.label = "ci-2"
+        token.save()
+        token.delete()
+    assert events.names == [
+        "testapp::ApiToken::created",
+        "testapp::ApiToken::updated",
+        "testapp::ApiToken::deleted",
+    ]
+    assert [event.payload["pk"] for event in events] == [None, None, None]
+    assert [event.payload["fields"] for event in events] == [
+        {"label": "ci"},
+        {"label": "ci-2"},
+        {"label": "ci-2"},
+    ]
+    assert SECRET not in envelopes_json(events)
+
+
+@pytest.mark.django_db
+def test_keys_pointing_at_a_secret_primary_key_stay_out(observed):
+    observed(Device, m2m=True)
+    token = ApiToken.objects.create(token=SECRET)
+    with capture_events(r"testapp::Device::.*") as events:
+        device = Device.objects.create(name="phone", grant=token)
+        device.grants.add(token)
+        token.granted_devices.remove(device)  # from the other side
+    created = only(events, "testapp::Device::created")
+    assert created.payload["pk"] == device.pk
+    assert "grant" not in created.payload["fields"]
+    changes = [
+        (e.payload["action"], e.payload["reverse"], e.payload["pk"], e.payload["pks"])
+        for e in events
+        if e.name == "testapp::Device::m2m_changed"
+    ]
+    assert changes == [("add", False, device.pk, None), ("remove", True, None, [device.pk])]
+    assert SECRET not in envelopes_json(events)
+
+
+@pytest.mark.django_db
+def test_bulk_events_of_a_model_with_a_secret_primary_key_carry_no_pks(observed):
+    with capture_events(r"testapp::ApiToken::.*") as events:
+        emit_bulk_event(ApiToken, "bulk_deleted", [SECRET])
+        observed(ApiToken, fields=["token"])
+        emit_bulk_event(ApiToken, "bulk_deleted", [SECRET])
+    assert [event.payload["pks"] for event in events] == [None, [SECRET]]
+
+
+@pytest.mark.django_db
+def test_secret_keys_inside_json_values_are_taken_out(observed):
+    observed(Device)
+    config = {
+        "theme": "dark",
+        "apiToken": "t-1",
+        "pinned": True,
+        "servers": [{"host": "a", "password": "p-1"}, {"host": "b"}],
+        "nested": {"otp": "123456", "shipping": "fast", "deeper": {"session_key": "s-1"}},
+    }
+    with capture_events(r"testapp::Device::(created|updated)") as events:
+        device = Device.objects.create(name="d", config=config)
+        device.config = {**config, "theme": "light"}
+        device.save()
+    created, updated = events
+    shown = {
+        "theme": "dark",
+        "pinned": True,
+        "servers": [{"host": "a"}, {"host": "b"}],
+        "nested": {"shipping": "fast", "deeper": {}},
+    }
+    assert created.payload["fields"]["config"] == shown
+    assert updated.payload["fields"]["config"] == {**shown, "theme": "light"}
+    assert updated.payload["changed"] == ["config"]
+    assert updated.payload["previous"] == {"config": shown}
+    for secret in ("t-1", "p-1", "123456", "s-1"):
+        assert secret not in envelopes_json(events)
+
+
+@pytest.mark.django_db
+def test_short_secret_names_match_whole_words_only(observed):
+    observed(Device)
+    with capture_events(r"testapp::Device::created") as events:
+        device = Device.objects.create(
+            name="d", pin="1234", shipping="fast", spinner="s", footprint=3
+        )
+    assert events[0].payload["fields"] == {
+        "id": device.pk,
+        "name": "d",
+        "config": {},
+        "shipping": "fast",
+        "spinner": "s",
+        "footprint": 3,
+    }
+
+
+@pytest.mark.django_db
+def test_secrets_listed_in_fields_are_sent_as_they_are(observed):
+    observed(ApiToken, fields=["token", "label"])
+    observed(Device, fields=["name", "grant", "grants", "config", "pin"], m2m=True)
+    with capture_events(r"testapp::.*") as events:
+        token = ApiToken.objects.create(token=SECRET, label="ci")
+        device = Device.objects.create(name="d", grant=token, config={"jwt": "j"}, pin="1234")
+        device.grants.add(token)
+    assert only(events, "testapp::ApiToken::created").payload == {
+        "model": "testapp.apitoken",
+        "pk": SECRET,
+        "fields": {"token": SECRET, "label": "ci"},
+    }
+    assert only(events, "testapp::Device::created").payload["fields"] == {
+        "name": "d",
+        "grant": SECRET,
+        "config": {"jwt": "j"},
+        "pin": "1234",
+    }
+    assert only(events, "testapp::Device::m2m_changed").payload["pks"] == [SECRET]
+
+
+HIDDEN_NAMES = [
+    "password",
+    "new_password1",
+    "passwordHash",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "passcode",
+    "client_secret",
+    "secretKey",
+    "csrftoken",
+    "accessToken",
+    "api_key",
+    "APIKey",
+    "apikey",
+    "private_key",
+    "access_key",
+    "signingKey",
+    "session_key",
+    "pin",
+    "user_pin",
+    "PIN",
+    "pinCode",
+    "otp",
+    "otp_code",
+    "salt",
+    "password_salt",
+    "jwt",
+    "bearer",
+    "cookie",
+    "sessionCookies",
+    "credentials",
+    "aws_credential",
+    "ssn",
+    "credit_card",
+    "creditCardNumber",
+    "cvv",
+    "card_cvv2",
+]
+SHOWN_NAMES = [
+    "name",
+    "shipping",
+    "spinner",
+    "pinned",
+    "is_pinned",
+    "opinion",
+    "footprint",
+    "basalt",
+    "saltwater",
+    "lessons",
+    "bearing",
+    "credit",
+    "card_number",
+    "keyboard",
+    "monkey",
+    "sessions",
+]
+
+
+@pytest.mark.parametrize("name", HIDDEN_NAMES)
+def test_the_default_sensitive_fields_hide(name):
+    assert secret_names()(name)
+
+
+@pytest.mark.parametrize("name", SHOWN_NAMES)
+def test_the_default_sensitive_fields_leave_alone(name):
+    assert not secret_names()(name)
 
 
 @pytest.mark.django_db

@@ -14,6 +14,7 @@ from django.dispatch import Signal
 
 from channels_events import Event, InvalidEventName, signal_to_event
 from channels_events.testing import capture_events
+from tests.testapp.models import ApiToken
 
 EVENTS = r"tsignals::.*"
 
@@ -84,6 +85,37 @@ def test_objects_and_secret_looking_arguments_stay_out_of_the_payload(signal, br
         signal.send(sender=Shop, request=Request(), api_key="k-123", user_id=7)
     assert events[0].payload == {"user_id": 7}
     assert "s3cr3t" not in json.dumps(events[0].payload)
+
+
+def test_secret_looking_keys_stay_out_at_any_depth(signal, bridge):
+    bridge(signal, "tsignals::session::started")
+    with capture_events(EVENTS) as events:
+        signal.send(
+            sender=Shop,
+            user_id=7,
+            passphrase="s3cr3t-1",
+            user_pin="s3cr3t-2",
+            shipping="fast",
+            spinner="on",
+            grant=ApiToken(token="s3cr3t-3"),  # a model whose primary key is a secret
+            context={
+                "ip": "10.0.0.1",
+                "jwt": "s3cr3t-4",
+                "headers": [{"Cookie": "s3cr3t-5", "Accept": "text/html"}],
+                "auth": {"otp": "s3cr3t-6", "footprint": 3},
+            },
+        )
+    assert events[0].payload == {
+        "user_id": 7,
+        "shipping": "fast",
+        "spinner": "on",
+        "context": {
+            "ip": "10.0.0.1",
+            "headers": [{"Accept": "text/html"}],
+            "auth": {"footprint": 3},
+        },
+    }
+    assert "s3cr3t" not in json.dumps(events[0].envelope)
 
 
 def test_an_event_that_cannot_be_built_does_not_break_the_sender(signal, bridge, caplog):

@@ -60,3 +60,23 @@ class Plain(models.Model):
     number = models.CharField(max_length=20)
     status = models.CharField(max_length=20, default="new")
     total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+
+
+class ApiToken(models.Model):
+    """A model whose primary key is a secret."""
+
+    token = models.CharField(max_length=64, primary_key=True)
+    label = models.CharField(max_length=50, blank=True)
+
+
+class Device(models.Model):
+    """Holds secrets under innocent names, and innocent fields under names close to secret ones."""
+
+    name = models.CharField(max_length=50)
+    grant = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
+    grants = models.ManyToManyField(ApiToken, blank=True, related_name="granted_devices")
+    config = models.JSONField(default=dict, blank=True)
+    pin = models.CharField(max_length=8, blank=True)
+    shipping = models.CharField(max_length=50, blank=True)
+    spinner = models.CharField(max_length=50, blank=True)
+    footprint = models.IntegerField(default=0)
