@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,19 @@ def _code(value: Any) -> str:
     return f"`{value!r}`"
 
 
+def _wrap(text: str) -> str:
+    # Only at spaces, so no link target or word is split.
+    return textwrap.fill(text, width=76, break_long_words=False, break_on_hyphens=False)
+
+
 def render() -> str:
     """Return the page for the settings table as it is now."""
     from channels_events._conf import SETTINGS
 
     rows = [f"| [`{key}`](#{key.lower()}) | {_code(s.default)} |" for key, s in SETTINGS.items()]
     sections = [
-        f"## `{key}`\n\n{s.description}\n\nDefault: {_code(s.default)}. Expected: {s.expected}.\n"
+        f"## `{key}`\n\n{_wrap(s.description)}\n\n"
+        f"{_wrap(f'Default: {_code(s.default)}. Expected: {s.expected}.')}\n"
         for key, s in SETTINGS.items()
     ]
     return INTRO + "\n".join(rows) + "\n\n" + "\n".join(sections)
