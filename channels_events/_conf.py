@@ -93,7 +93,7 @@ class Setting:
     valid: Callable[[Any], bool]
     #: What a valid value looks like, for error messages.
     expected: str
-    #: What the setting does, for the docs.
+    #: What the setting does, for the docs (Markdown).
     description: str
 
 
@@ -111,20 +111,24 @@ def _policy(description: str) -> Setting:
 #: Every key of ``settings.CHANNELS_EVENTS``.
 SETTINGS: dict[str, Setting] = {
     "STRICT": Setting(
-        False, _is_bool, "True or False", "Re-raise listener exceptions instead of logging them."
+        False,
+        _is_bool,
+        "True or False",
+        "Re-raise listener exceptions instead of logging them (for tests).",
     ),
     "DEBUG": Setting(
         False,
         _is_bool,
         "True or False",
-        "Log every dispatch, with the listeners it reaches, on the channels_events logger.",
+        "Log every dispatch, with the listeners it reaches, at INFO on the "
+        "`channels_events` logger.",
     ),
     "CACHE_SIZE": _positive_int(4096, "How many event names keep a cached list of listeners."),
     "OBSERVER_NAMESPACE": Setting(
         None,
         lambda v: v is None or _is_segment(v),
         "None or one name segment such as 'shop'",
-        "Namespace of model events when the observer names none; None: the app label.",
+        "Namespace of model events when the observer names none; `None`: the app label.",
     ),
     "SENSITIVE_FIELDS": Setting(
         [
@@ -153,27 +157,29 @@ SETTINGS: dict[str, Setting] = {
         _is_regex_list,
         "a list of regular expressions that compile",
         "Regexes matched (case-insensitively) against whole snake_case/camelCase words of "
-        "names ('pin' matches user_pin and pinCode, not shipping); matching fields, primary "
-        "keys, foreign keys to them and JSON keys stay out of model payloads unless the "
-        "field is listed in an observer's fields, and out of signal_to_event payloads.",
+        "names (`pin` matches `user_pin` and `pinCode`, not `shipping`); matching fields, "
+        "primary keys, foreign keys to them and JSON keys stay out of model payloads unless "
+        "the field is listed in an observer's `fields`, and out of `signal_to_event` payloads.",
     ),
     "CHANNEL_LAYER": Setting(
         "default",
         _is_alias_or_none,
         "None or an alias of settings.CHANNEL_LAYERS",
-        "Channel layer alias events are published on; None keeps events in the process.",
+        "Alias in `CHANNEL_LAYERS` to publish and receive through; `None` keeps events "
+        "in the process.",
     ),
     "GROUP_PREFIX": Setting(
         "events",
         _is_group_prefix,
         "1-30 letters, digits, '_', '-' or '.'",
-        "Group names are '<GROUP_PREFIX>.<namespace>'.",
+        "Groups are named `<GROUP_PREFIX>.<namespace>`.",
     ),
     "NAMESPACES": Setting(
         [],
         _is_namespace_list,
         "a list of namespaces such as ['shop']",
-        "Namespaces the hub always joins, for listeners whose pattern has no literal one.",
+        "Namespaces the hub always joins, for listeners whose pattern has no literal one "
+        "(such as `.*`).",
     ),
     "LOCAL_NAMESPACES": Setting(
         [],
@@ -185,12 +191,15 @@ SETTINGS: dict[str, Setting] = {
         False,
         _is_bool,
         "True or False",
-        "Publish events dispatched through channels_events.compat, with the plain data of "
-        "their arguments as payload; False keeps them in the process.",
+        "Publish events dispatched through `channels_events.compat`, with the plain data of "
+        "their arguments as payload; `False` keeps them in the process (see "
+        "[what leaves the process](migration.md#what-leaves-the-process)).",
     ),
     "BATCH_SIZE": _positive_int(100, "At most this many events of one namespace per message."),
     "OUTBOX_SIZE": _positive_int(
-        10000, "Events waiting to be published; past this the oldest are dropped (logged)."
+        10000,
+        "Events waiting to be published, past which the oldest are dropped (logged), and "
+        "messages from other processes waiting for this process's listeners.",
     ),
     "FLUSH_TIMEOUT": Setting(
         5.0,
@@ -198,10 +207,23 @@ SETTINGS: dict[str, Setting] = {
         "a number of seconds, 0 or more",
         "Seconds to keep publishing queued events when the process exits.",
     ),
-    "SUBSCRIBE_POLICY": _policy("Who may subscribe to what (closed when None)."),
-    "RECEIVE_POLICY": _policy("Which events a connection may receive (all when None)."),
-    "EMIT_POLICY": _policy("Who may emit which event name (closed when None)."),
-    "MAX_FRAME_BYTES": _positive_int(65536, "Largest client frame accepted.", "bytes"),
+    "SUBSCRIBE_POLICY": _policy(
+        "Dotted path of `f(scope, namespace, pattern)`: may this connection subscribe to "
+        "`pattern` in `namespace`? `None`: nobody may."
+    ),
+    "RECEIVE_POLICY": _policy(
+        "Dotted path of `f(scope, event)`: may this connection receive this event? `None`: "
+        "subscribers get every matching event."
+    ),
+    "EMIT_POLICY": _policy(
+        "Dotted path of `f(scope, name, payload)`: may this connection emit this event? "
+        "`None`: nobody may."
+    ),
+    "MAX_FRAME_BYTES": _positive_int(
+        65536,
+        "Largest client frame accepted; one more than four times over closes the connection.",
+        "bytes",
+    ),
     "MAX_SUBSCRIPTIONS": _positive_int(100, "Subscriptions per connection."),
     "MAX_PATTERN_LENGTH": _positive_int(256, "Longest subscription pattern accepted."),
     "RATE_LIMIT": Setting(
@@ -210,15 +232,21 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of messages per second",
         "Client messages per second a connection may send (a token bucket).",
     ),
-    "RATE_BURST": _positive_int(40, "Size of the token bucket of RATE_LIMIT."),
+    "RATE_BURST": _positive_int(
+        40,
+        "Messages a client may send at once before `RATE_LIMIT` applies (the token bucket's size).",
+    ),
     "BUFFER_SIZE": _positive_int(
-        1000, "Frames waiting to be written before a client is told it lagged.", "frames"
+        1000,
+        "Frames waiting to be written before a client is told it lagged (events waiting, "
+        "for an `EventConsumerMixin` consumer).",
+        "frames",
     ),
     "HISTORY_SIZE": Setting(
         1000,
         lambda v: _is_int(v, 0),
         "an int, 0 (no history) or more (events)",
-        "Events kept per namespace for subscribers catching up with since; 0 keeps none.",
+        "Events kept per namespace for subscribers catching up with `since`; 0 keeps none.",
     ),
 }
 

@@ -75,7 +75,7 @@ if REDIS_URL:
         # For Channels consumers of your own.
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": _REDIS},
         # The hub's own layer: one Redis read per event, however many
-        # websockets a process serves (README: "Which Redis layer").
+        # websockets a process serves (docs/processes.md: "Which Redis layer").
         "events": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": _REDIS},
     }
 else:

@@ -316,6 +316,17 @@ def js_tests(warnings: list[str]) -> None:
     run("node --test (JS client)", [node, "--test", "tests/js/"])
 
 
+# --------------------------------------------------------------------------- docs
+
+
+def docs_site() -> None:
+    """Build the docs site into site/; a broken link, anchor or snippet fails the build."""
+    # Material prints an end-of-life notice on every build; the build's own
+    # warnings are what this step is about.
+    env = venv_env({"NO_MKDOCS_2_WARNING": "1"})
+    run("mkdocs build --strict", [VENV_PYTHON, "-m", "mkdocs", "build", "--strict"], env=env)
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -326,6 +337,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     run("ruff check", [VENV_PYTHON, "-m", "ruff", "check", "."])
     run("ruff format", [VENV_PYTHON, "-m", "ruff", "format", "--check", "."])
     run("mypy", [VENV_PYTHON, "-m", "mypy"])
+    docs_site()
     js_tests(warnings)
     chromium = chromium_for_tests(warnings)
     if chromium:
@@ -371,7 +383,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     for warning in warnings:
         say(f"WARNING: {warning}")
     suffix = " (with warnings above)" if warnings else ""
-    say(f"PASSED: ruff, ruff format, mypy, node --test and pytest all succeeded{suffix}")
+    say(f"PASSED: ruff, ruff format, mypy, mkdocs, node --test and pytest all succeeded{suffix}")
     return 0
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -27,6 +29,28 @@ def missing_tool(message: str) -> NoReturn:
     if _in_ci():
         pytest.fail(f"CI=true, but {message}")
     pytest.skip(message)
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_executable() -> str:
+    """Return Debian's Chromium for Playwright: skip the test without it, fail under CI=true."""
+    path = os.environ.get("CHANNELS_EVENTS_CHROMIUM") or "/usr/bin/chromium"
+    if Path(path).exists():
+        return path
+    found = shutil.which("chromium")
+    if found is None:
+        missing_tool("Chromium is not installed (install Debian's chromium package)")
+    return found
 
 
 def _ci_failure_message() -> str:

@@ -13,7 +13,6 @@ docs show.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,30 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CHROMIUM_ARGS, chromium_executable
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
-
-
-def _chromium() -> str:
-    path = os.environ.get("CHANNELS_EVENTS_CHROMIUM") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        found = shutil.which("chromium")
-        if found is None:
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail("Chromium is required under CI=true (install Debian's chromium).")
-            pytest.skip("Chromium not found: install Debian's chromium package.")
-        path = found
-    return path
 
 
 def _free_port() -> int:
@@ -134,7 +114,7 @@ def demo(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[Demo]:
 
 
 def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> None:
-    chromium = _chromium()
+    chromium = chromium_executable()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

@@ -426,7 +426,7 @@ async def test_model_events_reach_every_daphne_exactly_once(
     """A create and an update in a third process reach two daphnes, once each, in order.
 
     With ``pubsub``, every process's hub uses a pub/sub layer of its own while
-    consumers keep the core layer, as the README suggests for fan-out.
+    consumers keep the core layer, as docs/processes.md suggests for fan-out.
     """
     if hub_layer == "pubsub":
         cluster.env["CE_E2E_HUB_LAYER"] = "pubsub"
