@@ -1,12 +1,14 @@
-"""The demo project: its checks pass, and shop_simulate makes realistic changes."""
+"""The demo project: its checks, shop_simulate, and what scripts/dev.py installs for it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -80,3 +82,59 @@ def test_shop_simulate_refuses_a_rate_that_is_not_positive(demo_env: dict[str, s
     )
     assert result.returncode != 0
     assert "--rate must be positive" in result.stderr
+
+
+def _dev_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev_script", ROOT / "scripts" / "dev.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_py_installs_the_demo_extra_for_the_demo_and_the_dev_extra_for_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = _dev_script()
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    monkeypatch.setattr(dev, "VENV", venv)
+    monkeypatch.setattr(dev, "VENV_PYTHON", venv / "bin" / "python")
+    installed: list[str] = []
+
+    def run(name: str, cmd: list[object], **kwargs: object) -> int:
+        installed.extend(str(part) for part in cmd if str(part).startswith(".["))
+        return 0
+
+    monkeypatch.setattr(dev, "run", run)
+    dev.ensure_venv("demo")
+    dev.ensure_venv("demo")  # done already
+    assert installed == [".[demo]"]
+    dev.ensure_venv("dev")  # the demo's install lacks the test toolchain
+    assert installed == [".[demo]", ".[dev]"]
+    dev.ensure_venv("demo")  # the dev extra has all the demo needs
+    dev.ensure_venv("dev")
+    assert installed == [".[demo]", ".[dev]"]
+
+    asked: list[str] = []
+
+    def ensure_venv(extra: str) -> None:
+        asked.append(extra)
+        raise dev.StepFailed("stop here")
+
+    monkeypatch.setattr(dev, "ensure_venv", ensure_venv)
+    monkeypatch.setattr(dev.signal, "signal", lambda *args: None)  # keep pytest's SIGTERM
+    assert dev.main(["demo"]) == 1
+    assert dev.main(["test"]) == 1
+    assert asked == ["demo", "dev"]
+
+
+def test_the_dev_extra_has_everything_the_demo_extra_has() -> None:
+    # scripts/dev.py demo counts on it: a virtualenv made for the tests serves the demo.
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert extras["demo"]
+    assert set(extras["demo"]) <= set(extras["dev"])
