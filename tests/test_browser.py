@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.layer import shown_url
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--headless",
@@ -66,6 +68,7 @@ class Demo:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "demo.settings",
             "DEMO_DB_PATH": str(tmp_path / "demo.sqlite3"),
+            "DEMO_CHANNEL_LAYER": "redis",
             "REDIS_URL": redis_url,
             "REDIS_PREFIX": prefix,
             "PYTHONPATH": str(ROOT),
@@ -143,6 +146,11 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
             page.goto(f"http://127.0.0.1:{demo.port}/")
             badge = page.locator("#status")
             sync_api.expect(badge).to_have_attribute("data-state", "open", timeout=15_000)
+            # The page says which layer it hears, and has no warning to give on Redis.
+            sync_api.expect(page.locator("#layer")).to_have_text(
+                f"channel layer: Redis {shown_url(demo.env['REDIS_URL'])}"
+            )
+            sync_api.expect(page.locator("#layer-warning")).to_have_count(0)
 
             # A row appears for an order created by another process.
             demo.shell(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +13,29 @@ from types import ModuleType
 
 import pytest
 
+from demo.layer import shown_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def demo_env(tmp_path: Path) -> dict[str, str]:
+def demo_settings(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Return the environment of the demo's processes, with its database migrated."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "demo.settings",
         "DEMO_DB_PATH": str(tmp_path / "demo.sqlite3"),
         "PYTHONPATH": str(ROOT),
     }
-    env.pop("REDIS_URL", None)
+    for name in ("REDIS_URL", "REDIS_PREFIX", "DEMO_CHANNEL_LAYER"):
+        env.pop(name, None)
+    env.update(extra)
     manage(env, "migrate", "--noinput")
     return env
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    return demo_settings(tmp_path, DEMO_CHANNEL_LAYER="memory")
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -41,19 +51,96 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def test_demo_project_passes_djangos_checks(demo_env: dict[str, str]) -> None:
-    # No warning or error; one info: the demo's default layer is the in-memory one.
+def check(env: dict[str, str]) -> str:
+    """Run manage.py check; return what it says (on stderr when there are issues)."""
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=demo_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "(channels_events.I001)" in result.stderr
-    assert "System check identified 1 issue (0 silenced)." in result.stderr
+    return result.stdout + result.stderr
+
+
+def dashboard(env: dict[str, str]) -> str:
+    """Return the dashboard page's HTML, as the demo's settings render it."""
+    return manage(
+        env,
+        "shell",
+        "-c",
+        "from django.test import Client;"
+        "print(Client(HTTP_HOST='127.0.0.1').get('/').content.decode())",
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_with_no_redis_the_demo_runs_in_memory_and_says_so(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    env = demo_settings(tmp_path, REDIS_URL=url)
+    # No warning or error; one info, and a true one: the layer is the in-memory one.
+    said = check(env)
+    assert "(channels_events.I001)" in said
+    assert "System check identified 1 issue (0 silenced)." in said
+    page = dashboard(env)
+    assert "channel layer: in-memory" in page
+    assert 'id="layer-warning"' in page
+    assert "Other processes cannot be heard." in page
+    assert f"no Redis answered at {url}" in page  # why
+    assert f"Start Redis at {url}" in page  # and the fix
+    assert "changes made by other processes do not" in page
+    assert "or by any other process" not in page
+
+
+@pytest.mark.redis
+def test_with_redis_answering_the_demo_uses_it(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    env = demo_settings(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix)
+    said = check(env)
+    assert "System check identified no issues (0 silenced)." in said
+    assert "I001" not in said
+    page = dashboard(env)
+    assert f"channel layer: Redis {shown_url(redis_url)}" in page
+    assert "RedisPubSubChannelLayer" in page
+    assert "layer-warning" not in page
+    assert "made here or by any other process on the same Redis" in page
+
+
+def test_demo_channel_layer_memory_keeps_the_demo_in_memory(demo_env: dict[str, str]) -> None:
+    page = dashboard(demo_env)
+    assert "channel layer: in-memory" in page
+    assert "DEMO_CHANNEL_LAYER=memory" in page
+
+
+def test_demo_channel_layer_refuses_a_value_it_does_not_know(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "demo.settings",
+            "DEMO_CHANNEL_LAYER": "redsi",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "DEMO_CHANNEL_LAYER must be one of auto, redis, memory, got 'redsi'." in result.stderr
+
+
+def test_the_page_shows_redis_urls_without_their_password() -> None:
+    assert shown_url("redis://:s3cret@cache.internal:6380/2") == "redis://cache.internal:6380/2"
+    assert shown_url("rediss://user:pw@[::1]:6379/0") == "rediss://[::1]:6379/0"
+    assert shown_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
 
 
 def test_shop_simulate_creates_advances_and_deletes_orders(demo_env: dict[str, str]) -> None:

@@ -12,6 +12,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
+from demo import layer
+
 from .models import STATUSES, Order
 
 
@@ -29,9 +31,10 @@ def _row(order: Order) -> dict[str, Any]:
 @require_GET
 @ensure_csrf_cookie
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Render the live dashboard with the current orders."""
+    """Render the live dashboard with the current orders and the channel layer it hears."""
     orders = [_row(order) for order in Order.objects.all()[:200]]
-    return render(request, "shop/dashboard.html", {"orders": orders, "statuses": STATUSES})
+    context = {"orders": orders, "statuses": STATUSES, "layer": layer.current()}
+    return render(request, "shop/dashboard.html", context)
 
 
 @require_GET

@@ -1,0 +1,134 @@
+"""Which channel layer the demo runs on: chosen in settings, told by the page and shop_simulate.
+
+``DEMO_CHANNEL_LAYER`` chooses, when a process starts:
+
+- ``auto`` (the default): Redis at ``REDIS_URL`` if a Redis server answers
+  there, the in-memory layer otherwise;
+- ``redis``: Redis at ``REDIS_URL``, whether or not it answers yet;
+- ``memory``: the in-memory layer.
+
+``REDIS_URL`` defaults to ``redis://127.0.0.1:6379/0``. On the in-memory
+layer a process hears only its own events: changes made by ``shop_simulate``
+or any other process never reach the server's pages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CHOICES = ("auto", "redis", "memory")
+# Long enough for a Redis on this machine or the local network, short enough
+# not to hold up every manage.py command when none runs.
+PROBE_TIMEOUT = 0.5
+
+
+def shown_url(url: str) -> str:
+    """Return ``url`` without its user name and password, fit to show on a page."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return f"{parts.scheme}://{parts.path}"  # unix:///path/to/redis.sock
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def redis_problem(url: str) -> str | None:
+    """Return why the demo cannot use Redis at ``url`` now, or None if it answers a PING."""
+    if importlib.util.find_spec("channels_redis") is None:
+        return "channels-redis is not installed"
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return f"no Redis answered at {shown_url(url)}: {str(exc).rstrip('.')}"
+    return None
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The layer settings chose: ``kind`` is ``redis`` or ``memory``; ``reason`` says why."""
+
+    kind: str
+    redis_url: str
+    reason: str
+
+    @property
+    def fix(self) -> str:
+        """Say how to get the Redis layer, for a process that is on the in-memory one."""
+        if self.reason == "channels-redis is not installed":
+            return "Install it (pip install -e '.[demo]'), start Redis, then restart the demo."
+        return (
+            f"Start Redis at {shown_url(self.redis_url)} (redis-server), or point REDIS_URL "
+            "at yours, then restart the demo server: it uses Redis whenever one answers "
+            "(DEMO_CHANNEL_LAYER=redis insists on it)."
+        )
+
+
+def choose(environ: Mapping[str, str]) -> LayerChoice:
+    """Choose the layer from ``DEMO_CHANNEL_LAYER`` and ``REDIS_URL`` in ``environ``."""
+    wanted = environ.get("DEMO_CHANNEL_LAYER", "").strip().lower() or "auto"
+    url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if wanted not in CHOICES:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"DEMO_CHANNEL_LAYER must be one of {', '.join(CHOICES)}, got {wanted!r}."
+        )
+    if wanted != "auto":
+        return LayerChoice(wanted, url, f"DEMO_CHANNEL_LAYER={wanted}")
+    problem = redis_problem(url)
+    if problem is None:
+        return LayerChoice("redis", url, f"Redis answered at {shown_url(url)}")
+    return LayerChoice("memory", url, problem)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The layer the hub of this process uses, as the page and shop_simulate tell it."""
+
+    alias: str
+    backend: str
+    in_memory: bool
+    address: str
+    choice: LayerChoice | None
+
+    @property
+    def label(self) -> str:
+        """Return a short name: ``in-memory``, ``Redis`` and its address, or the backend."""
+        if self.in_memory:
+            return "in-memory"
+        if self.backend.startswith("channels_redis."):
+            return f"Redis {self.address}".strip()
+        return self.backend
+
+
+def current() -> Layer:
+    """Return the layer of this process's hub, from the settings in force."""
+    from channels.layers import InMemoryChannelLayer
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    alias = settings.CHANNELS_EVENTS.get("CHANNEL_LAYER", "default")
+    config: dict[str, Any] = settings.CHANNEL_LAYERS[alias]
+    backend = import_string(config["BACKEND"])
+    hosts = config.get("CONFIG", {}).get("hosts") or []
+    address = shown_url(hosts[0]) if hosts and isinstance(hosts[0], str) else ""
+    return Layer(
+        alias=alias,
+        backend=config["BACKEND"],
+        in_memory=issubclass(backend, InMemoryChannelLayer),
+        address=address,
+        choice=getattr(settings, "DEMO_LAYER_CHOICE", None),
+    )
