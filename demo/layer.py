@@ -58,40 +58,45 @@ def redis_problem(url: str) -> str | None:
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """The layer settings chose: ``kind`` is ``redis`` or ``memory``; ``reason`` says why."""
+    """The layer settings chose (``redis`` or ``memory``), why, and how to get Redis if need be."""
 
     kind: str
     redis_url: str
     reason: str
-
-    @property
-    def fix(self) -> str:
-        """Say how to get the Redis layer, for a process that is on the in-memory one."""
-        if self.reason == "channels-redis is not installed":
-            return "Install it (pip install -e '.[demo]'), start Redis, then restart the demo."
-        return (
-            f"Start Redis at {shown_url(self.redis_url)} (redis-server), or point REDIS_URL "
-            "at yours, then restart the demo server: it uses Redis whenever one answers "
-            "(DEMO_CHANNEL_LAYER=redis insists on it)."
-        )
+    fix: str = ""
 
 
 def choose(environ: Mapping[str, str]) -> LayerChoice:
     """Choose the layer from ``DEMO_CHANNEL_LAYER`` and ``REDIS_URL`` in ``environ``."""
     wanted = environ.get("DEMO_CHANNEL_LAYER", "").strip().lower() or "auto"
     url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    shown = shown_url(url)
     if wanted not in CHOICES:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(
             f"DEMO_CHANNEL_LAYER must be one of {', '.join(CHOICES)}, got {wanted!r}."
         )
-    if wanted != "auto":
-        return LayerChoice(wanted, url, f"DEMO_CHANNEL_LAYER={wanted}")
+    if wanted == "redis":
+        return LayerChoice("redis", url, "DEMO_CHANNEL_LAYER=redis")
+    if wanted == "memory":
+        fix = (
+            f"Unset DEMO_CHANNEL_LAYER, start Redis at {shown} (redis-server), "
+            "then restart the demo server."
+        )
+        return LayerChoice("memory", url, "DEMO_CHANNEL_LAYER=memory", fix)
     problem = redis_problem(url)
     if problem is None:
-        return LayerChoice("redis", url, f"Redis answered at {shown_url(url)}")
-    return LayerChoice("memory", url, problem)
+        return LayerChoice("redis", url, f"Redis answered at {shown}")
+    if importlib.util.find_spec("channels_redis") is None:
+        fix = "Install it (pip install -e '.[demo]'), start Redis, then restart the demo server."
+    else:
+        fix = (
+            f"Start Redis at {shown} (redis-server), or point REDIS_URL at yours, then "
+            "restart the demo server: it uses Redis whenever one answers when it starts "
+            "(DEMO_CHANNEL_LAYER=redis insists on it)."
+        )
+    return LayerChoice("memory", url, problem, fix)
 
 
 @dataclass(frozen=True)

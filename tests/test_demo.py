@@ -38,8 +38,8 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     return demo_settings(tmp_path, DEMO_CHANNEL_LAYER="memory")
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
+def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
@@ -47,22 +47,26 @@ def manage(env: dict[str, str], *args: str) -> str:
         text=True,
         timeout=120,
     )
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = run_manage(env, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def check(env: dict[str, str]) -> str:
     """Run manage.py check; return what it says (on stderr when there are issues)."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_manage(env, "check", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr
+
+
+def order_count(env: dict[str, str]) -> int:
+    out = manage(
+        env, "shell", "-c", "from demo.shop.models import Order; print(Order.objects.count())"
+    )
+    return int(out.strip().splitlines()[-1])
 
 
 def dashboard(env: dict[str, str]) -> str:
@@ -144,7 +148,10 @@ def test_the_page_shows_redis_urls_without_their_password() -> None:
 
 
 def test_shop_simulate_creates_advances_and_deletes_orders(demo_env: dict[str, str]) -> None:
-    out = manage(demo_env, "shop_simulate", "--rate", "1000", "--count", "60", "--seed", "7")
+    out = manage(
+        demo_env,
+        *("shop_simulate", "--rate", "1000", "--count", "60", "--seed", "7", "--allow-in-memory"),
+    )
     assert "60 change(s) made." in out
     summary = manage(
         demo_env,
@@ -158,15 +165,41 @@ def test_shop_simulate_creates_advances_and_deletes_orders(demo_env: dict[str, s
     assert len(statuses) >= 2  # some orders moved on
 
 
-def test_shop_simulate_refuses_a_rate_that_is_not_positive(demo_env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shop_simulate", "--rate", "0", "--count", "1"],
-        cwd=ROOT,
-        env=demo_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_shop_simulate_refuses_the_in_memory_layer_and_says_the_fix(
+    demo_env: dict[str, str],
+) -> None:
+    refused = run_manage(demo_env, "shop_simulate", "--rate", "1000", "--count", "3")
+    assert refused.returncode != 0
+    assert (
+        "This process is on the in-memory channel layer (DEMO_CHANNEL_LAYER=memory): the events "
+        "of the changes it makes would never leave it" in refused.stderr
     )
+    assert "Unset DEMO_CHANNEL_LAYER, start Redis at redis://127.0.0.1:6379/0" in refused.stderr
+    assert "--allow-in-memory" in refused.stderr
+    assert order_count(demo_env) == 0
+    # Told to, it makes the changes, and still says no server hears them.
+    allowed = run_manage(
+        demo_env, "shop_simulate", "--rate", "1000", "--count", "3", "--allow-in-memory"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "3 change(s) made." in allowed.stdout
+    assert "in-memory channel layer" in allowed.stderr
+    assert order_count(demo_env) > 0
+
+
+@pytest.mark.redis
+def test_shop_simulate_runs_on_redis_without_being_told(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    env = demo_settings(tmp_path, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix)
+    result = run_manage(env, "shop_simulate", "--rate", "1000", "--count", "3")
+    assert result.returncode == 0, result.stderr
+    assert "3 change(s) made." in result.stdout
+    assert "in-memory" not in result.stderr
+
+
+def test_shop_simulate_refuses_a_rate_that_is_not_positive(demo_env: dict[str, str]) -> None:
+    result = run_manage(demo_env, "shop_simulate", "--rate", "0", "--count", "1")
     assert result.returncode != 0
     assert "--rate must be positive" in result.stderr
 
