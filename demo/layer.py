@@ -111,12 +111,10 @@ class Layer:
 
     @property
     def label(self) -> str:
-        """Return a short name: ``in-memory``, ``Redis`` and its address, or the backend."""
+        """Return a short name: ``in-memory``, the Redis URL (no password), or the backend."""
         if self.in_memory:
             return "in-memory"
-        if self.backend.startswith("channels_redis."):
-            return f"Redis {self.address}".strip()
-        return self.backend
+        return self.address or self.backend
 
 
 def current() -> Layer:

@@ -13,6 +13,7 @@ docs show.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -148,7 +149,7 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
             sync_api.expect(badge).to_have_attribute("data-state", "open", timeout=15_000)
             # The page says which layer it hears, and has no warning to give on Redis.
             sync_api.expect(page.locator("#layer")).to_have_text(
-                f"channel layer: Redis {shown_url(demo.env['REDIS_URL'])}"
+                f"channel layer: {shown_url(demo.env['REDIS_URL'])}"
             )
             sync_api.expect(page.locator("#layer-warning")).to_have_count(0)
 
@@ -160,6 +161,15 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
             row = page.locator("tr", has=page.locator("td", has_text="B-1001"))
             sync_api.expect(row).to_have_count(1, timeout=10_000)
             sync_api.expect(row.locator(".pill")).to_have_text("new")
+            # The event log shows it, newest first, with its payload.
+            newest = page.locator("#log > li").first
+            sync_api.expect(newest).to_have_attribute("data-name", "shop::Order::created")
+            sync_api.expect(newest.locator(".log-payload")).to_contain_text('"number":"B-1001"')
+            sync_api.expect(newest.locator(".log-payload")).to_contain_text(
+                '"customer":"Grace Hopper"'
+            )
+            sync_api.expect(newest.locator(".log-origin")).to_have_text("another page or process")
+            sync_api.expect(newest.locator(".log-latency")).to_have_text(re.compile(r"^-?\d+ ms$"))
 
             # Its status changes when another process advances it.
             demo.shell(
@@ -167,6 +177,10 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
                 "o = Order.objects.get(number='B-1001'); o.status = 'paid'; o.save()"
             )
             sync_api.expect(row.locator(".pill")).to_have_text("paid", timeout=10_000)
+            sync_api.expect(newest).to_have_attribute("data-name", "shop::Order::updated")
+            sync_api.expect(newest.locator(".log-changes")).to_contain_text(
+                'status: "new" → "paid"'
+            )
             sync_api.expect(page.locator('.bar-row[data-status="paid"] .bar-count')).to_have_text(
                 "1"
             )
@@ -177,6 +191,10 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
             page.click("button[type=submit]")
             mine = page.locator("tr", has=page.locator("td", has_text="Katherine Johnson"))
             sync_api.expect(mine).to_have_count(1, timeout=10_000)
+            # The page knows this event is its own: the view answered with its id.
+            sync_api.expect(newest.locator(".log-payload")).to_contain_text("Katherine Johnson")
+            sync_api.expect(newest.locator(".log-origin")).to_have_text("this page")
+            sync_api.expect(page.locator("#log > li")).to_have_count(3)
 
             screenshot = os.environ.get("CHANNELS_EVENTS_SCREENSHOT")
             if screenshot:

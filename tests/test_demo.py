@@ -112,7 +112,7 @@ def test_with_redis_answering_the_demo_uses_it(
     assert "System check identified no issues (0 silenced)." in said
     assert "I001" not in said
     page = dashboard(env)
-    assert f"channel layer: Redis {shown_url(redis_url)}" in page
+    assert f"channel layer: {shown_url(redis_url)}" in page
     assert "RedisPubSubChannelLayer" in page
     assert "layer-warning" not in page
     assert "made here or by any other process on the same Redis" in page
