@@ -1,9 +1,10 @@
 """The live dashboard in a real browser: Chromium driven by Playwright.
 
 The page is served by daphne (the demo project, on the Redis channel layer);
-orders are created and changed from other processes; the daphne process the
-page is connected to is killed and started again, and the page must
-reconnect and keep updating. Needs Debian's Chromium (CHANNELS_EVENTS_CHROMIUM
+orders are created and changed from other processes and show in the table and
+the event log; the daphne process the page is connected to is killed and
+started again, and the page must reconnect, catch up on what it missed and
+keep updating. Needs Debian's Chromium (CHANNELS_EVENTS_CHROMIUM
 or /usr/bin/chromium): skipped without it, except under CI=true.
 
 Set CHANNELS_EVENTS_SCREENSHOT=docs/dashboard.png to save the screenshot the
@@ -201,12 +202,34 @@ def test_dashboard_updates_live_and_survives_a_server_restart(demo: Demo) -> Non
                 page.wait_for_timeout(1500)  # let the row highlight and bar transitions end
                 page.screenshot(path=str(ROOT / screenshot))
 
+            # A second page, which has received no event yet.
+            fresh = browser.new_page()
+            fresh.goto(f"http://127.0.0.1:{demo.port}/")
+            fresh_badge = fresh.locator("#status")
+            sync_api.expect(fresh_badge).to_have_attribute("data-state", "open", timeout=15_000)
+
             # Kill the server the page is connected to: the page notices ...
             demo.kill()
             sync_api.expect(badge).not_to_have_attribute("data-state", "open", timeout=10_000)
-            # ... and comes back by itself once the server does.
+            # ... another process makes an order while it is away ...
+            demo.shell(
+                "from demo.shop.models import Order;"
+                "Order.objects.create(number='B-1003', customer='Edsger Dijkstra', total='3.00')"
+            )
+            # ... and it comes back by itself once the server does.
             demo.start()
             sync_api.expect(badge).to_have_attribute("data-state", "open", timeout=30_000)
+            # It resumed after the last event it saw (since): the server replayed the
+            # missed event from its history, so the log shows it.
+            missed = page.locator("tr", has=page.locator("td", has_text="B-1003"))
+            sync_api.expect(missed).to_have_count(1, timeout=10_000)
+            sync_api.expect(newest.locator(".log-payload")).to_contain_text('"number":"B-1003"')
+            # The second page had no event to resume after: it reloaded the orders.
+            sync_api.expect(fresh_badge).to_have_attribute("data-state", "open", timeout=30_000)
+            sync_api.expect(
+                fresh.locator("tr", has=fresh.locator("td", has_text="B-1003"))
+            ).to_have_count(1, timeout=10_000)
+            sync_api.expect(fresh.locator("#log > li")).to_have_count(0)
 
             demo.shell(
                 "from demo.shop.models import Order;"

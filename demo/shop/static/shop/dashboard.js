@@ -94,6 +94,9 @@ function refreshSummary() {
 }
 
 function upsert(order, flash) {
+  const known = orders.get(order.id);
+  // An event older than the row (one that overtook a reload) changes nothing.
+  if (known && Date.parse(known.updated_at) > Date.parse(order.updated_at)) return;
   orders.set(order.id, order);
   renderRow(order, flash);
 }
@@ -193,25 +196,58 @@ function report(error) {
 
 load(JSON.parse(document.getElementById("initial-orders").textContent));
 
+function apply(event) {
+  const action = event.name.split("::")[2];
+  if (action === "deleted") remove(event.payload.pk);
+  else upsert(fromEvent(event), true);
+  refreshSummary();
+}
+
+let reloading = null; // events that arrived while the orders were being reloaded
+
+function reload() {
+  if (reloading) return;
+  reloading = [];
+  fetch("orders/")
+    .then((response) => response.json())
+    .then((data) => load(data.orders))
+    .catch(report)
+    .finally(() => {
+      const arrived = reloading;
+      reloading = null;
+      for (const event of arrived) apply(event);
+    });
+}
+
 const stream = connect("/ws/events/");
 const badge = document.getElementById("status");
+let opened = false; // the stream was open before: an "open" now is a reconnect
+let heard = false; // an event arrived: after a reconnect the client resumes after it
 stream.onStatus((status) => {
   badge.textContent = status.state === "open" ? "live" : status.state;
   badge.className = `badge badge-${status.state}`;
   badge.dataset.state = status.state;
+  if (status.state !== "open") return;
+  // The server dropped events for this page, or it reconnected with no event
+  // to resume after: what changed meanwhile is unknown, so reload.
+  if (status.lagged || (opened && !heard)) reload();
+  opened = true;
 });
 stream.subscribe(
   "shop::Order::(created|updated|deleted)",
   (event) => {
+    heard = true;
     logEvent(event);
-    const action = event.name.split("::")[2];
-    if (action === "deleted") remove(event.payload.pk);
-    else upsert(fromEvent(event), true);
-    refreshSummary();
+    if (reloading) reloading.push(event);
+    else apply(event);
   },
   {
-    // After a reconnect the server cannot replay what we missed: reload.
-    onGap: () => fetch("orders/").then((r) => r.json()).then((data) => load(data.orders)),
+    // After a reconnect the client subscribes again with `since`, the last
+    // event it saw, and the server replays what came after from its history
+    // (docs/protocol.md, section 6). `gap` says the history no longer holds
+    // that event (or none is kept, or the server restarted on the in-memory
+    // layer): what was missed is unknown, so reload.
+    onGap: reload,
   },
 );
 
