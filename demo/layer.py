@@ -38,9 +38,7 @@ def shown_url(url: str) -> str:
 
 
 def redis_problem(url: str) -> str | None:
-    """Return why the demo cannot use Redis at ``url`` now, or None if it answers a PING."""
-    if importlib.util.find_spec("channels_redis") is None:
-        return "channels-redis is not installed"
+    """Return why Redis at ``url`` cannot be used now, or None if it answers a PING."""
     import redis
 
     try:
@@ -85,17 +83,17 @@ def choose(environ: Mapping[str, str]) -> LayerChoice:
             "then restart the demo server."
         )
         return LayerChoice("memory", url, "DEMO_CHANNEL_LAYER=memory", fix)
+    if importlib.util.find_spec("channels_redis") is None:
+        fix = "Install it (pip install -e '.[demo]'), start Redis, then restart the demo server."
+        return LayerChoice("memory", url, "channels-redis is not installed", fix)
     problem = redis_problem(url)
     if problem is None:
         return LayerChoice("redis", url, f"Redis answered at {shown}")
-    if importlib.util.find_spec("channels_redis") is None:
-        fix = "Install it (pip install -e '.[demo]'), start Redis, then restart the demo server."
-    else:
-        fix = (
-            f"Start Redis at {shown} (redis-server), or point REDIS_URL at yours, then "
-            "restart the demo server: it uses Redis whenever one answers when it starts "
-            "(DEMO_CHANNEL_LAYER=redis insists on it)."
-        )
+    fix = (
+        f"Start Redis at {shown} (redis-server), or point REDIS_URL at yours, then "
+        "restart the demo server: it uses Redis whenever one answers when it starts "
+        "(DEMO_CHANNEL_LAYER=redis insists on it)."
+    )
     return LayerChoice("memory", url, problem, fix)
 
 
@@ -103,7 +101,6 @@ def choose(environ: Mapping[str, str]) -> LayerChoice:
 class Layer:
     """The layer the hub of this process uses, as the page and shop_simulate tell it."""
 
-    alias: str
     backend: str
     in_memory: bool
     address: str
@@ -129,7 +126,6 @@ def current() -> Layer:
     hosts = config.get("CONFIG", {}).get("hosts") or []
     address = shown_url(hosts[0]) if hosts and isinstance(hosts[0], str) else ""
     return Layer(
-        alias=alias,
         backend=config["BACKEND"],
         in_memory=issubclass(backend, InMemoryChannelLayer),
         address=address,
