@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from demo.layer import choose
+
 BASE_DIR = Path(__file__).resolve().parent
 
 
@@ -67,10 +69,15 @@ DATABASES = {
     }
 }
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# Redis when one answers at REDIS_URL (or DEMO_CHANNEL_LAYER=redis), else the
+# in-memory layer, which the page and shop_simulate warn about: demo/layer.py.
+DEMO_LAYER_CHOICE = choose(os.environ)
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
-if REDIS_URL:
-    _REDIS = {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "asgi")}
+if DEMO_LAYER_CHOICE.kind == "redis":
+    _REDIS = {
+        "hosts": [DEMO_LAYER_CHOICE.redis_url],
+        "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
+    }
     CHANNEL_LAYERS = {
         # For Channels consumers of your own.
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": _REDIS},
@@ -79,11 +86,12 @@ if REDIS_URL:
         "events": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": _REDIS},
     }
 else:
-    # Single process only; set REDIS_URL to share events between processes.
+    # One process only: manage.py check says so (channels_events.I001), and so
+    # do the page and shop_simulate.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CHANNELS_EVENTS: dict[str, Any] = {
-    "CHANNEL_LAYER": "events" if REDIS_URL else "default",
+    "CHANNEL_LAYER": "events" if DEMO_LAYER_CHOICE.kind == "redis" else "default",
     # Browsers may subscribe to namespace "shop" and nothing else.
     "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
 }

@@ -7,8 +7,9 @@ Usage::
     python3 scripts/dev.py demo
 
 Only the standard library is used here, so this runs with any Python >= 3.10 on a
-fresh checkout: it creates ``.venv`` and installs ``.[dev]`` into it on first use
-(and again whenever ``pyproject.toml`` changes).
+fresh checkout: it creates ``.venv`` and installs the project into it on first use
+(and again whenever ``pyproject.toml`` changes): ``test`` with its ``dev`` extra
+(the whole toolchain), ``demo`` with its ``demo`` extra only.
 """
 
 from __future__ import annotations
@@ -99,23 +100,37 @@ def run(
     return code
 
 
-def ensure_venv() -> None:
+# The extras an install of each extra brings along: pyproject.toml's dev extra
+# holds everything its demo extra does, so a virtualenv made for the tests
+# serves the demo as it is.
+EXTRAS_COVERING = {"demo": ("demo", "dev"), "dev": ("dev",)}
+
+
+def _stamp(extra: str, digest: str) -> Path:
+    return VENV / f".installed-{extra}-{digest}"
+
+
+def ensure_venv(extra: str) -> None:
+    """Make ``.venv`` and install the project with ``extra`` into it, unless that is done."""
     if not VENV_PYTHON.exists():
         say(f"creating virtualenv in {VENV.relative_to(ROOT)}/")
         run("venv", [sys.executable, "-m", "venv", VENV], env=dict(os.environ))
 
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    stamp = VENV / f".installed-{digest}"
-    if stamp.exists():
+    if any(_stamp(covering, digest).exists() for covering in EXTRAS_COVERING[extra]):
         say("virtualenv is up to date")
         return
 
-    say("installing the project with its dev extra into .venv")
+    say(f"installing the project with its {extra} extra into .venv")
     run("pip", [VENV_PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    run("pip", [VENV_PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]"])
+    run("pip", [VENV_PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{extra}]"])
+    current = {_stamp(known, digest) for known in EXTRAS_COVERING}
     for old in VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.write_text("pip install -e '.[dev]' succeeded for this pyproject.toml\n")
+        if old not in current:
+            old.unlink()
+    _stamp(extra, digest).write_text(
+        f"pip install -e '.[{extra}]' succeeded for this pyproject.toml\n"
+    )
     say("install done")
 
 
@@ -331,7 +346,7 @@ def docs_site() -> None:
 
 
 def cmd_test(pytest_args: list[str]) -> int:
-    ensure_venv()
+    ensure_venv("dev")
     warnings: list[str] = []
 
     run("ruff check", [VENV_PYTHON, "-m", "ruff", "check", "."])
@@ -388,7 +403,7 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def cmd_demo() -> int:
-    ensure_venv()
+    ensure_venv("demo")
     port = os.environ.get("PORT", "8000")
     if not port.isdigit():
         raise StepFailed(f"PORT must be a number, got {port!r}")

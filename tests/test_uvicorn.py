@@ -76,6 +76,8 @@ def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path
         "DEMO_DB_PATH": str(tmp_path / "demo.sqlite3"),
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
+        # Not Redis, even where one answers: the demo would take it by itself.
+        "DEMO_CHANNEL_LAYER": "memory",
     }
     env.pop("REDIS_URL", None)
     log = tmp_path / "uvicorn.log"

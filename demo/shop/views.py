@@ -1,4 +1,8 @@
-"""The dashboard page and the small JSON API its form uses."""
+"""The dashboard page and the small JSON API its form uses.
+
+Each change answers with ``events``, the ids of the events it caused, which
+the page's event log marks as its own.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
+from demo import layer
+
+from .listeners import recording_events
 from .models import STATUSES, Order
 
 
@@ -29,9 +36,10 @@ def _row(order: Order) -> dict[str, Any]:
 @require_GET
 @ensure_csrf_cookie
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Render the live dashboard with the current orders."""
+    """Render the live dashboard with the current orders and the channel layer it hears."""
     orders = [_row(order) for order in Order.objects.all()[:200]]
-    return render(request, "shop/dashboard.html", {"orders": orders, "statuses": STATUSES})
+    context = {"orders": orders, "statuses": STATUSES, "layer": layer.current()}
+    return render(request, "shop/dashboard.html", context)
 
 
 @require_GET
@@ -54,10 +62,11 @@ def order_create(request: HttpRequest) -> JsonResponse:
     number = f"A-{random.randrange(10000, 99999)}"
     while Order.objects.filter(number=number).exists():
         number = f"A-{random.randrange(10000, 99999)}"
-    order = Order.objects.create(
-        number=number, customer=customer, total=total.quantize(Decimal("0.01"))
-    )
-    return JsonResponse(_row(order), status=201)
+    with recording_events() as events:
+        order = Order.objects.create(
+            number=number, customer=customer, total=total.quantize(Decimal("0.01"))
+        )
+    return JsonResponse({**_row(order), "events": events}, status=201)
 
 
 @require_POST
@@ -68,12 +77,15 @@ def order_advance(request: HttpRequest, pk: int) -> JsonResponse:
     if following is None:
         return JsonResponse({"error": "This order is already delivered."}, status=409)
     order.status = following
-    order.save(update_fields=["status", "updated_at"])
-    return JsonResponse(_row(order))
+    with recording_events() as events:
+        order.save(update_fields=["status", "updated_at"])
+    return JsonResponse({**_row(order), "events": events})
 
 
 @require_POST
 def order_delete(request: HttpRequest, pk: int) -> JsonResponse:
     """Delete an order."""
-    get_object_or_404(Order, pk=pk).delete()
-    return JsonResponse({"deleted": pk})
+    order = get_object_or_404(Order, pk=pk)
+    with recording_events() as events:
+        order.delete()
+    return JsonResponse({"deleted": pk, "events": events})

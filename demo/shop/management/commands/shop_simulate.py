@@ -1,4 +1,9 @@
-"""``manage.py shop_simulate --rate N``: a stream of realistic order changes."""
+"""``manage.py shop_simulate --rate N``: a stream of realistic order changes.
+
+Its changes reach the demo's pages as events through the channel layer, so it
+refuses to run on the in-memory layer, where they would never leave this
+process, unless told ``--allow-in-memory``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from demo import layer
 from demo.shop.models import STATUSES, Order
 
 CUSTOMERS = [
@@ -31,10 +37,31 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=2.0, help="changes per second")
         parser.add_argument("--count", type=int, default=0, help="stop after this many")
         parser.add_argument("--seed", type=int, default=None, help="random seed")
+        parser.add_argument(
+            "--allow-in-memory",
+            action="store_true",
+            help="run on the in-memory channel layer too, where no server hears the changes",
+        )
 
-    def handle(self, *args: Any, rate: float, count: int, seed: int | None, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        rate: float,
+        count: int,
+        seed: int | None,
+        allow_in_memory: bool,
+        **options: Any,
+    ) -> None:
         if rate <= 0:
             raise CommandError(f"--rate must be positive, got {rate}.")
+        unheard = self.unheard()
+        if unheard and not allow_in_memory:
+            raise CommandError(
+                f"{unheard}\nPass --allow-in-memory to make the changes anyway: pages show "
+                "them only when reloaded."
+            )
+        if unheard:
+            self.stderr.write(self.style.WARNING(f"{unheard}\nMaking the changes anyway."))
         rng = random.Random(seed)
         done = 0
         try:
@@ -45,6 +72,20 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         self.stdout.write(f"{done} change(s) made.")
+
+    def unheard(self) -> str:
+        """Say why no server would hear this process's events, or return '' if one may."""
+        hub_layer = layer.current()
+        if not hub_layer.in_memory:
+            return ""
+        choice = hub_layer.choice
+        why = f" ({choice.reason})" if choice else ""
+        fix = choice.fix if choice else "Give the hub a Redis channel layer."
+        return (
+            f"This process is on the in-memory channel layer{why}: the events of the changes "
+            "it makes would never leave it, so no page of the demo server would show them.\n"
+            f"{fix} Then run shop_simulate again."
+        )
 
     def step(self, rng: random.Random) -> None:
         """Make one change: mostly new orders and status moves, now and then a deletion."""

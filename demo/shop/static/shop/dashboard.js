@@ -1,9 +1,16 @@
-// The live dashboard: a table and a chart kept current by shop::Order::* events.
+// The live dashboard: a table and a chart kept current by shop::Order::* events,
+// and a log of those events.
 import { connect } from "../channels_events/events.js";
 
 const statuses = JSON.parse(document.getElementById("statuses").textContent);
 const rows = document.getElementById("order-rows");
 const orders = new Map(); // pk -> order fields
+const LOG_SIZE = 50;
+const log = document.getElementById("log");
+// On the in-memory layer this server hears no other process.
+const inMemory = document.getElementById("layer").dataset.inMemory === "true";
+// Ids of events this page's own requests caused, answered before the event arrived.
+const ownEvents = new Set();
 
 function csrfToken() {
   const match = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
@@ -19,6 +26,7 @@ async function post(url, body) {
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  markOwn(data.events || []);
   return data;
 }
 
@@ -86,6 +94,9 @@ function refreshSummary() {
 }
 
 function upsert(order, flash) {
+  const known = orders.get(order.id);
+  // An event older than the row (one that overtook a reload) changes nothing.
+  if (known && Date.parse(known.updated_at) > Date.parse(order.updated_at)) return;
   orders.set(order.id, order);
   renderRow(order, flash);
 }
@@ -107,30 +118,136 @@ function fromEvent(event) {
   return { id: event.payload.pk, number: f.number, customer: f.customer, status: f.status, total: f.total, updated_at: f.updated_at };
 }
 
+// Where an event came from, as far as this page can know: the envelope does not
+// say which process dispatched it, but the views answer with the ids of the
+// events a request caused.
+function showOrigin(tag, id) {
+  if (ownEvents.delete(id) || tag.dataset.origin === "page") {
+    tag.dataset.origin = "page";
+    tag.textContent = "this page";
+    tag.title = "Caused by a request of this page, made by the server process it listens to.";
+  } else if (inMemory) {
+    tag.dataset.origin = "server";
+    tag.textContent = "this server";
+    tag.title = "Another page or request of this server process: on the in-memory layer it hears no other process.";
+  } else {
+    tag.dataset.origin = "other";
+    tag.textContent = "another page or process";
+    tag.title = "The event does not say which process dispatched it.";
+  }
+}
+
+function markOwn(ids) {
+  for (const id of ids) {
+    const tag = log.querySelector(`li[data-id="${CSS.escape(id)}"] .log-origin`);
+    ownEvents.add(id);
+    if (tag) showOrigin(tag, id);
+  }
+}
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function shown(value) {
+  return value === undefined ? "?" : JSON.stringify(value);
+}
+
+function logEvent(event) {
+  const arrived = Date.now();
+  const entry = document.createElement("li");
+  entry.className = "log-entry";
+  entry.dataset.id = event.id;
+  entry.dataset.name = event.name;
+  const origin = element("span", "", "log-origin");
+  showOrigin(origin, event.id);
+  const latency = element("span", `${arrived - Date.parse(event.timestamp)} ms`, "log-latency");
+  latency.title = "From the event's timestamp, where it was dispatched, to its arrival here (both clocks count).";
+  const head = element("div", "", "log-head");
+  head.append(
+    element("time", new Date(arrived).toLocaleTimeString()),
+    element("code", event.name, "log-name"),
+    origin,
+    latency,
+  );
+  entry.append(head);
+  const { changed, previous = {}, fields = {} } = event.payload;
+  if (Array.isArray(changed)) {
+    const list = element("ul", "", "log-changes");
+    for (const field of changed) {
+      const item = element("li", `: ${shown(previous[field])} → ${shown(fields[field])}`);
+      item.prepend(element("code", field));
+      list.append(item);
+    }
+    entry.append(list);
+  }
+  entry.append(element("pre", JSON.stringify(event.payload), "log-payload"));
+  log.prepend(entry);
+  while (log.children.length > LOG_SIZE) log.lastElementChild.remove();
+  document.getElementById("log-empty").hidden = true;
+}
+
 function report(error) {
   document.getElementById("form-message").textContent = error.message;
 }
 
 load(JSON.parse(document.getElementById("initial-orders").textContent));
 
+function apply(event) {
+  const action = event.name.split("::")[2];
+  if (action === "deleted") remove(event.payload.pk);
+  else upsert(fromEvent(event), true);
+  refreshSummary();
+}
+
+let reloading = null; // events that arrived while the orders were being reloaded
+
+function reload() {
+  if (reloading) return;
+  reloading = [];
+  fetch("orders/")
+    .then((response) => response.json())
+    .then((data) => load(data.orders))
+    .catch(report)
+    .finally(() => {
+      const arrived = reloading;
+      reloading = null;
+      for (const event of arrived) apply(event);
+    });
+}
+
 const stream = connect("/ws/events/");
 const badge = document.getElementById("status");
+let opened = false; // the stream was open before: an "open" now is a reconnect
+let heard = false; // an event arrived: after a reconnect the client resumes after it
 stream.onStatus((status) => {
   badge.textContent = status.state === "open" ? "live" : status.state;
   badge.className = `badge badge-${status.state}`;
   badge.dataset.state = status.state;
+  if (status.state !== "open") return;
+  // The server dropped events for this page, or it reconnected with no event
+  // to resume after: what changed meanwhile is unknown, so reload.
+  if (status.lagged || (opened && !heard)) reload();
+  opened = true;
 });
 stream.subscribe(
   "shop::Order::(created|updated|deleted)",
   (event) => {
-    const action = event.name.split("::")[2];
-    if (action === "deleted") remove(event.payload.pk);
-    else upsert(fromEvent(event), true);
-    refreshSummary();
+    heard = true;
+    logEvent(event);
+    if (reloading) reloading.push(event);
+    else apply(event);
   },
   {
-    // After a reconnect the server cannot replay what we missed: reload.
-    onGap: () => fetch("orders/").then((r) => r.json()).then((data) => load(data.orders)),
+    // After a reconnect the client subscribes again with `since`, the last
+    // event it saw, and the server replays what came after from its history
+    // (docs/protocol.md, section 6). `gap` says the history no longer holds
+    // that event (or none is kept, or the server restarted on the in-memory
+    // layer): what was missed is unknown, so reload.
+    onGap: reload,
   },
 );
 
