@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter
@@ -10,7 +12,7 @@ from django.conf import settings
 from django.core import checks
 from django.test import override_settings
 
-from channels_events import HubMiddleware, _checks
+from channels_events import HubMiddleware, _checks, _hub, get_hub
 from channels_events._checks import (
     check_asgi_application,
     check_channel_layer,
@@ -519,6 +521,32 @@ def test_no_w005_without_an_asgi_application_or_one_that_cannot_be_imported():
     with override_settings():
         del settings.ASGI_APPLICATION
         assert check_asgi_application() == []
+
+
+# -- channels_events missing from INSTALLED_APPS: the hub says it ------------------
+
+
+def hub_warnings(monkeypatch, caplog):
+    """Return what a new hub logs when first got."""
+    monkeypatch.setattr(_hub, "_hub", None)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="channels_events.hub"):
+        hub = get_hub()
+        assert get_hub() is hub
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_the_hub_warns_once_when_channels_events_is_not_in_installed_apps(monkeypatch, caplog):
+    without = [app for app in settings.INSTALLED_APPS if app != "channels_events"]
+    with override_settings(INSTALLED_APPS=without):
+        [message] = hub_warnings(monkeypatch, caplog)
+    assert message.startswith("'channels_events' is not in INSTALLED_APPS, so events never leave")
+    assert "the system checks of channels-events do not run" in message
+    assert message.endswith("Add 'channels_events' to INSTALLED_APPS.")
+
+    # Positive control: installed, the same first use logs nothing. (Not through
+    # override_settings: that would run the app's ready() again, adding a publisher.)
+    assert hub_warnings(monkeypatch, caplog) == []
 
 
 def test_run_checks_gathers_every_check():
