@@ -4,8 +4,10 @@ Errors (``E001``-``E003``) are values of ``CHANNELS_EVENTS`` that cannot be
 used, driven by ``_conf.SETTINGS``. Warnings and infos are set-ups that work
 but not as meant: a misspelt setting name (``W001``), no channel layer for
 the hub (``W002``), listener patterns that match nothing (``W003``),
-redis-py 8 under channels_redis's core layer (``W004``) and the in-memory
-layer, which no other process hears (``I001``). Every message says the fix.
+redis-py 8 under channels_redis's core layer (``W004``), an
+``ASGI_APPLICATION`` not wrapped in ``HubMiddleware`` (``W005``) and the
+in-memory layer, which no other process hears (``I001``). Every message says
+the fix.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .exceptions import InvalidPattern
 
 __all__ = [
     "CHECKS",
+    "check_asgi_application",
     "check_channel_layer",
     "check_listener_patterns",
     "check_redis_client",
@@ -322,6 +325,69 @@ def check_redis_client(
     return messages
 
 
+# -- W005: the ASGI application without the hub --------------------------------
+
+# Where ASGI middleware and routers keep the application they wrap: Channels'
+# middleware and Django's static files handler use ``inner`` or
+# ``application``, most others (HubMiddleware among them) ``app``.
+_WRAPPED = ("app", "inner", "application")
+# How deep to look: real stacks are a few layers deep, and a cycle must end.
+_MAX_DEPTH = 20
+
+
+def _holds_hub(app: Any) -> bool:
+    """Return whether ``app`` is, or wraps at any depth, a HubMiddleware."""
+    from ._hub import HubMiddleware
+
+    todo: list[tuple[Any, int]] = [(app, 0)]
+    seen: set[int] = set()
+    while todo:
+        current, depth = todo.pop()
+        if id(current) in seen or depth > _MAX_DEPTH:
+            continue
+        seen.add(id(current))
+        if isinstance(current, HubMiddleware):
+            return True
+        inner = [getattr(current, name, None) for name in _WRAPPED]
+        mapping = getattr(current, "application_mapping", None)  # ProtocolTypeRouter
+        if isinstance(mapping, dict):
+            inner.extend(mapping.values())
+        todo.extend((found, depth + 1) for found in inner if found is not None)
+    return False
+
+
+@register()
+def check_asgi_application(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn when ``ASGI_APPLICATION`` does not wrap its app in HubMiddleware (W005).
+
+    Stays silent when ``ASGI_APPLICATION`` is unset or cannot be imported:
+    the project may not serve ASGI at all, and Channels reports a bad path
+    itself when a server loads it.
+    """
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not isinstance(path, str) or not path:
+        return []
+    try:
+        application = import_string(path)
+    except Exception:  # ImportError, or the module itself failing to import
+        return []
+    if _holds_hub(application):
+        return []
+    return [
+        Warning(
+            f"ASGI_APPLICATION {path!r} is not wrapped in HubMiddleware, so a server "
+            "process starts receiving other processes' events only when a browser "
+            "connects to the event stream, if ever: until then its listeners hear "
+            "nothing from other processes.",
+            hint="Wrap the whole application: from channels_events import HubMiddleware, "
+            "then application = HubMiddleware(ProtocolTypeRouter({...})).",
+            id="channels_events.W005",
+        )
+    ]
+
+
 #: Every check of channels-events, in the order ``manage.py events check`` shows them.
 CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_settings,
@@ -329,6 +395,7 @@ CHECKS: tuple[Callable[..., list[CheckMessage]], ...] = (
     check_channel_layer,
     check_listener_patterns,
     check_redis_client,
+    check_asgi_application,
 )
 
 

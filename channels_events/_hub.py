@@ -379,9 +379,30 @@ def get_hub() -> Hub:
     if _hub is None:
         with _hub_lock:
             if _hub is None:
+                _warn_unless_installed()
                 _hub = Hub()
                 atexit.register(_flush_at_exit)
     return _hub
+
+
+def _warn_unless_installed() -> None:
+    """Log, once per process, that ``channels_events`` is missing from INSTALLED_APPS.
+
+    The system checks cannot say it: without the app they are never
+    registered. Every ASGI process gets here, through HubMiddleware or a
+    consumer; so do workers calling start_hub().
+    """
+    from django.apps import apps
+
+    if apps.apps_ready and not apps.is_installed("channels_events"):
+        logger.warning(
+            "'channels_events' is not in INSTALLED_APPS, so events never leave the "
+            "process that dispatches them, the apps' listeners.py and observers.py "
+            "modules are not imported, after-commit listeners run before the commit, "
+            "the JS client is not served as a static file, manage.py events does not "
+            "exist and the system checks of channels-events do not run. "
+            "Add 'channels_events' to INSTALLED_APPS."
+        )
 
 
 def start_hub() -> Hub:

@@ -7,12 +7,15 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import redis
 
 from channels_events import Dispatcher, Event, get_dispatcher
+
+if TYPE_CHECKING:
+    from tests.installed import Venv
 
 REDIS_URL_ENV = "CHANNELS_EVENTS_TEST_REDIS_URL"
 REDIS_SKIP_REASON = (
@@ -78,6 +81,22 @@ def redis_url() -> str:
             pytest.fail(_ci_failure_message())
         pytest.skip(REDIS_SKIP_REASON)
     return url
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the wheel from a copy of the checkout, once per session; return its path."""
+    from tests.installed import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """Return a fresh virtualenv with the wheel installed as the README says, once per session."""
+    from tests.installed import make_venv
+
+    return make_venv(tmp_path_factory.mktemp("installed") / "venv", wheel)
 
 
 @pytest.fixture

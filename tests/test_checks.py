@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.conf import settings
 from django.core import checks
 from django.test import override_settings
 
-from channels_events import _checks
+from channels_events import HubMiddleware, _checks, _hub, get_hub
 from channels_events._checks import (
+    check_asgi_application,
     check_channel_layer,
     check_listener_patterns,
     check_redis_client,
@@ -469,11 +476,89 @@ def test_w004_names_only_hosts_whose_reads_are_cut_short(monkeypatch):
     assert "secret" not in message.msg
 
 
+# -- W005: the ASGI application without the hub --------------------------------
+
+
+async def django_app(scope, receive, send):
+    """Stands in for get_asgi_application(); never called by the check."""
+
+
+ROUTER = ProtocolTypeRouter({"http": django_app, "websocket": AuthMiddlewareStack(django_app)})
+WRAPPED = HubMiddleware(ROUTER)
+UNWRAPPED = AllowedHostsOriginValidator(AuthMiddlewareStack(ROUTER))
+WRAPPED_INSIDE = AllowedHostsOriginValidator(AuthMiddlewareStack(HubMiddleware(ROUTER)))
+WRAPPED_IN_A_BRANCH = ProtocolTypeRouter({"http": HubMiddleware(django_app)})
+
+
+def asgi_check(path):
+    with override_settings(ASGI_APPLICATION=path):
+        return check_asgi_application()
+
+
+def test_an_asgi_application_without_hub_middleware_is_w005_saying_how_to_wrap_it():
+    [message] = asgi_check("tests.test_checks.UNWRAPPED")
+    assert message.id == "channels_events.W005"
+    assert message.level == checks.WARNING
+    assert "ASGI_APPLICATION 'tests.test_checks.UNWRAPPED' is not wrapped in HubMiddleware" in (
+        message.msg
+    )
+    assert "listeners hear nothing from other processes" in message.msg
+    assert "application = HubMiddleware(ProtocolTypeRouter({...}))" in message.hint
+    assert ids(asgi_check("tests.test_checks.ROUTER")) == ["channels_events.W005"]
+
+    # Positive controls: HubMiddleware outside, deep inside, or around one protocol.
+    assert asgi_check("tests.test_checks.WRAPPED") == []
+    assert asgi_check("tests.test_checks.WRAPPED_INSIDE") == []
+    assert asgi_check("tests.test_checks.WRAPPED_IN_A_BRANCH") == []
+
+
+def test_no_w005_without_an_asgi_application_or_one_that_cannot_be_imported():
+    assert ids(asgi_check("tests.test_checks.UNWRAPPED")) == ["channels_events.W005"]
+    assert asgi_check(None) == []
+    assert asgi_check("") == []
+    assert asgi_check("tests.test_checks.NO_SUCH_APPLICATION") == []
+    assert asgi_check("no_such_module.asgi.application") == []
+    with override_settings():
+        del settings.ASGI_APPLICATION
+        assert check_asgi_application() == []
+
+
+# -- channels_events missing from INSTALLED_APPS: the hub says it ------------------
+
+
+def hub_warnings(monkeypatch, caplog):
+    """Return what a new hub logs when first got."""
+    monkeypatch.setattr(_hub, "_hub", None)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="channels_events.hub"):
+        hub = get_hub()
+        assert get_hub() is hub
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_the_hub_warns_once_when_channels_events_is_not_in_installed_apps(monkeypatch, caplog):
+    without = [app for app in settings.INSTALLED_APPS if app != "channels_events"]
+    with override_settings(INSTALLED_APPS=without):
+        [message] = hub_warnings(monkeypatch, caplog)
+    assert message.startswith("'channels_events' is not in INSTALLED_APPS, so events never leave")
+    assert "the system checks of channels-events do not run" in message
+    assert message.endswith("Add 'channels_events' to INSTALLED_APPS.")
+
+    # Positive control: installed, the same first use logs nothing. (Not through
+    # override_settings: that would run the app's ready() again, adding a publisher.)
+    assert hub_warnings(monkeypatch, caplog) == []
+
+
 def test_run_checks_gathers_every_check():
-    with override_settings(CHANNEL_EVENTS={}, CHANNELS_EVENTS={"NOPE": 1}):
+    with override_settings(
+        CHANNEL_EVENTS={},
+        CHANNELS_EVENTS={"NOPE": 1},
+        ASGI_APPLICATION="tests.test_checks.UNWRAPPED",
+    ):
         found = ids(run_checks())
     assert found == [
         "channels_events.E002",
         "channels_events.W001",
         "channels_events.I001",
+        "channels_events.W005",
     ]

@@ -13,8 +13,11 @@ from pathlib import Path
 from types import ModuleType
 
 from channels_events._conf import SETTINGS
+from tests.test_quickstart import BLOCK, SECTION
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every line inside the quickstart's fenced blocks, blank lines and commands included.
+QUICKSTART_MAX_LINES = 40
 
 
 def _settings_doc() -> ModuleType:
@@ -43,3 +46,26 @@ def test_every_relative_link_of_the_readme_names_a_file_of_the_repository() -> N
     assert "docs/settings.md" in relative  # the pattern finds the README's links
     missing = [t for t in relative if not (ROOT / t.partition("#")[0]).is_file()]
     assert missing == [], f"README.md links to files that do not exist: {missing}"
+
+
+def quickstart_code_lines(readme: str) -> int:
+    """Return how many lines the quickstart's fenced code blocks hold, blank ones included."""
+    section = SECTION.search(readme)
+    assert section, "README.md has no section between the quickstart snippet markers"
+    return sum(len(block["code"].splitlines()) for block in BLOCK.finditer(section["body"]))
+
+
+def test_the_readme_quickstart_is_at_most_40_lines_of_code() -> None:
+    sample = (
+        "<!-- --8<-- [start:quickstart] -->\nProse is not counted.\n"
+        "```sh\ndjango-admin startproject mysite\n\ncd mysite\n```\n"
+        "<!-- quickstart: shop/policy.py -->\n```python\nimport os\n```\n"
+        "<!-- --8<-- [end:quickstart] -->\n"
+    )
+    assert quickstart_code_lines(sample) == 4  # the blank line counts
+
+    count = quickstart_code_lines((ROOT / "README.md").read_text())
+    assert 0 < count <= QUICKSTART_MAX_LINES, (
+        f"the README quickstart's code blocks hold {count} lines; "
+        f"keep them to {QUICKSTART_MAX_LINES} at most"
+    )

@@ -6,10 +6,13 @@ every other block is a file, named by the HTML comment just before it
 (``<!-- quickstart: mysite/asgi.py -->`` writes the file,
 ``<!-- quickstart: append mysite/settings.py -->`` appends to it). What this
 test changes, and only that: ``django-admin``, ``python``, ``daphne`` and
-``uvicorn`` run from this interpreter; the server listens on a free port of
-127.0.0.1 instead of 8000; the channel layer is pointed at the test's Redis
-under a key prefix of its own; and the checkout's ``channels_events`` is the
-one imported (the built wheel is tested in test_wheel.py).
+``uvicorn`` are those of a fresh virtualenv holding the built wheel,
+installed as the README says (``tests/installed.py``: the wheel with its
+``redis`` and ``daphne`` extras, and ``uvicorn[standard]``, from PyPI; made
+once per session), so the project imports the wheel's ``channels_events``,
+never the checkout's; the server listens on a free port of 127.0.0.1 instead
+of 8000; and the channel layer is pointed at the test's Redis under a key
+prefix of its own.
 
 Once the server answers, Chromium opens the page; the quickstart's next
 command saves an Order from a separate ``manage.py shell`` process, and the
@@ -20,14 +23,11 @@ from one process to the other.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
 import re
 import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,9 +39,10 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import CHROMIUM_ARGS, chromium_executable, missing_tool
+from tests.conftest import CHROMIUM_ARGS, chromium_executable
+from tests.installed import Venv
 
-pytestmark = [pytest.mark.redis, pytest.mark.browser]
+pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.wheel, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 40.0
@@ -97,20 +98,18 @@ def free_port() -> int:
 class Project:
     """A fresh project in a temporary directory, built and served as the quickstart says."""
 
-    def __init__(self, tmp_path: Path, server: str, redis_url: str, prefix: str) -> None:
+    def __init__(
+        self, tmp_path: Path, venv: Venv, server: str, redis_url: str, prefix: str
+    ) -> None:
         self.cwd = tmp_path
+        self.venv = venv
         self.server = server
         self.redis_url = redis_url
         self.prefix = prefix
         self.port = free_port()
         self.log = tmp_path / f"{server}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        # The checkout's package, and nothing else of the checkout, on the path.
-        packages = tmp_path / "checkout"
-        packages.mkdir()
-        (packages / "channels_events").symlink_to(ROOT / "channels_events")
-        self.env = {**os.environ, "PYTHONPATH": str(packages), "PYTHONUNBUFFERED": "1"}
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)  # pytest's, not the project's
+        self.env = {**venv.env, "PYTHONUNBUFFERED": "1"}
 
     def run(self, line: str) -> None:
         """Run one command line of the quickstart (commands joined by ``&&``)."""
@@ -125,9 +124,9 @@ class Project:
         if program == "cd":
             self.cwd = self.cwd / args[0]
         elif program == "django-admin":
-            self._call([sys.executable, "-m", "django", *args])
+            self._call([str(self.venv.executable("django-admin")), *args])
         elif program == "python":
-            self._call([sys.executable, *args])
+            self._call([str(self.venv.python), *args])
         elif program in {"daphne", "uvicorn"}:
             self._serve(args)
         else:
@@ -158,12 +157,12 @@ class Project:
         assert self.proc is None, "the quickstart starts a second server"
         (app,) = args
         if self.server == "daphne":
-            argv = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), app]
+            argv = ["-b", "127.0.0.1", "-p", str(self.port), app]
         else:
-            argv = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port)]
+            argv = [app, "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *argv],
+                [str(self.venv.executable(self.server)), *argv],
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -186,7 +185,11 @@ class Project:
     def package(self) -> Path:
         """Return where the project's ``channels_events`` is imported from."""
         done = subprocess.run(
-            [sys.executable, "-c", "import channels_events; print(channels_events.__file__)"],
+            [
+                str(self.venv.python),
+                "-c",
+                "import channels_events; print(channels_events.__file__)",
+            ],
             cwd=self.cwd,
             env=self.env,
             capture_output=True,
@@ -220,12 +223,13 @@ class Project:
 
 @pytest.fixture(params=["daphne", "uvicorn"])
 def project(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    installed: Venv,
+    redis_url: str,
+    redis_prefix: str,
 ) -> Iterator[Project]:
-    server = str(request.param)
-    if importlib.util.find_spec(server) is None:
-        missing_tool(f"{server} is not installed (pip install -e '.[dev]' brings it)")
-    made = Project(tmp_path, server, redis_url, redis_prefix)
+    made = Project(tmp_path, installed, str(request.param), redis_url, redis_prefix)
     try:
         yield made
     finally:
@@ -279,7 +283,7 @@ def test_the_readme_quickstart_shows_a_change_made_in_another_process(project: P
                 else:
                     project.run(step.text)
                     if project.serving:
-                        assert project.package().is_relative_to(ROOT / "channels_events")
+                        assert project.package().is_relative_to(project.venv.path.resolve())
                         open_page(page, project, frames)
             assert project.serving, "the quickstart never starts a server"
             sync_api.expect(page.locator("body")).to_contain_text(
