@@ -44,14 +44,14 @@ def free_port() -> int:
 
 
 def wait_for_log(log: Path, done: Callable[[str], bool], timeout: float, what: str) -> str:
-    """Poll uvicorn's log until ``done(text)``; fail with the log after ``timeout`` seconds."""
+    """Poll the server's log until ``done(text)``; fail with the log after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         text = log.read_text(errors="replace")
         if done(text):
             return text
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout}s; uvicorn's log:\n{text}")
+            pytest.fail(f"{what} did not happen within {timeout}s; the server's log:\n{text}")
         time.sleep(0.1)
 
 
