@@ -3,7 +3,8 @@
 Errors (``E001``-``E003``) are values of ``CHANNELS_EVENTS`` that cannot be
 used, driven by ``_conf.SETTINGS``. Warnings and infos are set-ups that work
 but not as meant: a misspelt setting name (``W001``), no channel layer for
-the hub (``W002``), listener patterns that match nothing (``W003``),
+the hub (``W002``), listener patterns that match nothing, or match known
+event names only in another letter case (``W003``),
 redis-py 8 under channels_redis's core layer (``W004``), an
 ``ASGI_APPLICATION`` not wrapped in ``HubMiddleware`` (``W005``) and the
 in-memory layer, which no other process hears (``I001``). Every message says
@@ -23,6 +24,7 @@ from django.utils.module_loading import import_string
 
 from ._conf import SETTING_NAME, SETTINGS, closest_setting
 from ._dispatcher import get_dispatcher
+from ._events import event_classes
 from ._layer import RedisHost, redis_hosts
 from ._names import never_matches
 from .exceptions import InvalidPattern
@@ -242,15 +244,45 @@ def _with_double_colons(pattern: str) -> str | None:
         return None
 
 
+def _other_case_name(regex: re.Pattern[str], names: Sequence[str]) -> str | None:
+    """Return a name ``regex`` matches only when case is ignored, if it matches no name as is.
+
+    Matching is case-sensitive, so ``shop::order::.*`` never hears
+    ``shop::Order::created``. Only names some Event class declares or an
+    observer claims are known; a pattern for names published ad hoc is not judged.
+    """
+    if any(regex.fullmatch(name) for name in names):
+        return None
+    folded = re.compile(regex.pattern, regex.flags | re.IGNORECASE)
+    return next((name for name in names if folded.fullmatch(name)), None)
+
+
 @register()
 def check_listener_patterns(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Warn about listeners whose pattern can never match an event name (W003)."""
+    """Warn about listeners whose pattern can never match an event name (W003).
+
+    That is a pattern no name can match, or one that matches none of the
+    known event names but matches one of them when case is ignored.
+    """
     messages: list[CheckMessage] = []
+    names = sorted(event_classes)
     for registration in get_dispatcher().registrations:
         reason = never_matches(registration.pattern)
         if reason is None:
+            meant = _other_case_name(registration.regex, names)
+            if meant is not None:
+                messages.append(
+                    Warning(
+                        f"Listener {registration.description} listens for "
+                        f"{registration.pattern!r}, which matches no known event name: "
+                        f"it would match {meant!r} only if letter case were ignored.",
+                        hint=f"Did you mean {meant!r}? Patterns match names with their "
+                        "letter case: write the pattern's letters as the name has them.",
+                        id="channels_events.W003",
+                    )
+                )
             continue
         hint = (
             "Names are segments of letters, digits, '_', '.' and '-' joined by '::', "

@@ -23,6 +23,8 @@ from channels_events._checks import (
     run_checks,
 )
 from channels_events._conf import DEFAULTS, events_settings, on_change
+from channels_events._events import Event, claim_name, release_name
+from channels_events._observers import ModelEvent
 from channels_events.exceptions import UnknownSetting
 
 
@@ -392,6 +394,56 @@ def test_patterns_that_may_match_are_not_w003(default_dispatcher):
     default_dispatcher.connect(on_post, ".*", namespaces=["blog"])
     assert check_listener_patterns() == []
     default_dispatcher.connect(on_post, "blog:Post")  # positive control
+    assert ids(check_listener_patterns()) == ["channels_events.W003"]
+
+
+class InvoicePaid(Event):
+    """A declared event name for the letter-case checks."""
+
+    name = "tchecks::Invoice::paid"
+
+
+@pytest.fixture
+def observed_order_names():
+    """Claim an observed model's event name, as an Observer does, for the length of a test."""
+    names = ["tchecks::Order::created", "tchecks::Order::updated"]
+    for name in names:
+        claim_name(name, ModelEvent)
+    yield names
+    for name in names:
+        release_name(name, ModelEvent)
+
+
+def test_a_pattern_matching_an_observed_name_only_ignoring_case_is_w003(
+    default_dispatcher, observed_order_names
+):
+    default_dispatcher.connect(on_post, "tchecks::Order::.*")  # positive control: it matches
+    assert check_listener_patterns() == []
+    default_dispatcher.connect(on_post, "tchecks::order::.*")
+    [message] = check_listener_patterns()
+    assert isinstance(message, checks.Warning)
+    assert message.id == "channels_events.W003"
+    assert "tests.test_checks.on_post" in message.msg
+    assert "'tchecks::order::.*'" in message.msg
+    assert "'tchecks::Order::created'" in message.msg
+
+
+def test_a_pattern_matching_a_declared_name_only_ignoring_case_is_w003(default_dispatcher):
+    default_dispatcher.connect(on_post, "tchecks::invoice::paid")
+    [message] = check_listener_patterns()
+    assert message.id == "channels_events.W003"
+    assert "'tchecks::invoice::paid'" in message.msg
+    assert "'tchecks::Invoice::paid'" in message.msg
+
+
+def test_patterns_matching_no_known_name_in_any_case_are_not_w003(default_dispatcher):
+    # Names published ad hoc are not known, so a pattern for them is not judged.
+    default_dispatcher.connect(on_post, "tchecks::refund::.*")
+    # One known name matched as written is enough, whatever else differs in case.
+    default_dispatcher.connect(on_post, "tchecks::(Invoice|invoice)::paid")
+    default_dispatcher.connect(on_post, "(?i)tchecks::invoice::paid")
+    assert check_listener_patterns() == []
+    default_dispatcher.connect(on_post, "tchecks::INVOICE::paid")  # positive control
     assert ids(check_listener_patterns()) == ["channels_events.W003"]
 
 
