@@ -160,7 +160,7 @@ def draw(
     fig, axes = plt.subplots(
         1,
         len(figure.values),
-        figsize=(6 * len(figure.values) + 2, 0.5 * len(labels) + 1.6),
+        figsize=(6 * len(figure.values) + 2, 0.5 * len(labels) + 1.8),
         sharey=True,
         squeeze=False,
     )
@@ -173,9 +173,10 @@ def draw(
         ax.set_xlabel(f"{name.partition(' +')[0]} ({figure.unit})")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].invert_yaxis()  # the panels share it: once puts the first row on top
-    axes[0][0].legend(loc="lower right", fontsize="small")
-    fig.suptitle(f"{command}: {figure.title}")
-    fig.tight_layout()
+    # Above the panels, where no bar can hide under it.
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncols=2)
+    fig.suptitle(f"{command}: {figure.title}", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
