@@ -154,6 +154,25 @@ test("a refused subscription is reported and forgotten", () => {
   assert.deepEqual(last().sent, []);
 });
 
+test("a rate-limited subscription is asked for again, not forgotten", () => {
+  const { client, runTimer, last } = harness();
+  const errors = [];
+  const seen = [];
+  client.subscribe("shop::.*", (event) => seen.push(event.id), {
+    onError: (e) => errors.push(e.code),
+  });
+  last().accept();
+  assert.deepEqual(last().sent, [{ type: "subscribe", id: "s1", pattern: "shop::.*" }]);
+  last().receive({ type: "error", code: "rate_limited", message: "slow down", id: "s1" });
+  assert.deepEqual(errors, []);
+  runTimer();
+  assert.deepEqual(last().sent.slice(1), [{ type: "subscribe", id: "s1", pattern: "shop::.*" }]);
+  last().receive({ type: "subscribed", id: "s1", namespace: "shop", last: null });
+  const event = { id: "E1", name: "shop::x", namespace: "shop", payload: {}, timestamp: "t" };
+  last().receive({ type: "event", subscriptions: ["s1"], event });
+  assert.deepEqual(seen, ["E1"]);
+});
+
 test("emit resolves with the event id, or rejects with the error code", async () => {
   const { client, last } = harness();
   last().accept();

@@ -225,7 +225,14 @@ export function connect(url, options = {}) {
           break;
         }
         const sub = subscriptions.get(message.id);
-        if (sub && !sub.acked) {
+        if (sub && !sub.acked && message.code === "rate_limited") {
+          // Not a refusal: the server had no room for the request. Ask
+          // again a little later, unless it is gone or answered by then.
+          const id = message.id;
+          opts.setTimeout(() => {
+            if (subscriptions.get(id) === sub && !sub.acked && socket) sendSubscribe(id, sub);
+          }, opts.minDelay);
+        } else if (sub && !sub.acked) {
           // The server refused this subscription: forget it, or every
           // reconnect would ask again.
           subscriptions.delete(message.id);
