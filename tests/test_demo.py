@@ -177,14 +177,16 @@ def test_shop_simulate_refuses_the_in_memory_layer_and_says_the_fix(
     assert "Unset DEMO_CHANNEL_LAYER, start Redis at redis://127.0.0.1:6379/0" in refused.stderr
     assert "--allow-in-memory" in refused.stderr
     assert order_count(demo_env) == 0
-    # Told to, it makes the changes, and still says no server hears them.
+    # Told to, it makes the change, and still says no server hears it. (With
+    # no order yet, the first change always creates one; later ones may
+    # delete it again.)
     allowed = run_manage(
-        demo_env, "shop_simulate", "--rate", "1000", "--count", "3", "--allow-in-memory"
+        demo_env, "shop_simulate", "--rate", "1000", "--count", "1", "--allow-in-memory"
     )
     assert allowed.returncode == 0, allowed.stderr
-    assert "3 change(s) made." in allowed.stdout
+    assert "1 change(s) made." in allowed.stdout
     assert "in-memory channel layer" in allowed.stderr
-    assert order_count(demo_env) > 0
+    assert order_count(demo_env) == 1
 
 
 @pytest.mark.redis
