@@ -430,11 +430,13 @@ class Dispatcher:
                 registrations = registry.lookup(event.name)
         publishers = self.publishers
         # A name no publisher wants (known per name) costs no call.
+        wanted = publishers.wanted.get(event.name)
         leaves = (
             publishers.entries
+            and wanted is not False
             and not self._muted
-            and publishers.wanted.get(event.name) is not False
-            and self._leaves(event)
+            and not event.local
+            and (wanted or publishers.want(event))
         )
         if leaves:
             # A payload that cannot travel stops here, before any listener.

@@ -66,9 +66,18 @@ async def first_frames(port: int, connections: int) -> list[dict[str, Any]]:
     return frames
 
 
-def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path: Path) -> None:
-    if importlib.util.find_spec("uvicorn") is None:
-        missing_tool("uvicorn is not installed (pip install -e '.[dev]' brings it)")
+def serve_demo(
+    tmp_path: Path, module: str, listen: Callable[[int], list[str]], started: str
+) -> str:
+    """Run asgi.py under ``python -m <module>`` with WORKERS workers, and stop it; return its log.
+
+    ``listen(port)`` gives the server's arguments for a free loopback port;
+    ``started`` is the line each worker logs once it serves. In between,
+    ``2 * WORKERS`` websockets, one after another, must each get ``welcome``. The server
+    must exit with 0 after SIGTERM.
+    """
+    if importlib.util.find_spec(module) is None:
+        missing_tool(f"{module} is not installed (pip install -e '.[dev]' brings it)")
     port = free_port()
     env = {
         **os.environ,
@@ -80,11 +89,11 @@ def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path
         "DEMO_CHANNEL_LAYER": "memory",
     }
     env.pop("REDIS_URL", None)
-    log = tmp_path / "uvicorn.log"
-    command = [sys.executable, "-m", "uvicorn", "asgi:application", "--host", "127.0.0.1"]
+    log = tmp_path / f"{module}.log"
+    command = [sys.executable, "-m", module, "asgi:application", *listen(port)]
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [*command, "--port", str(port), "--workers", str(WORKERS)],
+            [*command, "--workers", str(WORKERS)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -93,7 +102,7 @@ def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path
         )
     try:
         wait_for_log(
-            log, lambda text: text.count(STARTED) == WORKERS, START_TIMEOUT, "both workers' start"
+            log, lambda text: text.count(started) == WORKERS, START_TIMEOUT, "both workers' start"
         )
         frames = asyncio.run(first_frames(port, 2 * WORKERS))
         assert [frame["type"] for frame in frames] == ["welcome"] * 2 * WORKERS, frames
@@ -107,6 +116,14 @@ def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path
                 server.kill()
             server.wait()
     text = log.read_text(errors="replace")
+    assert server.returncode == 0, text
+    return text
+
+
+def test_asgi_py_under_uvicorn_handles_lifespan_and_welcomes_websockets(tmp_path: Path) -> None:
+    text = serve_demo(
+        tmp_path, "uvicorn", lambda port: ["--host", "127.0.0.1", "--port", str(port)], STARTED
+    )
     # Each worker's lifespan ran to its end, through HubMiddleware's shut-down.
     assert text.count(STOPPED) == WORKERS, text
     assert "unsupported" not in text, text
