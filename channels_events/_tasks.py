@@ -120,9 +120,6 @@ class TaskListener:
         self.options = options
         self.path = path
         self.is_async = iscoroutinefunction(callback)
-        from ._worker import run_listener
-
-        runner: Any = run_listener  # a Task (typed by whichever framework provides it)
         changes: dict[str, Any] = {}
         if options.queue is not None:
             changes["queue_name"] = options.queue
@@ -131,10 +128,17 @@ class TaskListener:
         if options.backend is not None:
             changes["backend"] = options.backend
         try:
+            # Imported here, as the first task listener is declared: making
+            # the task asks the project's Tasks backend, which must be set up.
+            from ._worker import run_listener
+
+            runner: Any = run_listener  # a Task, typed by whichever framework provides it
             # using() validates the options against the backend: a queue it
             # does not have fails here, where the listener is declared.
             #: The Django Task enqueued for each event, with this listener's options.
             self.task: Any = runner.using(**changes) if changes else runner
+        except TaskListenerError:
+            raise
         except Exception as exc:
             raise TaskListenerError(
                 f"Task listener {path!r} cannot be enqueued with {options!r}: {exc}"
