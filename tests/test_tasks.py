@@ -13,6 +13,7 @@ framework uses its default ImmediateBackend.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -335,6 +336,8 @@ def test_lambda_and_nested_functions_are_refused():
 
     with pytest.raises(TaskListenerError, match=re.escape("<locals>.nested")):
         listen("ttasks::x", dispatcher=d, task=True)(nested)
+    with pytest.raises(TaskListenerError, match="defined in __main__"):
+        d.connect(note_failure, "ttasks::x", task=True, task_path="__main__:note_failure")
     with pytest.raises(TaskListenerError, match="bound method"):
         d.connect(Dispatcher().dispatch, "ttasks::x", task=True)
     assert d.registrations == ()
@@ -389,3 +392,36 @@ def test_events_list_shows_task_listeners(capsys):
         dispatcher.disconnect(note_failure)
     out = capsys.readouterr().out
     assert "note_failure  [runs=task(queue=default, backend=default, retries=2)]" in out
+
+
+@listen("ttasks::async", dispatcher=immediate, task=True)
+async def on_async(event: Event) -> None:
+    await asyncio.sleep(0)
+    immediate_seen.append((event, 7))
+
+
+class BrokenClass(Listener):
+    listens_for = ["ttasks::broken_class"]
+    task = TaskOptions(retries=2, backoff=0)
+    dispatcher = immediate
+
+    def handle(self, event: Event) -> None:
+        immediate_seen.append((event, -2))
+        raise KeyError("class listener")
+
+    def failed(self, event: Event, exc: BaseException) -> None:
+        immediate_failed.append((event.id, repr(exc)))
+
+
+def test_async_task_listener_is_awaited_in_the_worker():
+    immediate_seen.clear()
+    sent = immediate.dispatch("ttasks::async")
+    assert [(e.id, n) for e, n in immediate_seen] == [(sent.id, 7)]
+
+
+def test_failed_method_of_a_listener_class_runs_after_the_last_retry():
+    immediate_seen.clear()
+    immediate_failed.clear()
+    sent = immediate.dispatch("ttasks::broken_class")
+    assert [n for _, n in immediate_seen] == [-2, -2, -2]
+    assert immediate_failed == [(sent.id, "KeyError('class listener')")]
