@@ -63,6 +63,7 @@ class Tasks:
             CE_TASKS_RELEASE=str(self.release),
         )
         self.workers: list[subprocess.Popen[str]] = []
+        self.outputs: dict[int, Path] = {}
         if connection.vendor != "postgresql":
             self.run("migrate")
 
@@ -107,22 +108,27 @@ class Tasks:
 
     def start_worker(self) -> subprocess.Popen[str]:
         """Start a worker that keeps polling for tasks (every 0.1 s) until stopped."""
-        worker = subprocess.Popen(
-            self.worker_command("--interval", "0.1"),
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        # Output to a file: a pipe nobody reads while the test polls could fill up.
+        output = self.log_path.with_name(f"worker-{len(self.workers)}.out")
+        with output.open("w") as out:
+            worker = subprocess.Popen(
+                self.worker_command("--interval", "0.1"),
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         self.workers.append(worker)
+        self.outputs[worker.pid] = output
         return worker
 
     def stop(self, worker: subprocess.Popen[str]) -> str:
+        """Stop a worker as an operator would (SIGTERM); return what it wrote."""
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=WORKER_TIMEOUT)
-        return output or ""
+        worker.wait(timeout=WORKER_TIMEOUT)
+        return self.outputs[worker.pid].read_text()
 
     def log(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():
@@ -147,7 +153,7 @@ class Tasks:
         for worker in self.workers:
             if worker.poll() is None:
                 worker.kill()
-            worker.communicate(timeout=WORKER_TIMEOUT)
+            worker.wait(timeout=WORKER_TIMEOUT)
 
 
 @pytest.fixture
@@ -251,7 +257,7 @@ def test_worker_killed_in_the_middle_of_a_listener(tasks):
     worker = tasks.start_worker()
     tasks.wait_for(lambda log: bool(lines(log, "slow_started")))
     worker.send_signal(signal.SIGKILL)
-    worker.communicate(timeout=WORKER_TIMEOUT)
+    worker.wait(timeout=WORKER_TIMEOUT)
     assert worker.returncode == -signal.SIGKILL
     rows = tasks.tasks()
     assert [row["status"] for row in rows] == ["RUNNING"]
