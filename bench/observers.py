@@ -21,6 +21,15 @@ existing row whose ``status`` changed, in microseconds per call:
   a ``post_save`` receiver builds the same ``{model, pk, fields}`` payload
   (plus ``changed`` and ``previous`` on updates) and keeps it.
 
+A second part times ``save()`` of an observed row with one listener on its
+``updated`` event that takes 10 ms (``bench/slow_listener.py``), connected
+three ways: ``inline`` (it runs inside ``save()``), ``background`` (queued
+for the process's background pool) and ``task`` (enqueued as a Django task
+through the ``django-tasks-db`` database backend, in the same database; no
+worker runs it here). The figure is the caller's time per ``save()``,
+median of ``--slow-rounds`` rounds of ``--slow-count`` saves; the pool is
+drained, and the task rows deleted, between setups, untimed.
+
 Each figure is the best of several rounds; a second table gives each setup's
 extra time over plain Django, measured within each round, as the median over
 rounds (the machine drifts between rounds by more than the setups differ).
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -57,8 +67,10 @@ from django.db import connection  # noqa: E402
 from django.db.models.signals import post_init, post_save  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
+from bench.slow_listener import take_10ms  # noqa: E402
+from channels_events import drain, get_dispatcher  # noqa: E402
 from channels_events._json import json_safe  # noqa: E402
-from channels_events._observers import Observer, unobserve  # noqa: E402
+from channels_events._observers import Observer, observe, unobserve  # noqa: E402
 from tests.testapp.models import Plain  # noqa: E402
 
 FIELDS = [(f.name, f.attname) for f in Plain._meta.concrete_fields]
@@ -179,6 +191,62 @@ def run(count: int) -> tuple[float, float]:
     return created / count * 1e6, saved / count * 1e6
 
 
+# The Tasks backend of the "task" setup: rows in the database the saves use.
+with_tasks = override_settings(
+    TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
+    CHANNELS_EVENTS={"CHANNEL_LAYER": None},
+)
+
+
+def run_slow(mode: str, count: int) -> float:
+    """Return the caller's microseconds per save() with a 10 ms listener run as ``mode``."""
+    from django_tasks_db.models import DBTaskResult
+
+    observation = observe(Plain)
+    options: dict[str, Any] = {"background": mode == "background", "task": mode == "task"}
+    get_dispatcher().connect(take_10ms, re.escape(observation.names["updated"]), **options)
+    try:
+        objs = [Plain.objects.create(number=f"S-{i}", total="1.00") for i in range(count)]
+        for obj in objs:
+            obj.status = "paid"
+        start = time.perf_counter()
+        for obj in objs:
+            obj.save()
+        elapsed = time.perf_counter() - start
+    finally:
+        get_dispatcher().disconnect(take_10ms)
+        unobserve(Plain)
+    drain()
+    DBTaskResult.objects.all().delete()
+    Plain.objects.all().delete()
+    return elapsed / count * 1e6
+
+
+def slow_listener_table(count: int, rounds: int) -> None:
+    """Print the caller's time per save() with a 10 ms listener, inline, background, task."""
+    modes = ["inline", "background", "task"]
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    with_tasks.enable()
+    try:
+        run_slow("task", 5)  # warm up: the backend, the pool's thread
+        run_slow("background", 5)
+        for round_ in range(rounds):
+            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
+                times[mode].append(run_slow(mode, count))
+    finally:
+        with_tasks.disable()
+    inline = statistics.median(times["inline"])
+    print(
+        f"\nObserved save() with a listener that takes 10 ms (median of {rounds} rounds x "
+        f"{count} saves; the caller's time):\n"
+    )
+    print("| listener runs | save() | vs inline |")
+    print("| --- | ---: | ---: |")
+    for mode in modes:
+        median = statistics.median(times[mode])
+        print(f"| {mode} | {median:.1f} us | {median / inline:.3f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
@@ -188,6 +256,8 @@ def main() -> None:
         action="store_true",
         help="also report the time per save spent in post_save.send",
     )
+    parser.add_argument("--slow-count", type=int, default=40)
+    parser.add_argument("--slow-rounds", type=int, default=5)
     args = parser.parse_args()
     global timer
     if args.signal_time:
@@ -254,6 +324,9 @@ def main() -> None:
         print("\nTime per save() in post_save.send (best round):\n")
         for name, per_call in in_signal.items():
             print(f"- {name}: {per_call:.2f} us")
+    no_layer.disable()
+    if args.slow_rounds:
+        slow_listener_table(args.slow_count, args.slow_rounds)
 
 
 if __name__ == "__main__":

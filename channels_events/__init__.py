@@ -9,6 +9,7 @@ start with ``_`` are private.
 
 from __future__ import annotations
 
+from ._background import drain
 from ._bulk import EventManager
 from ._bulk import EventQuerySet
 from ._bulk import emit_bulk_event
@@ -31,6 +32,7 @@ from ._observers import Observer
 from ._observers import observe
 from ._observers import unobserve
 from ._signals import signal_to_event
+from ._tasks import TaskOptions
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
 from .exceptions import InvalidEventName
@@ -38,6 +40,7 @@ from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
 from .exceptions import ObserverError
 from .exceptions import ProtocolError
+from .exceptions import TaskListenerError
 from .exceptions import UnknownEventKey
 from .exceptions import UnknownSetting
 
@@ -58,12 +61,15 @@ __all__ = [
     "Observer",
     "ObserverError",
     "ProtocolError",
+    "TaskListenerError",
+    "TaskOptions",
     "UnknownEventKey",
     "UnknownSetting",
     "adispatch",
     "connect",
     "disconnect",
     "dispatch",
+    "drain",
     "emit_bulk_event",
     "get_dispatcher",
     "get_hub",

@@ -207,6 +207,23 @@ SETTINGS: dict[str, Setting] = {
         "a number of seconds, 0 or more",
         "Seconds to keep publishing queued events when the process exits.",
     ),
+    "BACKGROUND_WORKERS": _positive_int(
+        4,
+        "Threads that run listeners declared `background=True`; started as work arrives "
+        "(see [background listeners](background.md)).",
+    ),
+    "BACKGROUND_QUEUE_SIZE": _positive_int(
+        10000,
+        "Background listener calls queued or running, past which a new call is refused and "
+        "logged (the caller never waits).",
+    ),
+    "BACKGROUND_EXIT_TIMEOUT": Setting(
+        10.0,
+        lambda v: _is_number(v, positive=False),
+        "a number of seconds, 0 or more",
+        "Seconds to keep running queued background listener calls when the process exits "
+        "or the ASGI lifespan shuts down.",
+    ),
     "SUBSCRIBE_POLICY": _policy(
         "Dotted path of `f(scope, namespace, pattern)`: may this connection subscribe to "
         "`pattern` in `namespace`? `None`: nobody may."

@@ -359,7 +359,9 @@ class Dispatcher:
             self._failed(registration, event)
 
     def _run(self, registration: Registration, event: Event) -> None:
-        if registration.is_async:
+        if registration.runs != "inline":
+            registration.hand_off(event)
+        elif registration.is_async:
             self._run_async_from_sync(registration, event)
         else:
             registration.callback(event)
@@ -488,8 +490,14 @@ class Dispatcher:
         for event in events:
             for registration in self._listeners(event):
                 # after_commit listeners, async ones too, go where the
-                # transaction is: the sync thread, which defers them.
-                if not registration.is_async or registration.after_commit:
+                # transaction is: the sync thread, which defers them. So do
+                # background and task listeners (a task is enqueued with the
+                # ORM, inside the caller's transaction or at its commit).
+                if (
+                    not registration.is_async
+                    or registration.after_commit
+                    or registration.runs != "inline"
+                ):
                     calls.append((registration, event))
                     continue
                 if calls:

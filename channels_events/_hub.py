@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from ._background import get_pool
 from ._conf import events_settings
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
@@ -359,6 +360,17 @@ class Lifespan:
 
     async def _stop_hub(self) -> None:
         hub = self.hub
+        # Background listeners first: what they dispatch is published below.
+        pool = get_pool()
+        if pool.pending:
+            timeout = events_settings.BACKGROUND_EXIT_TIMEOUT
+            if not await asyncio.to_thread(pool.drain, timeout):
+                logger.error(
+                    "%d background listener call(s) did not finish before shut-down "
+                    "(BACKGROUND_EXIT_TIMEOUT=%ss).",
+                    pool.pending,
+                    timeout,
+                )
         # flush() waits on a thread of its own: the hub's sender runs on this loop.
         if hub.queued and not await asyncio.to_thread(hub.flush):
             logger.error(

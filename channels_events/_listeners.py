@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
 from ._names import SEPARATOR, compile_pattern, validate_name, validate_namespace
 from ._registry import PatternLike, Registration, _as_list, pattern_text
 from .exceptions import UnknownEventKey
+
+if TYPE_CHECKING:
+    from ._tasks import TaskOptions
 
 __all__ = ["Listener", "Namespace", "listen"]
 
@@ -27,12 +31,17 @@ def listen(
     remote: bool = True,
     namespaces: Iterable[str] | None = None,
     dispatcher: Dispatcher | None = None,
+    background: bool = False,
+    task: bool | TaskOptions = False,
 ) -> Callable[[F], F]:
     """Connect the decorated function (sync or async) to events matching ``pattern``.
 
     The pattern is validated and compiled here, so a mistake fails at import
     time. The function is returned unchanged. ``remote=False`` keeps it to
-    events dispatched in this process; the other options are those of
+    events dispatched in this process; ``background=True`` runs it on the
+    process's background pool; ``task=True`` or a
+    :class:`~channels_events.TaskOptions` runs it as a Django task (it must
+    then be a module-level function); the other options are those of
     :meth:`Dispatcher.connect`.
     """
     target = dispatcher or get_dispatcher()
@@ -51,10 +60,24 @@ def listen(
             after_commit=after_commit,
             remote=remote,
             namespaces=namespaces,
+            background=background,
+            task=task,
         )
         return func
 
     return decorator
+
+
+def task_options(task: bool | TaskOptions, failed: Callable[..., Any] | None) -> Any:
+    """Return a class's ``task`` option with its ``failed`` method as the hook, if it has one."""
+    if task is False or task is None or failed is None:
+        return task
+    from ._tasks import TaskOptions
+
+    options = TaskOptions() if task is True else task
+    if isinstance(options, TaskOptions) and options.failed is None:
+        return dataclasses.replace(options, failed=failed)
+    return options
 
 
 class Listener:
@@ -65,8 +88,11 @@ class Listener:
     (regex strings or Event subclasses). ``handle`` may be async. Subclasses
     declared with ``abstract=True`` are not registered. Declaring the class
     again (a module reload) replaces the earlier one. Class attributes
-    ``priority``, ``once``, ``after_commit``, ``remote`` and ``namespaces``
-    are the options of :meth:`Dispatcher.connect`.
+    ``priority``, ``once``, ``after_commit``, ``remote``, ``namespaces``,
+    ``background`` and ``task`` are the options of :meth:`Dispatcher.connect`.
+    A task listener class (declared at module level) may define
+    ``failed(self, event, exception)``, run in the worker once the last retry
+    has failed.
     """
 
     listens_for: ClassVar[Iterable[PatternLike]] = ()
@@ -75,6 +101,8 @@ class Listener:
     after_commit: ClassVar[bool] = False
     remote: ClassVar[bool] = True
     namespaces: ClassVar[Iterable[str] | None] = None
+    background: ClassVar[bool] = False
+    task: ClassVar[bool | TaskOptions] = False
     dispatcher: ClassVar[Dispatcher | None] = None
     _registrations: ClassVar[list[Registration]] = []
 
@@ -112,6 +140,9 @@ class Listener:
             remote=cls.remote,
             namespaces=cls.namespaces,
             dispatch_uid=uid,
+            background=cls.background,
+            task=task_options(cls.task, getattr(instance, "failed", None)),
+            task_path=f"{cls.__module__}:{cls.__qualname__}",
         )
 
     def handle(self, event: Event) -> Any:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import claim_name, release_name
+from ._listeners import task_options
 from ._loaded_values import track_loaded_values, untrack_loaded_values
 from ._m2m import connect_m2m, disconnect_m2m
 from ._model_events import (
@@ -37,6 +38,9 @@ from ._model_events import (
 )
 from ._names import validate_namespace
 from .exceptions import ObserverError
+
+if TYPE_CHECKING:
+    from ._tasks import TaskOptions
 
 __all__ = [
     "ACTIONS",
@@ -189,6 +193,8 @@ class Observer:
     m2m: ClassVar[bool] = False
     after_commit: ClassVar[bool] = False
     priority: ClassVar[int] = 0
+    background: ClassVar[bool] = False
+    task: ClassVar[bool | TaskOptions] = False
     dispatcher: ClassVar[Dispatcher | None] = None
     observation: ClassVar[Observation]
 
@@ -231,4 +237,7 @@ class Observer:
                 after_commit=cls.after_commit and action not in LOCAL_ACTIONS,
                 remote=False,
                 dispatch_uid=uid,
+                background=cls.background,
+                task=task_options(cls.task, getattr(instance, "failed", None)),
+                task_path=f"{cls.__module__}:{cls.__qualname__}.{action}",
             )

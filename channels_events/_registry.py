@@ -8,14 +8,18 @@ import threading
 import types
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from asgiref.sync import iscoroutinefunction
 
+from ._background import get_pool
 from ._conf import events_settings, on_change
 from ._events import Event
 from ._names import compile_pattern, literal_namespace, validate_name, validate_namespace
-from .exceptions import InvalidPattern
+from .exceptions import InvalidPattern, TaskListenerError
+
+if TYPE_CHECKING:
+    from ._tasks import TaskListener, TaskOptions
 
 __all__ = ["ListenerCallable", "PatternLike", "Registration", "Registry", "pattern_text"]
 
@@ -73,6 +77,28 @@ def _callback_id(callback: Callable[..., Any]) -> Hashable:
     return id(callback)
 
 
+def _where_it_runs(
+    callback: Callable[..., Any],
+    background: bool,
+    task: bool | TaskOptions,
+    task_path: str | None,
+) -> tuple[str, TaskListener | None]:
+    """Validate ``background`` and ``task``; return where the listener runs, and its task."""
+    if not isinstance(background, bool):
+        raise TypeError(f"background must be True or False, got {background!r}.")
+    if task is False or task is None:
+        return ("background" if background else "inline"), None
+    if background:
+        raise TaskListenerError(
+            f"Listener {_describe(callback)} has both background=True and task; choose one."
+        )
+    # Imported here: the Tasks framework is an optional dependency.
+    from ._tasks import TaskOptions, task_listener
+
+    options = TaskOptions() if task is True else task
+    return "task", task_listener(callback, options, task_path)
+
+
 @dataclass(eq=False)
 class Registration:
     """One listener connected to one pattern; returned by :meth:`Dispatcher.connect`."""
@@ -92,12 +118,27 @@ class Registration:
     #: The dispatch_uid, or the callback's identity: one call per event per key.
     key: Hashable
     seq: int
+    #: Where the listener runs: "inline" (in dispatch()), "background" (the
+    #: process's background pool) or "task" (a Django task, in a worker).
+    runs: str = "inline"
+    #: How a task listener is enqueued (runs == "task").
+    task: TaskListener | None = None
     active: bool = True
-    #: True when none of once, filter, after_commit or async applies: the fast path.
+    #: True when none of once, filter, after_commit, async or a hand-off
+    #: applies: the fast path.
     plain: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.plain = not (self.once or self.filter or self.after_commit or self.is_async)
+        self.plain = not (
+            self.once or self.filter or self.after_commit or self.is_async or self.runs != "inline"
+        )
+
+    def hand_off(self, event: Event) -> None:
+        """Queue a call for a background or task listener; the caller's whole cost."""
+        if self.task is not None:
+            self.task.enqueue(event)
+        else:
+            get_pool().submit(self, event)
 
     @property
     def description(self) -> str:
@@ -145,6 +186,9 @@ class Registry:
         remote: bool = True,
         namespaces: Iterable[str] | None = None,
         dispatch_uid: Hashable | None = None,
+        background: bool = False,
+        task: bool | TaskOptions = False,
+        task_path: str | None = None,
     ) -> list[Registration]:
         """Connect ``callback`` to every event whose name fully matches ``pattern``.
 
@@ -158,6 +202,14 @@ class Registry:
         first registration stays (disconnect it first to change it).
         ``remote=False`` keeps the listener to events dispatched in this
         process; by default it also hears events other processes published.
+
+        ``background=True`` runs the listener on the process's background pool
+        instead of inside ``dispatch()``. ``task=True`` (or a
+        :class:`~channels_events.TaskOptions`) enqueues a Django task per
+        event instead, run by a worker that finds the listener by
+        ``task_path`` (default: the callback's ``module:qualname``); a task
+        listener hears this process's events only, so that each event is
+        enqueued once.
         """
         if not callable(callback):
             raise TypeError(f"Listener must be callable, got {callback!r}.")
@@ -176,6 +228,9 @@ class Registry:
         sources = [pattern_text(p) for p in patterns]
         compiled = [compile_pattern(source) for source in sources]
         is_async = iscoroutinefunction(callback)
+        runs, task_listener = _where_it_runs(callback, background, task, task_path)
+        if task_listener is not None:
+            remote = False
         registrations = []
         key = ("uid", dispatch_uid) if dispatch_uid is not None else _callback_id(callback)
         with self.lock:
@@ -200,6 +255,8 @@ class Registry:
                     uid=uid,
                     key=key,
                     seq=next(self._seq),
+                    runs=runs,
+                    task=task_listener,
                 )
                 kept = self._by_uid.get(uid)
                 if kept is not None:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidPayload",
     "ObserverError",
     "ProtocolError",
+    "TaskListenerError",
     "UnknownEventKey",
     "UnknownSetting",
 ]
@@ -49,6 +50,10 @@ class UnknownSetting(ChannelsEventsError, AttributeError):
 
 class ObserverError(ChannelsEventsError, TypeError):
     """Raised when a model is observed in a way that cannot work."""
+
+
+class TaskListenerError(ChannelsEventsError, TypeError):
+    """Raised when a listener cannot run as a Django task as declared."""
 
 
 class ProtocolError(ChannelsEventsError, ValueError):

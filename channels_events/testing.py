@@ -3,17 +3,19 @@
 ``capture_events()`` records what is dispatched inside a block,
 ``muted_listeners()`` does the same while keeping listeners and publishers
 from running, and ``assert_dispatched`` / ``assert_not_dispatched`` check the
-record. The same tools are pytest fixtures: ``captured_events``,
-``muted_events`` and ``strict_events`` (registered as a pytest plugin when the
-package is installed).
+record. ``drain()`` waits for background listeners. The same tools are
+pytest fixtures: ``captured_events``, ``muted_events``, ``strict_events``
+and ``background_listeners`` (registered as a pytest plugin when the package
+is installed).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ._background import drain
 from ._dispatcher import Dispatcher, get_dispatcher
 from ._events import Event
 from ._names import compile_pattern
@@ -24,6 +26,7 @@ __all__ = [
     "assert_dispatched",
     "assert_not_dispatched",
     "capture_events",
+    "drain",
     "muted_listeners",
     "strict_dispatch",
 ]
@@ -86,6 +89,10 @@ def strict_dispatch(dispatcher: Dispatcher | None = None) -> Iterator[Dispatcher
         yield target
     finally:
         target.strict = previous
+
+
+# Seconds the background_listeners fixture waits for leftover work.
+_TEARDOWN_DRAIN = 30.0
 
 
 def _describe(events: list[Event]) -> str:
@@ -153,6 +160,16 @@ else:
         """Capture every event the test dispatches, with listeners and publishers muted."""
         with muted_listeners() as captured:
             yield captured
+
+    @pytest.fixture
+    def background_listeners() -> Iterator[Callable[..., bool]]:
+        """Give the test ``drain`` to wait for background listeners; drain again at teardown.
+
+        The teardown drain keeps one test's background work from running
+        into the next.
+        """
+        yield drain
+        assert drain(_TEARDOWN_DRAIN), "background listeners still running after the test"
 
     @pytest.fixture
     def strict_events() -> Iterator[Dispatcher]:

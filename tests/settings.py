@@ -21,6 +21,12 @@ INSTALLED_APPS = [
     "channels",
     "channels_events",
     "tests.testapp",
+    # The Tasks backport's database backend: its table exists in the test
+    # database (tests/test_tasks.py runs workers on it). TASKS is left
+    # unset here, so task listeners declared in this process run through
+    # the default ImmediateBackend.
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 _TEST_DB = os.environ.get("CHANNELS_EVENTS_TEST_DB", "sqlite").strip().lower() or "sqlite"

@@ -222,3 +222,50 @@ async def test_without_lifespan_the_hub_starts_at_the_first_connection() -> None
     assert called == ["http"]
     assert hub.receiving
     assert hub.loop is asyncio.get_running_loop()
+
+
+class PoolWatchingServer(Server):
+    """A server that notes, with each answer, how many background calls were pending."""
+
+    def __init__(self, app: Any) -> None:
+        self.pending_at: dict[str, int] = {}
+        super().__init__(app)
+
+    async def send(self, message: Message) -> None:
+        from channels_events._background import get_pool
+
+        self.pending_at[message["type"]] = get_pool().pending
+        await super().send(message)
+
+
+async def test_shutdown_finishes_background_listeners_first() -> None:
+    import threading
+
+    from channels_events import get_dispatcher, listen
+    from channels_events._background import get_pool
+
+    release = threading.Event()
+    done: list[str] = []
+
+    @listen(f"{NAMESPACE}::background", dispatcher=get_dispatcher(), background=True)
+    def slow(event: Any) -> None:
+        release.wait(TIMEOUT)
+        done.append(event.name)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("this app does not do lifespan")
+
+    try:
+        server = PoolWatchingServer(app)
+        await server.tell(STARTUP, "lifespan.startup.complete")
+        dispatch(f"{NAMESPACE}::background", {})
+        assert get_pool().pending == 1  # positive control: the call still waits
+        asyncio.get_running_loop().call_later(0.1, release.set)
+        await server.tell(SHUTDOWN, "lifespan.shutdown.complete")
+        await server.finished()
+    finally:
+        release.set()
+        get_dispatcher().disconnect(slow)
+    # The answer went out only after the queued call had run.
+    assert done == [f"{NAMESPACE}::background"]
+    assert server.pending_at["lifespan.shutdown.complete"] == 0

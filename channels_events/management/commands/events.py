@@ -19,6 +19,7 @@ from channels_events._hub import Hub, get_hub
 from channels_events._layer import redis_hosts
 from channels_events._model_events import _observations
 from channels_events._names import compile_pattern, literal_namespace, validate_namespace
+from channels_events._registry import Registration
 from channels_events.exceptions import ChannelsEventsError
 
 
@@ -136,6 +137,7 @@ class Command(BaseCommand):
             flags = [
                 flag
                 for flag, on in (
+                    (f"runs={_where(r)}", True),
                     (f"priority={r.priority}", r.priority),
                     ("once", r.once),
                     ("after_commit", r.after_commit),
@@ -190,6 +192,18 @@ class Command(BaseCommand):
         if problem.level >= WARNING:
             return str(self.style.WARNING(text))
         return str(self.style.NOTICE(text)) if problem.level >= INFO else text
+
+
+def _where(registration: Registration) -> str:
+    """Say where a listener runs: inline, background, or task with its queue and retries."""
+    task = registration.task
+    if task is None:
+        return registration.runs
+    options = task.options
+    return (
+        f"task(queue={task.task.queue_name}, backend={task.task.backend}, "
+        f"retries={options.retries})"
+    )
 
 
 # Seconds the channel layer has to answer ``events check``.
