@@ -19,6 +19,8 @@ from ._dispatcher import disconnect
 from ._dispatcher import dispatch
 from ._dispatcher import get_dispatcher
 from ._events import Event
+from ._history import alatest_event_id
+from ._history import latest_event_id
 from ._hub import HubMiddleware
 from ._hub import get_hub
 from ._hub import start_hub
@@ -34,6 +36,7 @@ from ._signals import signal_to_event
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
 from .exceptions import InvalidEventName
+from .exceptions import InvalidFilter
 from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
 from .exceptions import ObserverError
@@ -50,6 +53,7 @@ __all__ = [
     "EventQuerySet",
     "HubMiddleware",
     "InvalidEventName",
+    "InvalidFilter",
     "InvalidPattern",
     "InvalidPayload",
     "Listener",
@@ -61,12 +65,14 @@ __all__ = [
     "UnknownEventKey",
     "UnknownSetting",
     "adispatch",
+    "alatest_event_id",
     "connect",
     "disconnect",
     "dispatch",
     "emit_bulk_event",
     "get_dispatcher",
     "get_hub",
+    "latest_event_id",
     "listen",
     "muted_model_events",
     "observe",
