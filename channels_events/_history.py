@@ -224,11 +224,18 @@ async def alatest_event_id(namespace: str) -> str | None:
     if history is None:
         return None
     if not hub.runner.alive:
-        # A process that has not published or received anything yet: its
-        # history is read from this loop (a Redis history opens a client
-        # per loop; a memory history holds nothing yet).
-        return await asyncio.wait_for(history.latest(namespace), TIMEOUT)
+        # A process whose hub has not started: nothing of its own was
+        # recorded, so read the (shared) history once from here.
+        return await _read_latest_once(history, namespace)
     return await hub.runner.run(lambda: history.latest(namespace), TIMEOUT)
+
+
+async def _read_latest_once(history: History, namespace: str) -> str | None:
+    """Read the latest id on a loop the hub does not run on; close what the read opened."""
+    try:
+        return await asyncio.wait_for(history.latest(namespace), TIMEOUT)
+    finally:
+        await history.close()
 
 
 def latest_event_id(namespace: str) -> str | None:
@@ -252,13 +259,4 @@ def latest_event_id(namespace: str) -> str | None:
     future = hub.runner.submit(history.latest(namespace))
     if future is not None:
         return future.result(TIMEOUT)
-
-    # No hub loop yet (this process has published nothing): read from a
-    # loop of our own, and close the connection it opened.
-    async def read() -> str | None:
-        try:
-            return await asyncio.wait_for(history.latest(namespace), TIMEOUT)
-        finally:
-            await history.close()
-
-    return asyncio.run(read())
+    return asyncio.run(_read_latest_once(history, namespace))
