@@ -45,7 +45,15 @@ function renderRow(order, flash) {
     rows.prepend(tr);
   }
   tr.replaceChildren(
-    cell(order.number),
+    (() => {
+      const td = document.createElement("td");
+      const link = document.createElement("a");
+      link.href = `orders/${order.id}/`;
+      link.textContent = order.number;
+      link.title = "This order's page, live";
+      td.append(link);
+      return td;
+    })(),
     cell(order.customer),
     (() => {
       const td = document.createElement("td");
