@@ -41,6 +41,8 @@ class History(abc.ABC):
 
     def __init__(self, size: int) -> None:
         self.size = size
+        # Reads of the newest id under way, by loop and namespace (see newest()).
+        self._reading: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[str | None]] = {}
 
     @abc.abstractmethod
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
@@ -57,6 +59,23 @@ class History(abc.ABC):
     @abc.abstractmethod
     async def latest(self, namespace: str) -> str | None:
         """Return the id of the newest event recorded in ``namespace``, or None if there is none."""
+
+    async def newest(self, namespace: str) -> str | None:
+        """Return :meth:`latest`, sharing one read among the callers that ask while it runs.
+
+        A burst of subscriptions (a server restart brings every client back
+        at once) costs one read and one Redis connection, not one each. A
+        read that began before a caller asked is as good as its own: an
+        older id only means that a client resuming from it is sent a few
+        events again from before its subscription, never that it misses one.
+        """
+        key = (asyncio.get_running_loop(), namespace)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self.latest(namespace))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        # Shielded: a caller that gives up does not cancel the others' read.
+        return await asyncio.shield(reading)
 
     async def close(self) -> None:  # noqa: B027 - most histories hold no connection
         """Let go of this event loop's connections, if any."""
@@ -227,7 +246,7 @@ async def alatest_event_id(namespace: str) -> str | None:
         # A process whose hub has not started: nothing of its own was
         # recorded, so read the (shared) history once from here.
         return await _read_latest_once(history, namespace)
-    return await hub.runner.run(lambda: history.latest(namespace), TIMEOUT)
+    return await hub.runner.run(lambda: history.newest(namespace), TIMEOUT)
 
 
 async def _read_latest_once(history: History, namespace: str) -> str | None:

@@ -286,7 +286,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if not await self._hub.joined(namespace, JOIN_TIMEOUT):
                 logger.warning("Not in the group of %r yet: answering last with null.", namespace)
                 return None
-            return await asyncio.wait_for(history.latest(namespace), HISTORY_TIMEOUT)
+            return await asyncio.wait_for(history.newest(namespace), HISTORY_TIMEOUT)
         except asyncio.TimeoutError:
             logger.warning(
                 "Reading the history of %r timed out: answering last with null.", namespace

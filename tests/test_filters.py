@@ -20,6 +20,7 @@ from channels_events import (
     latest_event_id,
 )
 from channels_events._filters import Filter, parse_filter
+from channels_events._history import MemoryHistory
 from channels_events._hub import get_hub
 from channels_events._names import compile_client_pattern
 from channels_events._subscriptions import Subscriptions
@@ -413,6 +414,8 @@ async def on_redis(settings: Any, redis_url: str, redis_prefix: str) -> AsyncIte
 @pytest.mark.redis
 async def test_last_and_latest_event_id_on_redis(on_redis, streams):
     assert await alatest_event_id("shop") is None
+    # The connection binds the hub to this loop, as an ASGI server's would be.
+    ws = await streams.open()
     first = dispatch(order(1))
     newest = dispatch(order(2))
     await hub_settled()
@@ -424,8 +427,25 @@ async def test_last_and_latest_event_id_on_redis(on_redis, streams):
         await asyncio.sleep(0.01)
     assert found == newest.id != first.id
     assert await asyncio.to_thread(latest_event_id, "shop") == newest.id
-    ws = await streams.open()
     assert (await subscribe(ws, "a", "shop::.*"))["last"] == newest.id
     replay = await streams.open()
     await subscribe(replay, "a", "shop::.*", since=first.id, where={"pk": 2})
     assert (await receive(replay))["event"]["id"] == newest.id
+
+
+async def test_reads_of_the_newest_id_at_the_same_time_share_one():
+    class Counting(MemoryHistory):
+        reads = 0
+
+        async def latest(self, namespace: str) -> str | None:
+            self.reads += 1
+            await asyncio.sleep(0.01)  # a round trip, during which others ask
+            return await super().latest(namespace)
+
+    history = Counting(10)
+    await history.append("shop", [{"id": "A"}])
+    assert await asyncio.gather(*(history.newest("shop") for _ in range(20))) == ["A"] * 20
+    assert history.reads == 1
+    await history.append("shop", [{"id": "B"}])
+    assert await history.newest("shop") == "B"
+    assert history.reads == 2
