@@ -237,7 +237,9 @@ stream.onStatus((status) => {
   badge.dataset.state = status.state;
   if (status.state !== "open") return;
   // The server dropped events for this page, or it reconnected with no event
-  // to resume after: what changed meanwhile is unknown, so reload.
+  // to resume after (the client resumes from its subscription's `last`, but
+  // where no history is kept there is none): what changed may be unknown, so
+  // reload.
   if (status.lagged || (opened && !heard)) reload();
   opened = true;
 });
