@@ -20,6 +20,7 @@ __all__ = [
     "PEEK_LIMIT",
     "Subscription",
     "event_frame",
+    "filter_matches",
     "is_message_id",
     "peek_reply_id",
     "reply_id",
@@ -71,10 +72,11 @@ def peek_reply_id(text: str | None) -> str | None:
 def subscription_matches(entry: Subscription, event: Event) -> bool:
     """Return whether ``event`` matches a subscription's pattern and, if it has one, its filter."""
     _sid, pattern, where = entry
-    if not pattern.matches(event.name):
-        return False
-    if where is None:
-        return True
+    return pattern.matches(event.name) and (where is None or filter_matches(where, event))
+
+
+def filter_matches(where: Filter, event: Event) -> bool:
+    """Return whether the payload of ``event``, as it travels, meets ``where``."""
     try:
         payload = event.envelope["payload"]
     except Exception:

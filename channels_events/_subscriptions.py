@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from ._events import Event
 from ._filters import Filter
-from ._frames import Subscription, event_frame, single_frame, subscription_matches
+from ._frames import Subscription, event_frame, filter_matches, single_frame
 from ._names import ClientPattern
 
 __all__ = ["Subscriptions"]
@@ -60,7 +60,12 @@ class Subscriptions:
         candidates = self._by_namespace.get(event.namespace)
         if not candidates:
             return None
-        ids = tuple(entry[0] for entry in candidates if subscription_matches(entry, event))
+        name = event.name
+        ids = tuple(
+            sid
+            for sid, pattern, where in candidates
+            if pattern.matches(name) and (where is None or filter_matches(where, event))
+        )
         return ids or None
 
     def frame(self, event: Event) -> str | None:

@@ -248,14 +248,6 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """
         sid, compiled, where = entry
         writer = self._writer
-        if self._hub.history is None:
-            # No history: nothing to read, nothing to wait for.
-            self._subscriptions.add(sid, compiled, where)
-            self._hub.add_subscriber(writer)
-            await writer.send({**subscribed, "last": None})
-            if since is not None:
-                await writer.send({"type": "gap", "subscription": sid, "since": since})
-            return
         # Live events queue from here on, held back until ``subscribed`` and
         # the history after ``since`` are in front of them (PROTOCOL.md
         # section 6).
