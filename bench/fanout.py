@@ -24,13 +24,20 @@ Every server writes the same frame to each client: ``{"type": "event",
 "subscriptions": [...], "event": {id, name, namespace, payload, timestamp}}``,
 with a payload of about 200 bytes that starts with ``"sent": time.time()``.
 
-Two loads: 100 clients at 50 events/s and 1000 clients at 10 events/s, for
-``--seconds`` each. Clients run in one process per 500 connections (the
+Two loads (``--load broadcast``, the default): 100 clients at 50 events/s
+and 1000 clients at 10 events/s, for ``--seconds`` each. ``--load detail``
+is the detail-page load: 1000 clients at 10 events/s over 100 pks, each
+client subscribed with ``where: {"pk": <its pk>}`` (client ``i`` watches pk
+``i % 100``, event ``n`` is about pk ``n % 100``: every event is for 10
+clients), beside the same 1000 clients unfiltered; the filtered load runs on
+``channels_events`` only, the one server that filters (``--load all`` runs
+every load). Clients run in one process per 500 connections (the
 ``websockets`` asyncio client); all are connected and subscribed before the
 publisher (another process) starts. After the last event the script waits
 ``--straggle`` seconds, then reads:
 
-- ``delivered``: event frames received / (clients x events sent);
+- ``delivered``: event frames received / frames due (clients x events sent;
+  with ``where``, the clients whose pk each event is about);
 - ``p50``/``p99``: publish-to-receive latency, ``time.time()`` on receipt
   minus ``sent``, over every frame received;
 - ``daphne CPU per delivery``: daphne's utime + stime (``/proc/<pid>/stat``)
@@ -87,7 +94,7 @@ SERVERS = {
 }
 EVENT_NAME = "bench::tick"
 SUBSCRIPTION = "s1"
-SUBSCRIBE = json.dumps({"type": "subscribe", "id": SUBSCRIPTION, "pattern": "bench::.*"})
+SUBSCRIBE = {"type": "subscribe", "id": SUBSCRIPTION, "pattern": "bench::.*"}
 CLIENTS_PER_PROCESS = 500
 HANDSHAKES_AT_ONCE = 20
 SENT_KEY = b'"sent":'
@@ -100,22 +107,35 @@ TARGET_P99_RATIO = 1.5
 class Load:
     clients: int
     rate: int
+    #: With pks, client ``i`` subscribes with ``where: {"pk": i % pks}`` and
+    #: event ``n`` is about pk ``n % pks`` (a detail page per client).
+    pks: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.clients} clients x {self.rate}/s"
+        base = f"{self.clients} clients x {self.rate}/s"
+        return f"{base}, where pk (of {self.pks})" if self.pks else base
+
+    def due(self, sent: int) -> int:
+        """Return how many frames ``sent`` events make: one per client whose filter they meet."""
+        if not self.pks:
+            return self.clients * sent
+        watchers = [len(range(pk, self.clients, self.pks)) for pk in range(self.pks)]
+        return sum(watchers[seq % self.pks] for seq in range(sent))
 
 
-LOADS = (Load(100, 50), Load(1000, 10))
+BROADCAST = (Load(100, 50), Load(1000, 10))
+DETAIL = (Load(1000, 10), Load(1000, 10, pks=100))
+LOADS = {"broadcast": BROADCAST, "detail": DETAIL, "all": (*BROADCAST, DETAIL[1])}
 
 
-def payload(seq: int, sent: float) -> dict[str, Any]:
+def payload(seq: int, sent: float, pks: int = 0) -> dict[str, Any]:
     """Return the event payload: the send time first, then about 200 bytes of fields."""
     return {
         "sent": sent,
         "seq": seq,
         "model": "bench.item",
-        "pk": seq,
+        "pk": seq % pks if pks else seq,
         "number": f"A-{seq:06d}",
         "status": "paid",
         "total": "19.90",
@@ -164,14 +184,17 @@ async def run_clients(args: argparse.Namespace) -> None:
     # connection for group_add, and the layer's pool holds at most 100.
     opening = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
 
-    async def open_one() -> ClientConnection:
+    async def open_one(index: int) -> ClientConnection:
+        subscribe = dict(SUBSCRIBE)
+        if args.pks:
+            subscribe["where"] = {"pk": (args.first + index) % args.pks}
         async with opening:
             ws = await connect(
                 args.url, compression=None, ping_interval=None, open_timeout=60, max_size=2**20
             )
             if args.kind.startswith("channels_events"):
                 await ws.recv()  # welcome
-                await ws.send(SUBSCRIBE)
+                await ws.send(json.dumps(subscribe))
                 while True:
                     answer = await ws.recv()
                     if '"subscribed"' in answer:
@@ -193,7 +216,7 @@ async def run_clients(args: argparse.Namespace) -> None:
                 end = data.find(b",", start)
                 append(now() - float(data[start + len(SENT_KEY) : end]))
 
-    connections = await asyncio.gather(*(open_one() for _ in range(args.clients)))
+    connections = await asyncio.gather(*(open_one(index) for index in range(args.clients)))
     readers = [asyncio.create_task(read(ws)) for ws in connections]
     counting = True
     print("ready", flush=True)
@@ -232,7 +255,7 @@ def run_publisher(args: argparse.Namespace) -> None:
             delay = start + seq / args.rate - clock()
             if delay > 0:
                 time.sleep(delay)
-            dispatch(EVENT_NAME, payload(seq, time.time()))
+            dispatch(EVENT_NAME, payload(seq, time.time(), args.pks))
         hub.flush()
         elapsed = clock() - start
     else:
@@ -462,6 +485,8 @@ def measure(
                 "--kind", server,
                 "--url", f"ws://127.0.0.1:{port}/",
                 "--clients", size,
+                "--first", i * CLIENTS_PER_PROCESS,
+                "--pks", load.pks,
                 "--out", out,
             ),
             env,
@@ -471,7 +496,17 @@ def measure(
     profiler: Child | None = None
     publisher = Child(
         f"publisher ({server})",
-        this_script("publish", "--kind", server, "--rate", load.rate, "--seconds", args.seconds),
+        this_script(
+            "publish",
+            "--kind",
+            server,
+            "--rate",
+            load.rate,
+            "--seconds",
+            args.seconds,
+            "--pks",
+            load.pks,
+        ),
         env,
     )
     try:
@@ -507,7 +542,7 @@ def measure(
             child.stop()
             Child.children.remove(child)
     latencies.sort()
-    expected = load.clients * sent["sent"]
+    expected = load.due(sent["sent"])
     return {
         "sent": sent["sent"],
         "publish_rate": sent["sent"] / sent["seconds"] if sent["seconds"] else float("nan"),
@@ -519,6 +554,7 @@ def measure(
         "cpu_s": cpu,
         "cpu_share": cpu / window,
         "cpu_us": cpu / received * 1e6 if received else float("nan"),
+        "cpu_event_us": cpu / sent["sent"] * 1e6 if sent["sent"] else float("nan"),
     }
 
 
@@ -558,7 +594,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
         "| CPU vs floor | p99 vs floor |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for load in LOADS:
+    for load in [load for load in args.loads if not load.pks]:
         floor = results.get((load.label, "floor"))
         for server in SERVERS:
             row = results.get((load.label, server))
@@ -578,7 +614,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
     print("\n| load | server | events sent | publish rate | frames received | max latency "
           "| daphne CPU | daphne busy |")  # fmt: skip
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for load in LOADS:
+    for load in args.loads:
         for server in SERVERS:
             row = results.get((load.label, server))
             if row is None:
@@ -588,15 +624,17 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                 f"| {row['received']:,} | {row['max_ms']:.1f} ms | {row['cpu_s']:.2f} s "
                 f"| {row['cpu_share']:.0%} of a core |"
             )
+    if any(load.pks for load in args.loads):
+        report_filtered(args, results)
     print()
     server = "channels_events"
-    for load in LOADS:
+    for load in args.loads:
         ours = results.get((load.label, server))
         floor = results.get((load.label, "floor"))
         if not ours or not floor:
             continue
         misses = []
-        if ours["received"] < ours["sent"] * load.clients:
+        if ours["delivered"] < 1:
             misses.append(f"delivered {ours['delivered']:.2%}")
         if ours["cpu_us"] > TARGET_CPU_RATIO * floor["cpu_us"]:
             misses.append(f"CPU {ratio(ours['cpu_us'], floor['cpu_us'])} > {TARGET_CPU_RATIO}x")
@@ -604,6 +642,38 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
             misses.append(f"p99 {ratio(ours['p99_ms'], floor['p99_ms'])} > {TARGET_P99_RATIO}x")
         verdict = "meets the targets" if not misses else "misses: " + ", ".join(misses)
         print(f"- {load.label}: {server} {verdict}")
+
+
+Results = dict[tuple[str, str], dict[str, Any]]
+
+
+def report_filtered(args: argparse.Namespace, results: Results) -> None:
+    """Print channels_events with ``where`` beside it without, at the same clients and rate."""
+    print(
+        "\nchannels_events with a filter per client (a detail page each) beside every client "
+        "unfiltered. Delivered is the share of the frames due (with where: the clients whose "
+        "pk the event is about); CPU per delivered frame and per event sent are daphne's.\n"
+    )
+    print(
+        "| load | delivered | frames per event | p50 | p99 "
+        "| CPU per delivered frame | CPU per event |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    shown = [load for load in args.loads if load.pks]
+    shown += [
+        load
+        for load in args.loads
+        if not load.pks and any((load.clients, load.rate) == (f.clients, f.rate) for f in shown)
+    ]
+    for load in sorted(shown, key=lambda load: load.pks):
+        row = results.get((load.label, "channels_events"))
+        if row is None:
+            continue
+        per_event = row["received"] / row["sent"] if row["sent"] else float("nan")
+        print(
+            f"| {load.label} | {row['delivered']:.2%} | {per_event:.1f} | {row['p50_ms']:.1f} ms "
+            f"| {row['p99_ms']:.1f} ms | {row['cpu_us']:.1f} µs | {row['cpu_event_us']:.0f} µs |"
+        )
 
 
 def combine(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -630,7 +700,9 @@ def drive(args: argparse.Namespace) -> None:
                 for server in args.servers:
                     daphne, port = start_daphne(args, server, log)
                     try:
-                        for load in LOADS:
+                        for load in args.loads:
+                            if load.pks and server != "channels_events":
+                                continue  # only channels_events filters on the server
                             print(
                                 f"round {round_no}/{args.rounds}: {server}: {load.label} ...",
                                 file=sys.stderr,
@@ -669,6 +741,14 @@ def main() -> None:
         help="measure every server and load this many times and report medians "
         "(default: 3; 1 with --quick)",
     )
+    parser.add_argument(
+        "--load",
+        choices=list(LOADS),
+        default="broadcast",
+        help="broadcast: 100 clients x 50/s and 1000 x 10/s, every client every event "
+        "(default); detail: 1000 clients x 10/s, each filtering on its own pk of 100, beside "
+        "the same unfiltered; all: every load",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="publishing time per load")
     parser.add_argument("--straggle", type=float, default=None, help="wait after the last event")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
@@ -696,6 +776,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int)
     parser.add_argument("--out")
     parser.add_argument("--rate", type=float)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--pks", type=int, default=0)
     args = parser.parse_args()
     if args.role == "clients":
         asyncio.run(run_clients(args))
@@ -709,6 +791,7 @@ def main() -> None:
             args.straggle = 1.0 if args.quick else 2.0
         if args.rounds is None:
             args.rounds = 1 if args.quick else 3
+        args.loads = LOADS[args.load]
         drive(args)
 
 

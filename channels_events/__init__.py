@@ -20,6 +20,8 @@ from ._dispatcher import disconnect
 from ._dispatcher import dispatch
 from ._dispatcher import get_dispatcher
 from ._events import Event
+from ._history import alatest_event_id
+from ._history import latest_event_id
 from ._hub import HubMiddleware
 from ._hub import get_hub
 from ._hub import start_hub
@@ -36,6 +38,7 @@ from ._tasks import TaskOptions
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
 from .exceptions import InvalidEventName
+from .exceptions import InvalidFilter
 from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
 from .exceptions import ObserverError
@@ -53,6 +56,7 @@ __all__ = [
     "EventQuerySet",
     "HubMiddleware",
     "InvalidEventName",
+    "InvalidFilter",
     "InvalidPattern",
     "InvalidPayload",
     "Listener",
@@ -66,6 +70,7 @@ __all__ = [
     "UnknownEventKey",
     "UnknownSetting",
     "adispatch",
+    "alatest_event_id",
     "connect",
     "disconnect",
     "dispatch",
@@ -73,6 +78,7 @@ __all__ = [
     "emit_bulk_event",
     "get_dispatcher",
     "get_hub",
+    "latest_event_id",
     "listen",
     "muted_model_events",
     "observe",

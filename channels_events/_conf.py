@@ -226,7 +226,8 @@ SETTINGS: dict[str, Setting] = {
     ),
     "SUBSCRIBE_POLICY": _policy(
         "Dotted path of `f(scope, namespace, pattern)`: may this connection subscribe to "
-        "`pattern` in `namespace`? `None`: nobody may."
+        "`pattern` in `namespace`? True or False, or a filter (a `where` dict such as "
+        '`{"fields.owner": user.pk}`) that allows it and is always applied. `None`: nobody may.'
     ),
     "RECEIVE_POLICY": _policy(
         "Dotted path of `f(scope, event)`: may this connection receive this event? `None`: "

@@ -8,20 +8,24 @@ every connection it goes to.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeAlias
 
 from ._events import Event
+from ._filters import Filter
 from ._json import encode, parse
 from ._names import ClientPattern
 
 __all__ = [
     "MAX_ID_LENGTH",
     "PEEK_LIMIT",
+    "Subscription",
     "event_frame",
+    "filter_matches",
     "is_message_id",
     "peek_reply_id",
     "reply_id",
     "single_frame",
+    "subscription_matches",
 ]
 
 logger = logging.getLogger("channels_events.consumers")
@@ -31,6 +35,9 @@ MAX_ID_LENGTH = 64
 #: The longest frame whose id a ``rate_limited`` answer looks for: refusing a
 #: flood must cost less than serving it, so big frames are not parsed.
 PEEK_LIMIT = 2048
+
+#: One subscription of a connection: its id, its pattern and its filter (or None).
+Subscription: TypeAlias = tuple[str, ClientPattern, Filter | None]
 
 
 def is_message_id(value: Any) -> bool:
@@ -62,6 +69,22 @@ def peek_reply_id(text: str | None) -> str | None:
         return None
 
 
+def subscription_matches(entry: Subscription, event: Event) -> bool:
+    """Return whether ``event`` matches a subscription's pattern and, if it has one, its filter."""
+    _sid, pattern, where = entry
+    return pattern.matches(event.name) and (where is None or filter_matches(where, event))
+
+
+def filter_matches(where: Filter, event: Event) -> bool:
+    """Return whether the payload of ``event``, as it travels, meets ``where``."""
+    try:
+        payload = event.envelope["payload"]
+    except Exception:
+        # An event that cannot be encoded is never sent (event_frame below).
+        return False
+    return where.matches(payload)
+
+
 def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
     """Return the ``event`` frame listing subscriptions ``ids``; None if it cannot be encoded.
 
@@ -91,21 +114,21 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
     return text
 
 
-def single_frame(event: Event, candidate: tuple[str, ClientPattern]) -> str | None:
+def single_frame(event: Event, candidate: Subscription) -> str | None:
     """Return the frame for a connection with one subscription in the event's namespace.
 
     None when the subscription does not match, or when the event cannot be
-    encoded. The verdict is kept on the event for every connection with the
-    same subscription (id and pattern).
+    encoded. The verdict is kept on the event for every
+    connection with the same subscription (id, pattern and filter: filters
+    with the same conditions are equal).
     """
-    verdicts: dict[tuple[str, ClientPattern], str | None] | None = event.__dict__.get("_single")
+    verdicts: dict[Subscription, str | None] | None = event.__dict__.get("_single")
     if verdicts is None:
         verdicts = event.__dict__["_single"] = {}
     try:
         return verdicts[candidate]
     except KeyError:
         pass
-    sid, pattern = candidate
-    text = event_frame(event, (sid,)) if pattern.matches(event.name) else None
+    text = event_frame(event, (candidate[0],)) if subscription_matches(candidate, event) else None
     verdicts[candidate] = text
     return text

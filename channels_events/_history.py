@@ -16,7 +16,15 @@ import collections
 import logging
 from typing import Any
 
-__all__ = ["TIMEOUT", "History", "MemoryHistory", "RedisHistory", "history_for"]
+__all__ = [
+    "TIMEOUT",
+    "History",
+    "MemoryHistory",
+    "RedisHistory",
+    "alatest_event_id",
+    "history_for",
+    "latest_event_id",
+]
 
 logger = logging.getLogger("channels_events.history")
 
@@ -33,6 +41,8 @@ class History(abc.ABC):
 
     def __init__(self, size: int) -> None:
         self.size = size
+        # Reads of the newest id under way, by loop and namespace (see newest()).
+        self._reading: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[str | None]] = {}
 
     @abc.abstractmethod
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
@@ -45,6 +55,27 @@ class History(abc.ABC):
         None means ``since`` is not among the last ``size`` events recorded:
         what came after it is unknown.
         """
+
+    @abc.abstractmethod
+    async def latest(self, namespace: str) -> str | None:
+        """Return the id of the newest event recorded in ``namespace``, or None if there is none."""
+
+    async def newest(self, namespace: str) -> str | None:
+        """Return :meth:`latest`, sharing one read among the callers that ask while it runs.
+
+        A burst of subscriptions (a server restart brings every client back
+        at once) costs one read and one Redis connection, not one each. A
+        read that began before a caller asked is as good as its own: an
+        older id only means that a client resuming from it is sent a few
+        events again from before its subscription, never that it misses one.
+        """
+        key = (asyncio.get_running_loop(), namespace)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self.latest(namespace))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        # Shielded: a caller that gives up does not cancel the others' read.
+        return await asyncio.shield(reading)
 
     async def close(self) -> None:  # noqa: B027 - most histories hold no connection
         """Let go of this event loop's connections, if any."""
@@ -73,6 +104,10 @@ class MemoryHistory(History):
         if kept is None:
             kept = self._kept[namespace] = collections.deque(maxlen=self.size)
         kept.extend(envelopes)
+
+    async def latest(self, namespace: str) -> str | None:
+        kept = self._kept.get(namespace)
+        return str(kept[-1]["id"]) if kept else None
 
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         kept = list(self._kept.get(namespace, ()))
@@ -129,6 +164,15 @@ class RedisHistory(History):
         }
         await self._client().xadd(self.key(namespace), fields, maxlen=self.size, approximate=True)
 
+    async def latest(self, namespace: str) -> str | None:
+        import msgpack
+
+        newest = await self._client().xrevrange(self.key(namespace), max="+", min="-", count=1)
+        if not newest:
+            return None
+        ids = msgpack.unpackb(newest[0][1][b"ids"])
+        return str(ids[-1]) if ids else None
+
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         import msgpack
 
@@ -177,3 +221,61 @@ def history_for(alias: str | None, size: int) -> History | None:
         host = decode_hosts(layer_config.get("hosts"))[0]
         return RedisHistory(host, layer_config.get("prefix", "asgi"), size)
     return None
+
+
+async def alatest_event_id(namespace: str) -> str | None:
+    """Return the id of the newest recorded event of ``namespace``, or None.
+
+    Render it into a page beside the state the page shows (a snapshot read
+    from the database), and have the page subscribe with ``since`` set to
+    it: every event recorded after it reaches the page, none is lost
+    between the render and the subscription (PROTOCOL.md section 6b).
+    None when no history is kept (``HISTORY_SIZE`` 0, or a layer without
+    one) or nothing was recorded yet; a page then subscribes without
+    ``since``. Events dispatched before this call but still on their way
+    to the history (a published event is recorded on the hub's loop, soon
+    after its transaction commits) are not counted yet: they come after.
+    """
+    from ._hub import get_hub
+
+    hub = get_hub()
+    history = hub.history
+    if history is None:
+        return None
+    if not hub.runner.alive:
+        # A process whose hub has not started: nothing of its own was
+        # recorded, so read the (shared) history once from here.
+        return await _read_latest_once(history, namespace)
+    return await hub.runner.run(lambda: history.newest(namespace), TIMEOUT)
+
+
+async def _read_latest_once(history: History, namespace: str) -> str | None:
+    """Read the latest id on a loop the hub does not run on; close what the read opened."""
+    try:
+        return await asyncio.wait_for(history.latest(namespace), TIMEOUT)
+    finally:
+        await history.close()
+
+
+def latest_event_id(namespace: str) -> str | None:
+    """Return the id of the newest recorded event of ``namespace``, or None (sync twin).
+
+    See :func:`alatest_event_id`. For sync code (a Django view); on an event
+    loop's thread await :func:`alatest_event_id` instead.
+    """
+    from ._hub import get_hub
+    from ._loop import running_loop
+
+    if running_loop() is not None:
+        raise RuntimeError(
+            "latest_event_id() blocks, so it cannot run on an event loop's thread; "
+            "await alatest_event_id() there."
+        )
+    hub = get_hub()
+    history = hub.history
+    if history is None:
+        return None
+    future = hub.runner.submit(history.latest(namespace))
+    if future is not None:
+        return future.result(TIMEOUT)
+    return asyncio.run(_read_latest_once(history, namespace))

@@ -3,8 +3,14 @@
 Three settings name the policy functions by dotted path; each may be a plain
 function or an ``async def``:
 
-- ``SUBSCRIBE_POLICY(scope, namespace, pattern) -> bool``: may this connection
-  subscribe to ``pattern`` (whose namespace is ``namespace``)?
+- ``SUBSCRIBE_POLICY(scope, namespace, pattern) -> bool | dict``: may this
+  connection subscribe to ``pattern`` (whose namespace is ``namespace``)? A
+  true value allows it and a false one refuses it, as before; a dict allows
+  it under a filter of the policy's own, in the syntax of a client's
+  ``where`` (``{"fields.owner": user.pk}``), which every event must meet on
+  top of the client's ``where`` (``_filters.py``): the client can narrow it,
+  never widen it. An empty dict allows with no filter; a malformed one is
+  an error, logged and taken as a refusal.
 - ``RECEIVE_POLICY(scope, event) -> bool``: may this connection receive this
   event (a row-level filter, applied per connection and per event)?
 - ``EMIT_POLICY(scope, name, payload) -> bool``: may this connection emit it?
@@ -18,7 +24,7 @@ must not block (no database queries); use ``async def`` and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -27,6 +33,7 @@ from django.utils.module_loading import import_string
 
 from ._conf import events_settings, on_change
 from ._events import Event
+from ._filters import Filter, parse_filter
 
 __all__ = ["Policy", "get_policy"]
 
@@ -66,7 +73,22 @@ class Policy:
 
     async def may_subscribe(self, scope: Scope, namespace: str, pattern: str) -> bool:
         """Return whether ``scope`` may subscribe to ``pattern`` in ``namespace``."""
-        return self.subscribe is not None and await _ask(self.subscribe, scope, namespace, pattern)
+        return await self.subscribe_filter(scope, namespace, pattern) is not None
+
+    async def subscribe_filter(self, scope: Scope, namespace: str, pattern: str) -> Filter | None:
+        """Return the filter the subscribe policy sets (empty for none), or None if it refuses.
+
+        Raise InvalidFilter when the policy returns a malformed filter.
+        """
+        func = self.subscribe
+        if func is None:
+            return None
+        answer = func(scope, namespace, pattern)
+        if iscoroutinefunction(func):
+            answer = await answer
+        if isinstance(answer, Mapping):
+            return parse_filter(answer)
+        return Filter({}) if answer else None
 
     async def may_emit(self, scope: Scope, name: str, payload: dict[str, Any]) -> bool:
         """Return whether ``scope`` may emit an event named ``name``."""

@@ -1,9 +1,10 @@
-"""A connection's subscriptions: its ids, their patterns, and which of them an event matches.
+"""A connection's subscriptions: its ids, patterns and filters, and which of them an event matches.
 
 The connection adds and removes subscriptions as its client asks; its writer
 reads the table to turn events into frames. Connections whose subscription
-in a namespace is the same (the same id and pattern, typically all of them)
-share one match verdict and one frame text per event (``_frames.py``).
+in a namespace is the same (the same id, pattern and filter, typically all
+of them) share one match verdict and one frame text per event
+(``_frames.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ._events import Event
-from ._frames import event_frame, single_frame
+from ._filters import Filter
+from ._frames import Subscription, event_frame, filter_matches, single_frame
 from ._names import ClientPattern
 
 __all__ = ["Subscriptions"]
@@ -22,9 +24,9 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._patterns: dict[str, ClientPattern] = {}
-        # (id, pattern) pairs per namespace, in subscription order: the order
-        # of the ids an event frame lists.
-        self._by_namespace: dict[str, list[tuple[str, ClientPattern]]] = {}
+        # (id, pattern, filter) per namespace, in subscription order: the
+        # order of the ids an event frame lists.
+        self._by_namespace: dict[str, list[Subscription]] = {}
 
     def __contains__(self, sid: object) -> bool:
         return sid in self._patterns
@@ -36,10 +38,10 @@ class Subscriptions:
         """Return the namespaces with at least one subscription."""
         return self._by_namespace.keys()
 
-    def add(self, sid: str, pattern: ClientPattern) -> None:
-        """Add subscription ``sid``; the caller has checked that the id is free."""
+    def add(self, sid: str, pattern: ClientPattern, where: Filter | None = None) -> None:
+        """Add subscription ``sid``, filtered by ``where``; the caller checked the id is free."""
         self._patterns[sid] = pattern
-        self._by_namespace.setdefault(pattern.namespace, []).append((sid, pattern))
+        self._by_namespace.setdefault(pattern.namespace, []).append((sid, pattern, where or None))
 
     def remove(self, sid: str) -> ClientPattern | None:
         """Remove subscription ``sid``; return its pattern, or None if there is none."""
@@ -59,7 +61,11 @@ class Subscriptions:
         if not candidates:
             return None
         name = event.name
-        ids = tuple(sid for sid, pattern in candidates if pattern.matches(name))
+        ids = tuple(
+            sid
+            for sid, pattern, where in candidates
+            if pattern.matches(name) and (where is None or filter_matches(where, event))
+        )
         return ids or None
 
     def frame(self, event: Event) -> str | None:

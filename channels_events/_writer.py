@@ -255,7 +255,7 @@ class ConnectionWriter:
             self._queue.append(mark)
             await mark.started
 
-    def end_catch_up(self, sid: str, since: str, replay: list[Event] | None) -> None:
+    def end_catch_up(self, sid: str, since: str | None, replay: list[Event] | None) -> None:
         """Put ``replay`` ahead of the event frames held back, and write them all.
 
         ``replay`` is what the history held after ``since`` that subscription
@@ -282,7 +282,8 @@ class ConnectionWriter:
             queue.extend(replayed)
             queue.extend(live)
             sent = {event.id: frozenset(ids) for event, ids in replayed}
-            sent[since] = frozenset({sid})
+            if since is not None:
+                sent[since] = frozenset({sid})
             for event_id, sids in sent.items():
                 self._replayed[event_id] = self._replayed.get(event_id, frozenset()) | sids
             self._loop.call_later(REPLAY_OVERLAP, self._forget_replayed, sent)

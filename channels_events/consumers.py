@@ -20,16 +20,24 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from ._conf import events_settings
 from ._dispatcher import get_dispatcher
 from ._events import Event
-from ._frames import MAX_ID_LENGTH, is_message_id, peek_reply_id, reply_id
+from ._filters import Filter, parse_filter
+from ._frames import (
+    MAX_ID_LENGTH,
+    Subscription,
+    is_message_id,
+    peek_reply_id,
+    reply_id,
+    subscription_matches,
+)
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
 from ._mixin import EventConsumerMixin
-from ._names import ClientPattern, compile_client_pattern, validate_name
+from ._names import compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
 from ._subscriptions import Subscriptions
 from ._writer import ConnectionWriter
-from .exceptions import ChannelsEventsError, ProtocolError
+from .exceptions import ChannelsEventsError, InvalidFilter, ProtocolError
 
 __all__ = ["EventConsumerMixin", "EventStreamConsumer"]
 
@@ -199,6 +207,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         since = message.get("since")
         if since is not None and not isinstance(since, str):
             raise ProtocolError("bad_request", "since must be an event id (a string).")
+        where = _where(message)
         if sid in self._subscriptions:
             raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
         if len(self._subscriptions) >= events_settings.MAX_SUBSCRIPTIONS:
@@ -210,42 +219,79 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             compiled = compile_client_pattern(pattern, events_settings.MAX_PATTERN_LENGTH)
         except ChannelsEventsError as exc:
             raise ProtocolError("invalid_pattern", str(exc)) from None
-        allowed = await self._ask(self._policy.may_subscribe, compiled.namespace, pattern)
-        if not allowed:
+        imposed = await self._subscribe_filter(compiled.namespace, pattern)
+        if imposed is None:
             raise ProtocolError(
                 "forbidden", f"Subscribing to namespace {compiled.namespace!r} is not allowed."
             )
+        # The policy's filter holds whatever the client asks: ``where`` narrows it.
+        entry = (sid, compiled, imposed.narrow(where) or None)
         subscribed = {"type": "subscribed", "id": sid, "namespace": compiled.namespace}
-        if since is not None:
-            await self._catch_up(sid, compiled, since, subscribed)
-            return
-        self._subscriptions.add(sid, compiled)
-        self._hub.add_subscriber(self._writer)
-        await self._writer.send(subscribed)
+        await self._start(entry, since, subscribed)
 
-    async def _catch_up(
-        self, sid: str, compiled: ClientPattern, since: str, subscribed: dict[str, Any]
+    async def _subscribe_filter(self, namespace: str, pattern: str) -> Filter | None:
+        """Ask the subscribe policy: its filter (empty for none), or None for a refusal."""
+        try:
+            return await self._policy.subscribe_filter(self.scope, namespace, pattern)
+        except Exception:
+            logger.exception("A channels-events policy raised; treating it as a refusal.")
+            return None
+
+    async def _start(
+        self, entry: Subscription, since: str | None, subscribed: dict[str, Any]
     ) -> None:
-        """Subscribe, then send what the history kept after ``since`` ahead of live events."""
+        """Subscribe; with ``since``, send what the history kept after it ahead of live events.
+
+        ``subscribed`` carries ``last``, the newest recorded event of the
+        namespace once the subscription hears live events: a client that
+        has seen nothing resumes from there after a reconnect.
+        """
+        sid, compiled, where = entry
         writer = self._writer
-        # Live events queue from here on, held back until the history after
-        # ``since`` is in front of them (PROTOCOL.md section 6).
+        # Live events queue from here on, held back until ``subscribed`` and
+        # the history after ``since`` are in front of them (PROTOCOL.md
+        # section 6).
         await writer.begin_catch_up()
         replay: list[Event] | None = None
         try:
-            self._subscriptions.add(sid, compiled)
+            self._subscriptions.add(sid, compiled, where)
             self._hub.add_subscriber(writer)
-            await writer.send(subscribed)
-            replay = await self._replay(compiled, since)
+            last = await self._latest(compiled.namespace)
+            await writer.send({**subscribed, "last": last})
+            if since is None:
+                return
+            replay = await self._replay(entry, since)
             if replay is None:
                 # Nothing kept after ``since``, or no history at all: it is gone.
                 await writer.send({"type": "gap", "subscription": sid, "since": since})
         finally:
             writer.end_catch_up(sid, since, replay)
 
-    async def _replay(self, compiled: ClientPattern, since: str) -> list[Event] | None:
+    async def _latest(self, namespace: str) -> str | None:
+        """Return the id of the newest recorded event of ``namespace``, or None if unknown."""
+        history = self._hub.history
+        if history is None:
+            return None
+        try:
+            # Events after the one returned must reach this connection live:
+            # only once this process is in the namespace's group do they.
+            if not await self._hub.joined(namespace, JOIN_TIMEOUT):
+                logger.warning("Not in the group of %r yet: answering last with null.", namespace)
+                return None
+            return await asyncio.wait_for(history.newest(namespace), HISTORY_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "Reading the history of %r timed out: answering last with null.", namespace
+            )
+        except Exception:
+            logger.exception(
+                "Reading the history of %r failed: answering last with null.", namespace
+            )
+        return None
+
+    async def _replay(self, entry: Subscription, since: str) -> list[Event] | None:
         """Return the recorded events after ``since`` that match, or None if it is not kept."""
-        found = await self._read_history(compiled.namespace, since)
+        found = await self._read_history(entry[1].namespace, since)
         if found is None:
             return None
         replay = []
@@ -255,7 +301,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             except Exception as exc:
                 logger.warning("Skipped a malformed event in the history: %s", exc)
                 continue
-            if compiled.matches(event.name):
+            if subscription_matches(entry, event):
                 replay.append(event)
         return replay
 
@@ -345,6 +391,17 @@ def _message_id(message: dict[str, Any]) -> str:
             f"{message.get('type')} needs 'id' as a string of 1-{MAX_ID_LENGTH} characters.",
         )
     return str(sid)
+
+
+def _where(message: dict[str, Any]) -> Filter | None:
+    """Return the filter of a subscribe's ``where``, or None when it has none."""
+    where = message.get("where")
+    if where is None:
+        return None
+    try:
+        return parse_filter(where) or None
+    except InvalidFilter as exc:
+        raise ProtocolError("bad_request", str(exc)) from None
 
 
 def _field(message: dict[str, Any], key: str, kind: type) -> Any:

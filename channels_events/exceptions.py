@@ -10,6 +10,7 @@ __all__ = [
     "ChannelsEventsError",
     "EventClassError",
     "InvalidEventName",
+    "InvalidFilter",
     "InvalidPattern",
     "InvalidPayload",
     "ObserverError",
@@ -30,6 +31,10 @@ class InvalidEventName(ChannelsEventsError, ValueError):
 
 class InvalidPattern(ChannelsEventsError, ValueError):
     """Raised when a listener pattern does not compile or is refused."""
+
+
+class InvalidFilter(ChannelsEventsError, ValueError):
+    """Raised when a subscription filter (``where``, or a policy's filter) is malformed."""
 
 
 class InvalidPayload(ChannelsEventsError, TypeError):

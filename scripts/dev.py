@@ -15,6 +15,7 @@ fresh checkout: it creates ``.venv`` and installs the project into it on first u
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -331,6 +332,33 @@ def js_tests(warnings: list[str]) -> None:
     run("node --test (JS client)", [node, "--test", "tests/js/"])
 
 
+def _installed_typescript() -> str | None:
+    """Return the version of TypeScript in node_modules, or None if it is not there."""
+    try:
+        manifest = json.loads((ROOT / "node_modules" / "typescript" / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version")
+    return version if isinstance(version, str) else None
+
+
+def js_types(warnings: list[str]) -> None:
+    """Check events.d.ts with tsc, against tests/js/usage.ts; npm ci installs the pinned tsc."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if in_ci():
+            raise StepFailed("node or npm is not available under CI: events.d.ts must be checked")
+        banner("WARNING: node or npm was not found; tsc did NOT check events.d.ts.")
+        warnings.append("node/npm missing: the TypeScript declarations were NOT checked")
+        return
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/typescript"]["version"]
+    if _installed_typescript() != pinned:
+        run(f"npm ci (typescript {pinned})", [npm, "ci", "--no-audit", "--no-fund"])
+    tsc = ROOT / "node_modules" / "typescript" / "bin" / "tsc"
+    run("tsc --noEmit (events.d.ts)", [node, tsc, "-p", "tests/js"])
+
+
 # --------------------------------------------------------------------------- docs
 
 
@@ -354,6 +382,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     run("mypy", [VENV_PYTHON, "-m", "mypy"])
     docs_site()
     js_tests(warnings)
+    js_types(warnings)
     chromium = chromium_for_tests(warnings)
     if chromium:
         os.environ[CHROMIUM_ENV] = chromium
@@ -398,7 +427,10 @@ def cmd_test(pytest_args: list[str]) -> int:
     for warning in warnings:
         say(f"WARNING: {warning}")
     suffix = " (with warnings above)" if warnings else ""
-    say(f"PASSED: ruff, ruff format, mypy, mkdocs, node --test and pytest all succeeded{suffix}")
+    say(
+        f"PASSED: ruff, ruff format, mypy, mkdocs, node --test, tsc and pytest all "
+        f"succeeded{suffix}"
+    )
     return 0
 
 

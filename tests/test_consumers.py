@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -252,7 +253,8 @@ async def test_welcome_is_the_first_frame(configure):
 async def test_subscribe_answers_subscribed_with_the_namespace(streams, pattern, namespace):
     ws = await streams.open()
     await ws.send_json_to({"type": "subscribe", "id": "a", "pattern": pattern})
-    assert await receive(ws) == {"type": "subscribed", "id": "a", "namespace": namespace}
+    subscribed = {"type": "subscribed", "id": "a", "namespace": namespace, "last": ANY}
+    assert await receive(ws) == subscribed
 
 
 async def test_unsubscribe_answers_unsubscribed_and_stops_delivery(streams):
@@ -309,7 +311,7 @@ async def test_since_gives_subscribed_then_gap(streams):
     ws = await streams.open()
     since = "01JD3Z8Q4X1V6T2N9K5M7R0B3C"
     await ws.send_json_to({"type": "subscribe", "id": "a", "pattern": "shop::.*", "since": since})
-    assert await receive(ws) == {"type": "subscribed", "id": "a", "namespace": "shop"}
+    assert await receive(ws) == {"type": "subscribed", "id": "a", "namespace": "shop", "last": ANY}
     assert await receive(ws) == {"type": "gap", "subscription": "a", "since": since}
     event = dispatch("shop::Order::created")
     frame = await expect_event(ws, "shop::Order::created", ["a"])
@@ -1359,7 +1361,7 @@ async def frames_until(
 
 def subscribed_to(sid: str) -> Callable[[dict[str, Any]], bool]:
     return lambda frame: (
-        frame == {"type": "subscribed", "id": sid, "namespace": frame.get("namespace")}
+        frame == {"type": "subscribed", "id": sid, "namespace": frame.get("namespace"), "last": ANY}
     )
 
 

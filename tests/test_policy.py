@@ -10,6 +10,7 @@ import inspect
 import logging
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -279,6 +280,7 @@ async def test_subscribe_policy_gets_scope_namespace_and_pattern(configure, stre
         "type": "subscribed",
         "id": "a",
         "namespace": "shop",
+        "last": ANY,
     }
     await ws.send_json_to({"type": "subscribe", "id": "b", "pattern": r"billing::invoice::\d+"})
     await expect_error(ws, "forbidden", "b")

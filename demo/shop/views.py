@@ -1,4 +1,4 @@
-"""The dashboard page and the small JSON API its form uses.
+"""The dashboard page, an order's detail page, and the small JSON API their forms use.
 
 Each change answers with ``events``, the ids of the events it caused, which
 the page's event log marks as its own.
@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
+from channels_events import latest_event_id
 from demo import layer
 
 from .listeners import recording_events
@@ -40,6 +41,21 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     orders = [_row(order) for order in Order.objects.all()[:200]]
     context = {"orders": orders, "statuses": STATUSES, "layer": layer.current()}
     return render(request, "shop/dashboard.html", context)
+
+
+@require_GET
+@ensure_csrf_cookie
+def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Render one order as it is now, and the event id its live updates start after.
+
+    The id is read before the order: a change that lands between the two is
+    both in the page and replayed to it, which does no harm, while a change
+    after the id is never missed (docs/browsers.md, "A live page").
+    """
+    last_event = latest_event_id("shop")
+    order = get_object_or_404(Order, pk=pk)
+    context = {"order": _row(order), "last_event": last_event, "statuses": STATUSES}
+    return render(request, "shop/order.html", context)
 
 
 @require_GET

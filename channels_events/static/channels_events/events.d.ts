@@ -1,4 +1,4 @@
-// Types of the channels-events browser client (events.js), PROTOCOL.md version 1.
+// Types of the channels-events browser client (events.js), PROTOCOL.md version 1.1.
 
 /** An event as it travels (PROTOCOL.md section 2). */
 export interface Envelope {
@@ -45,7 +45,23 @@ export interface ConnectOptions {
   clearTimeout?: (handle: unknown) => void;
 }
 
+/** A JSON scalar, as a `where` compares it (a boolean is not a number; 1 equals 1.0). */
+export type Scalar = string | number | boolean | null;
+
+/**
+ * A filter on the event's payload: dotted paths (`pk`, `fields.status`) to a value (equal)
+ * or a list of values (any of); every path must hold. At most 8 paths, 100 values a list.
+ */
+export type Where = Record<string, Scalar | Scalar[]>;
+
 export interface SubscribeOptions {
+  /** Only events whose payload meets this filter, checked by the server. */
+  where?: Where;
+  /**
+   * Start after this event id: events recorded after it are replayed first (render a page
+   * with the server's `latest_event_id` and pass it here).
+   */
+  since?: string | null;
   /** Called when the server could not replay what was missed: reload your state. */
   onGap?: (gap: { since: string }) => void;
   /** Called if the server refuses the subscription; it is then forgotten. */

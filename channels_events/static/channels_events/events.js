@@ -11,8 +11,14 @@
 //
 // The client speaks PROTOCOL.md version 1. It reconnects on its own with
 // exponential backoff and jitter, subscribes again after a reconnect, and
-// asks for what it missed with `since` (the id of the last event it saw);
-// where the server keeps no history it answers `gap`, passed to onGap.
+// asks for what it missed with `since` (the id of the last event it saw, or,
+// before any, the `last` id the server gave in `subscribed`); where the
+// server keeps no history it answers `gap`, passed to onGap.
+//
+// A live page renders its state with the server's latest event id and
+// subscribes from there, filtered to what it shows:
+//
+//   events.subscribe("shop::Order::.*", update, { where: { pk: 42 }, since: renderedId });
 //
 // An `emit` carries no id, and neither do its replies (`emitted`, whose `id`
 // is the new event's, or `error`): the server answers emits in the order
@@ -51,7 +57,7 @@ function absoluteUrl(url) {
 export function connect(url, options = {}) {
   const opts = defaults(options);
   const target = absoluteUrl(url);
-  const subscriptions = new Map(); // id -> {pattern, callback, onGap, onError, since, acked}
+  const subscriptions = new Map(); // id -> {pattern, callback, where, onGap, onError, since, acked}
   const statusListeners = new Set();
   const pendingEmits = []; // sent emits, oldest first: {resolve, reject}, answered in order
   const queuedEmits = []; // emits waiting for the connection: {message, resolve, reject}
@@ -86,6 +92,7 @@ export function connect(url, options = {}) {
 
   function sendSubscribe(id, sub) {
     const message = { type: "subscribe", id, pattern: sub.pattern };
+    if (sub.where) message.where = sub.where;
     if (sub.since) message.since = sub.since;
     sub.acked = false;
     send(message);
@@ -181,7 +188,14 @@ export function connect(url, options = {}) {
         break;
       case "subscribed": {
         const sub = subscriptions.get(message.id);
-        if (sub) sub.acked = true;
+        if (sub) {
+          sub.acked = true;
+          // Where the stream starts: a subscription that sees no event before
+          // the next reconnect resumes from here, and loses nothing published
+          // while it was away.
+          sub.last = message.last === undefined ? null : message.last;
+          if (!sub.since) sub.since = sub.last;
+        }
         break;
       }
       case "unsubscribed":
@@ -202,7 +216,10 @@ export function connect(url, options = {}) {
       }
       case "gap": {
         const sub = subscriptions.get(message.subscription);
-        if (sub && sub.onGap) sub.onGap({ since: message.since });
+        if (!sub) break;
+        // What came after `since` is lost; the live stream starts at `last`.
+        if (sub.since === message.since) sub.since = sub.last;
+        if (sub.onGap) sub.onGap({ since: message.since });
         break;
       }
       case "lagged":
@@ -251,13 +268,16 @@ export function connect(url, options = {}) {
   const client = {
     /**
      * Call `callback(envelope)` for each event whose name fully matches `pattern`.
-     * `options`: onGap({since}) when events were missed, onError(error) if refused.
-     * Returns a function that unsubscribes.
+     * `options`: where (payload paths to a value or a list of values: only events
+     * whose payload has them), since (an event id: start after it, as rendered
+     * with the server's latest_event_id), onGap({since}) when events were missed,
+     * onError(error) if refused. Returns a function that unsubscribes.
      */
     subscribe(pattern, callback, subscribeOptions = {}) {
       counter += 1;
       const id = `s${counter}`;
-      const sub = { pattern, callback, since: null, acked: false, ...subscribeOptions };
+      const { where = null, since = null, onGap, onError } = subscribeOptions;
+      const sub = { pattern, callback, where, since, last: null, acked: false, onGap, onError };
       subscriptions.set(id, sub);
       sendSubscribe(id, sub);
       return () => {

@@ -45,7 +45,15 @@ function renderRow(order, flash) {
     rows.prepend(tr);
   }
   tr.replaceChildren(
-    cell(order.number),
+    (() => {
+      const td = document.createElement("td");
+      const link = document.createElement("a");
+      link.href = `orders/${order.id}/`;
+      link.textContent = order.number;
+      link.title = "This order's page, live";
+      td.append(link);
+      return td;
+    })(),
     cell(order.customer),
     (() => {
       const td = document.createElement("td");
@@ -229,7 +237,9 @@ stream.onStatus((status) => {
   badge.dataset.state = status.state;
   if (status.state !== "open") return;
   // The server dropped events for this page, or it reconnected with no event
-  // to resume after: what changed meanwhile is unknown, so reload.
+  // to resume after (the client resumes from its subscription's `last`, but
+  // where no history is kept there is none): what changed may be unknown, so
+  // reload.
   if (status.lagged || (opened && !heard)) reload();
   opened = true;
 });
