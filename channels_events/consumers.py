@@ -24,6 +24,7 @@ from ._frames import MAX_ID_LENGTH, is_message_id, peek_reply_id, reply_id
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
+from ._metrics import metrics
 from ._mixin import EventConsumerMixin
 from ._names import ClientPattern, compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
@@ -212,6 +213,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise ProtocolError("invalid_pattern", str(exc)) from None
         allowed = await self._ask(self._policy.may_subscribe, compiled.namespace, pattern)
         if not allowed:
+            metrics.refused("subscribe")
             raise ProtocolError(
                 "forbidden", f"Subscribing to namespace {compiled.namespace!r} is not allowed."
             )
@@ -303,6 +305,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The policy first: a client it refuses learns nothing of the name's
         # event class from a payload that would not fit it.
         if not await self._ask(self._policy.may_emit, name, payload):
+            metrics.refused("emit")
             raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
         try:
             # A name an Event subclass declares builds that class, and a
@@ -330,6 +333,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return False
 
     async def _error(self, code: str, message: str, answers: str | None = None) -> None:
+        metrics.protocol_error(code)
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if answers is not None:
             frame["id"] = answers
