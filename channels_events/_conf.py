@@ -251,11 +251,12 @@ SETTINGS: dict[str, Setting] = {
         "is an empty function.",
     ),
     "OPS_NAMESPACE": Setting(
-        "ops",
-        _is_segment,
-        "one name segment such as 'ops'",
+        None,
+        lambda v: v is None or _is_segment(v),
+        "None or one name segment such as 'ops'",
         "Namespace of the stats events the [operations page](operations.md#the-operations-page) "
-        "watches; keep it out of your own events' namespaces.",
+        "shows, read when the app starts; keep it apart from your own events' namespaces. "
+        "`None`: no stats stream, and the page says so.",
     ),
     "OPS_INTERVAL": Setting(
         1.0,

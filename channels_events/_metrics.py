@@ -27,9 +27,11 @@ __all__ = [
     "Tally",
     "metrics",
     "prometheus_available",
+    "prometheus_client",
     "registry",
 ]
 
+prometheus_client: Any
 try:
     import prometheus_client
 except ImportError:  # the "metrics" extra is not installed

@@ -70,3 +70,9 @@ if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
         "CONFIG": {"hosts": [_REDIS_URL], "prefix": os.environ.get("CE_E2E_PREFIX", "cetest-e2e")},
     }
     CHANNELS_EVENTS["CHANNEL_LAYER"] = "events"
+
+# CE_E2E_TRACE_FILE: record this process's OpenTelemetry spans there (tests/tracefile.py).
+if os.environ.get("CE_E2E_TRACE_FILE"):
+    from tests.tracefile import install as _install_tracing
+
+    _install_tracing(os.environ["CE_E2E_TRACE_FILE"])
