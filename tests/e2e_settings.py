@@ -31,7 +31,8 @@ from demo.settings import *  # noqa: F403
 from demo.settings import CHANNELS_EVENTS as _DEMO_EVENTS
 from demo.settings import INSTALLED_APPS as _DEMO_APPS
 
-DEBUG = False
+# CE_E2E_DEBUG=1: serve static files (the JS client), as the demo does in development.
+DEBUG = os.environ.get("CE_E2E_DEBUG") == "1"
 
 INSTALLED_APPS = [*_DEMO_APPS, "tests.testapp", "tests.e2e_app"]
 
