@@ -12,9 +12,10 @@ name or id.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -99,35 +100,12 @@ _PROTOCOL_CODES = frozenset(
 )
 
 #: The registry the metrics are made in: prometheus_client's default one, so
-#: that multiprocess mode and a project's own metrics share the exposition.
+#: that a project's own metrics share the exposition.
 registry: Any = prometheus_client.REGISTRY if prometheus_client is not None else None
 
-_made: dict[str, Any] = {}
-_made_lock = threading.Lock()
-
-
-def _prometheus_metrics() -> dict[str, Any]:
-    """Return the Prometheus metric objects, made once per process (a name registers once)."""
-    with _made_lock:
-        if not _made:
-            assert prometheus_client is not None
-            kinds = {
-                "counter": prometheus_client.Counter,
-                "gauge": prometheus_client.Gauge,
-            }
-            for kind, name, labels, meaning in CATALOGUE:
-                if kind == "histogram":
-                    _made[name] = prometheus_client.Histogram(
-                        name, meaning, labels, buckets=_DELAY_BUCKETS
-                    )
-                elif kind == "gauge":
-                    # Summed over live processes in multiprocess mode.
-                    _made[name] = prometheus_client.Gauge(
-                        name, meaning, labels, multiprocess_mode="livesum"
-                    )
-                else:
-                    _made[name] = kinds[kind](name, meaning, labels)
-        return _made
+#: Seconds between two copies of the counts into prometheus_client's own
+#: metrics, in its multiprocess mode (PROMETHEUS_MULTIPROC_DIR).
+MULTIPROCESS_SYNC = 1.0
 
 
 def _event_time(event: Event) -> float:
@@ -143,87 +121,225 @@ def _noop(*args: Any) -> None:
     return None
 
 
-class _Children:
-    """Labelled children of one metric, looked up once per label value."""
+class _Counts:
+    """Counts by label value, kept per thread without a lock and summed when read.
 
-    __slots__ = ("_children", "_metric")
+    A counter of prometheus_client takes a lock per increment, which costs
+    several times what the rest of the call does; a thread's own dict needs
+    none. Totals never go down: a finished thread's dict stays.
+    """
 
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-        self._children: dict[Any, Any] = {}
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._dicts: list[dict[str, int]] = []
+        self._lock = threading.Lock()
 
-    def __call__(self, label: str) -> Any:
-        child = self._children.get(label)
-        if child is None:
-            child = self._children[label] = self._metric.labels(label)
-        return child
+    def _own(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            self._dicts.append(counts)
+        self._local.counts = counts
+        return counts
+
+    def add(self, key: str, count: int = 1) -> None:
+        try:
+            counts: dict[str, int] = self._local.counts
+        except AttributeError:
+            counts = self._own()
+        counts[key] = counts.get(key, 0) + count
+
+    def totals(self) -> dict[str, int]:
+        """Return the sum over every thread, by label value."""
+        with self._lock:
+            dicts = list(self._dicts)
+        totals: dict[str, int] = {}
+        for counts in dicts:
+            for key, count in counts.copy().items():
+                totals[key] = totals.get(key, 0) + count
+        return totals
 
 
 class _Prometheus:
-    """Update the Prometheus metrics."""
+    """Count for Prometheus: plain counts exposed by a collector, histograms of prometheus_client.
+
+    In prometheus_client's multiprocess mode a collector of one process is
+    not seen by the others, so the counts are copied into its own counters
+    and gauges every :data:`MULTIPROCESS_SYNC` seconds instead.
+    """
 
     def __init__(self) -> None:
-        made = _prometheus_metrics()
-        self._dispatched = _Children(made["channels_events_dispatched"])
-        self._published = _Children(made["channels_events_published"])
-        self._received = _Children(made["channels_events_received"])
-        self._delivered = _Children(made["channels_events_delivered"])
-        self._dropped = _Children(made["channels_events_dropped"])
-        self._refusals = _Children(made["channels_events_policy_refusals"])
-        self._errors = _Children(made["channels_events_protocol_errors"])
-        self._failures = _Children(made["channels_events_listener_failures"])
-        self._presence = _Children(made["channels_events_presence_members"])
-        self._publish_delay = _Children(made["channels_events_publish_delay_seconds"])
-        self._age = _Children(made["channels_events_delivery_age_seconds"])
-        self._connections = made["channels_events_connections"]
-        self._subscriptions = made["channels_events_subscriptions"]
-        self._outbox = made["channels_events_outbox_depth"]
+        assert prometheus_client is not None
+        #: Name -> counts by label value, for counters and gauges.
+        self.counts: dict[str, _Counts] = {}
+        self.histograms: dict[str, Any] = {}
+        self.outbox_depth = 0
+        self.presence: dict[str, int] = {}
+        for kind, name, labels, meaning in CATALOGUE:
+            if kind == "histogram":
+                self.histograms[name] = prometheus_client.Histogram(
+                    name, meaning, labels, buckets=_DELAY_BUCKETS, registry=registry
+                )
+            else:
+                self.counts[name] = _Counts()
+        self._dispatched = self.counts["channels_events_dispatched"].add
+        self._published = self.counts["channels_events_published"].add
+        self._received = self.counts["channels_events_received"].add
+        self._delivered = self.counts["channels_events_delivered"].add
+        self._dropped = self.counts["channels_events_dropped"].add
+        self._refusals = self.counts["channels_events_policy_refusals"].add
+        self._errors = self.counts["channels_events_protocol_errors"].add
+        self._failures = self.counts["channels_events_listener_failures"].add
+        self._connections = self.counts["channels_events_connections"].add
+        self._subscriptions = self.counts["channels_events_subscriptions"].add
+        self._publish_delay = self.histograms["channels_events_publish_delay_seconds"]
+        self._age = self.histograms["channels_events_delivery_age_seconds"]
+        self._ages: dict[str, Any] = {}
+        self.multiprocess: _MultiprocessSync | None = None
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            self.multiprocess = _MultiprocessSync(self)
+            self.multiprocess.start()
+        else:
+            registry.register(_Collector(self))
+
+    def samples(self) -> list[tuple[str, str, tuple[str, ...], str, dict[str, float]]]:
+        """Return (kind, name, labels, meaning, values by label value) of counters and gauges."""
+        found = []
+        for kind, name, labels, meaning in CATALOGUE:
+            values: dict[str, float]
+            if name == "channels_events_outbox_depth":
+                values = {"": self.outbox_depth}
+            elif name == "channels_events_presence_members":
+                values = dict(self.presence)
+            elif kind == "histogram":
+                continue
+            else:
+                values = dict(self.counts[name].totals())
+                if not labels:
+                    values = {"": values.get("", 0)}
+            found.append((kind, name, labels, meaning, values))
+        return found
 
     def dispatched(self, event: Event) -> None:
-        self._dispatched(event.namespace).inc()
+        self._dispatched(event.namespace)
 
     def published(self, envelopes: list[dict[str, Any]], namespace: str) -> None:
-        self._published(namespace).inc(len(envelopes))
+        self._published(namespace, len(envelopes))
         # One observation per message, of its oldest event: the delay a
         # message's events saw at most, at the cost of one parse per message.
         oldest = envelopes[0].get("timestamp") if envelopes else None
         if isinstance(oldest, str):
             delay = time.time() - datetime.fromisoformat(oldest).timestamp()
-            self._publish_delay(namespace).observe(max(0.0, delay))
+            self._publish_delay.labels(namespace).observe(max(0.0, delay))
 
     def received(self, events: list[Event]) -> None:
+        add = self._received
         for event in events:
-            self._received(event.namespace).inc()
+            add(event.namespace)
 
     def delivered(self, event: Event) -> None:
-        self._delivered(event.namespace).inc()
+        self._delivered(event.namespace)
         if "_aged" not in event.__dict__:
             event.__dict__["_aged"] = True
-            self._age(event.namespace).observe(max(0.0, time.time() - _event_time(event)))
+            age = self._ages.get(event.namespace)
+            if age is None:
+                age = self._ages[event.namespace] = self._age.labels(event.namespace)
+            age.observe(max(0.0, time.time() - _event_time(event)))
 
     def dropped(self, cause: str, count: int = 1) -> None:
-        self._dropped(cause).inc(count)
+        self._dropped(cause, count)
 
     def refused(self, policy: str) -> None:
-        self._refusals(policy).inc()
+        self._refusals(policy)
 
     def protocol_error(self, code: str) -> None:
-        self._errors(code if code in _PROTOCOL_CODES else "other").inc()
+        self._errors(code if code in _PROTOCOL_CODES else "other")
 
     def listener_failed(self, event: Event) -> None:
-        self._failures(event.namespace).inc()
+        self._failures(event.namespace)
 
     def connections(self, change: int) -> None:
-        self._connections.inc(change)
+        self._connections("", change)
 
     def subscriptions(self, change: int) -> None:
-        self._subscriptions.inc(change)
+        self._subscriptions("", change)
 
     def outbox(self, depth: int) -> None:
-        self._outbox.set(depth)
+        self.outbox_depth = depth
 
     def presence_members(self, namespace: str, count: int) -> None:
-        self._presence(namespace).set(count)
+        self.presence[namespace] = count
+
+
+_made: _Prometheus | None = None
+_made_lock = threading.Lock()
+
+
+def _prometheus() -> _Prometheus:
+    """Return the process's one :class:`_Prometheus` (a metric name registers once)."""
+    global _made
+    with _made_lock:
+        if _made is None:
+            _made = _Prometheus()
+        return _made
+
+
+class _Collector:
+    """Expose the counts of :class:`_Prometheus` to prometheus_client when it is scraped."""
+
+    def __init__(self, source: _Prometheus) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        assert prometheus_client is not None
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for kind, name, labels, meaning, values in self._source.samples():
+            family_class = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = family_class(name, meaning, labels=list(labels))
+            for key, value in sorted(values.items()):
+                family.add_metric([key] if labels else [], value)
+            yield family
+
+
+class _MultiprocessSync:
+    """Copy the counts into prometheus_client's own metrics, for its multiprocess mode."""
+
+    def __init__(self, source: _Prometheus) -> None:
+        assert prometheus_client is not None
+        self._source = source
+        self._metrics: dict[str, Any] = {}
+        self._copied: dict[tuple[str, str], float] = {}
+        for kind, name, labels, meaning in CATALOGUE:
+            if kind == "counter":
+                self._metrics[name] = prometheus_client.Counter(name, meaning, labels)
+            elif kind == "gauge":
+                # Summed over the live processes.
+                self._metrics[name] = prometheus_client.Gauge(
+                    name, meaning, labels, multiprocess_mode="livesum"
+                )
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self._run, name="channels-events-metrics", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(MULTIPROCESS_SYNC)
+            self.sync()
+
+    def sync(self) -> None:
+        """Copy what changed since the last copy."""
+        for kind, name, labels, _meaning, values in self._source.samples():
+            metric = self._metrics[name]
+            for key, value in values.items():
+                child = metric.labels(key) if labels else metric
+                if kind == "gauge":
+                    child.set(value)
+                    continue
+                copied = self._copied.get((name, key), 0)
+                if value > copied:
+                    child.inc(value - copied)
+                    self._copied[name, key] = value
 
 
 class Tally:
@@ -424,10 +540,7 @@ class Metrics:
             on = prometheus_client is not None if setting is None else bool(setting)
             if on and prometheus_client is None:
                 on = False  # the checks report it (channels_events.W010)
-            if on and self.prometheus is None:
-                self.prometheus = _Prometheus()
-            elif not on:
-                self.prometheus = None
+            self.prometheus = _prometheus() if on else None
             watching = self._watchers > 0
             for name in _METHODS:
                 chosen: Callable[..., None] = _noop

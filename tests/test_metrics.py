@@ -168,6 +168,46 @@ def test_dispatch_counts_per_namespace() -> None:
     assert (after or 0) - (before or 0) == 2
 
 
+# Counts events in prometheus_client's multiprocess mode and copies them at once.
+MULTIPROCESS_CHILD = """
+import django
+
+django.setup()
+
+from channels_events import dispatch
+from channels_events._metrics import metrics
+
+dispatch("multi::thing::done", {})
+dispatch("multi::thing::done", {})
+metrics.prometheus.multiprocess.sync()
+print("ok")
+"""
+
+
+def test_multiprocess_mode_sums_processes(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, the counts of two processes are read as one sum."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", MULTIPROCESS_CHILD],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    total = registry.get_sample_value("channels_events_dispatched_total", {"namespace": "multi"})
+    assert total == 4
+
+
 # --------------------------------------------------------------------------- daphne
 
 
