@@ -7,7 +7,8 @@ process sharing that directory, as ``prometheus_client``'s multiprocess mode
 collects them. It answers 404 while metrics are off.
 
 ``ops_page`` and ``ops_watch`` are the operations page and the request it
-repeats while open; both answer staff users only (403 for anyone else).
+repeats while open; both answer staff users only: the page sends anonymous
+visitors to ``LOGIN_URL``, and anyone else gets 403.
 ``channels_events.ops_urls`` routes them.
 """
 
@@ -18,6 +19,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -50,9 +52,11 @@ def _staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = getattr(request, "user", None)
-        if user is None or not (user.is_active and user.is_staff):
-            raise PermissionDenied("The operations page is for staff.")
-        return view(request, *args, **kwargs)
+        if user is not None and user.is_active and user.is_staff:
+            return view(request, *args, **kwargs)
+        if request.method == "GET" and (user is None or not user.is_authenticated):
+            return redirect_to_login(request.get_full_path())
+        raise PermissionDenied("The operations page is for staff.")
 
     return wrapper
 
@@ -60,9 +64,13 @@ def _staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
 @_staff_only
 def ops_page(request: HttpRequest) -> HttpResponse:
     """Show the live operations page (staff only)."""
+    websocket = request.GET.get("ws", "")
+    if not websocket.startswith("/") or websocket.startswith("//"):
+        # A path on this site only: a link must not point the page elsewhere.
+        websocket = "/ws/events/"
     context = {
         "namespace": events_settings.OPS_NAMESPACE,
-        "websocket": request.GET.get("ws", "/ws/events/"),
+        "websocket": websocket,
         "watch_every": _ops.WATCH_EVERY,
     }
     return render(request, "channels_events/ops.html", context)

@@ -11,4 +11,5 @@ urlpatterns = [
     # Prometheus scrapes each process here; the operations page is for staff.
     path("metrics/", metrics_view),
     path("ops/", include("channels_events.ops_urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
 ]
