@@ -38,6 +38,12 @@ thread in the fixed-rate run (the cost a sync caller pays to publish) and,
 for the burst, how fast A dispatched, how long the final ``flush()`` took and
 how many events the hub dropped from its outbox (``OUTBOX_SIZE``).
 
+``--metrics both`` adds ``hub, metrics off``: the hub path with the
+``METRICS`` setting off in both processes, next to ``hub`` (metrics on), and
+a line per layer and rate with the CPU per published event (A) and per
+received event (B) that metrics cost. ``--paths`` picks paths, ``--rounds``
+measures each several times (paths taking turns) and keeps the median.
+
 Every Redis key and channel of the run lives under a prefix unique to it
 (``--prefix``); the keys are deleted at the end. The whole run takes about a
 minute and a half.
@@ -73,7 +79,10 @@ TIMESTAMP = "2025-01-01T12:00:00.000000+00:00"
 # The paths measured, and the child roles that run them: the hub as
 # configured by default (recording a history for catching up), the hub with
 # HISTORY_SIZE 0, and raw channel-layer calls.
-ROLES = {"hub": "hub", "hub-nohistory": "hub", "raw": "raw"}
+ROLES = {"hub": "hub", "hub-nohistory": "hub", "hub-nometrics": "hub", "raw": "raw"}
+# What runs by default; --metrics both adds "hub-nometrics", the hub path with
+# METRICS off, to compare the CPU the metrics cost in one run.
+DEFAULT_PATHS = ["hub", "hub-nohistory", "raw"]
 # B gives up waiting for the rest once nothing arrived for this long.
 QUIET_SECONDS = 3.0
 
@@ -133,7 +142,7 @@ def setup_django(args: argparse.Namespace) -> None:
                 "CONFIG": {"hosts": [args.redis_url], "prefix": args.prefix},
             }
         },
-        CHANNELS_EVENTS={"HISTORY_SIZE": args.history},
+        CHANNELS_EVENTS={"HISTORY_SIZE": args.history, "METRICS": args.metrics != "off"},
     )
     django.setup()
 
@@ -372,6 +381,8 @@ def child_command(
         str(args.seconds),
         "--history",
         "0" if path == "hub-nohistory" else "1000",
+        "--metrics",
+        "off" if path == "hub-nometrics" else "on",
     ]
 
 
@@ -417,6 +428,12 @@ def measure(args: argparse.Namespace, layer: str, path: str, rate: int) -> dict[
     return result
 
 
+def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the result of the round whose receiver used the median CPU per event."""
+    ordered = sorted(results, key=lambda r: r["cpu_seconds"] / max(1, r["sender"]["sent"]))
+    return ordered[len(ordered) // 2]
+
+
 def delete_keys(url: str, prefix: str) -> int:
     import redis
 
@@ -446,6 +463,16 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the latency runs")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency runs")
     parser.add_argument("--layers", nargs="+", choices=sorted(LAYERS), default=["core", "pubsub"])
+    parser.add_argument(
+        "--paths", nargs="+", choices=list(ROLES), default=None, help="the paths to measure"
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "both"],
+        default="on",
+        help="METRICS of the hub paths; both: also the hub path with metrics off, side by side",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="measure each path this many times")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--layer", help=argparse.SUPPRESS)
     parser.add_argument("--history", type=int, default=1000, help=argparse.SUPPRESS)
@@ -471,10 +498,20 @@ def main() -> None:
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     started = time.monotonic()
     try:
+        paths = args.paths or [
+            *DEFAULT_PATHS[:1],
+            *(["hub-nometrics"] if args.metrics == "both" else []),
+            *DEFAULT_PATHS[1:],
+        ]
         for layer in args.layers:
             for rate in (0, args.rate):
-                for path in ROLES:
-                    results[layer, path, rate] = measure(args, layer, path, rate)
+                rounds: dict[str, list[dict[str, Any]]] = {}
+                # Paths take turns within a round: a slow spell hits them all.
+                for _ in range(args.rounds):
+                    for path in paths:
+                        rounds.setdefault(path, []).append(measure(args, layer, path, rate))
+                for path, measured in rounds.items():
+                    results[layer, path, rate] = median_result(measured)
     finally:
         deleted = delete_keys(args.redis_url, args.prefix)
     print_report(args, results, time.monotonic() - started, deleted)
@@ -488,7 +525,8 @@ def print_report(
 ) -> None:
     def label(path: str, rate: int) -> str:
         route = "group_send -> receive" if path == "raw" else "dispatch() -> listener"
-        name = "hub, no history" if path == "hub-nohistory" else path
+        names = {"hub-nohistory": "hub, no history", "hub-nometrics": "hub, metrics off"}
+        name = names.get(path, path)
         return f"{name}: {route}, " + (f"{rate:,}/s" if rate else "burst")
 
     print(
@@ -513,7 +551,20 @@ def print_report(
         b_cpu = result["cpu_seconds"] * per_event
         print(f"| {layer} | {label(path, rate)} | {a_cpu:.0f} us | {b_cpu:.0f} us |")
     print()
+    for (layer, path, rate), off in results.items():
+        on = results.get((layer, "hub", rate))
+        if path != "hub-nometrics" or on is None:
+            continue
+        a_on, a_off = (r["sender"]["cpu_seconds"] / max(1, r["sender"]["sent"]) for r in (on, off))
+        b_on, b_off = (r["cpu_seconds"] / max(1, r["sender"]["sent"]) for r in (on, off))
+        print(
+            f"- {layer}, {'burst' if not rate else f'{rate:,}/s'}: metrics on vs off, CPU per "
+            f"published event {a_on / a_off - 1:+.1%} (sender A), per received event "
+            f"{b_on / b_off - 1:+.1%} (receiver B)"
+        )
     for layer in args.layers:
+        if (layer, "hub", 0) not in results or (layer, "raw", 0) not in results:
+            continue
         burst = results[layer, "hub", 0]
         paced = results[layer, "hub", args.rate]["sender"]
         a = burst["sender"]

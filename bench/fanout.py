@@ -52,7 +52,10 @@ under a prefix unique to the run and is deleted at the end; every process
 started is killed on the way out. The run takes about four and a half minutes
 (``--quick``: one round of 2 s per load, under a minute).
 
-``--servers`` picks some of them. ``--layer pubsub`` runs daphne and the
+``--servers`` picks some of them. ``--metrics both`` adds
+``channels_events_nometrics``, the same server with the ``METRICS`` setting
+off (daphne and publisher), and a line per load with the CPU per delivery
+that metrics cost. ``--layer pubsub`` runs daphne and the
 publisher on ``channels_redis.pubsub.RedisPubSubChannelLayer`` instead of the
 core ``RedisChannelLayer``; the floor uses no channel layer either way.
 
@@ -89,6 +92,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "bench.fanout_settings"
 SERVERS = {
     "channels_events": "events_application",
+    # The same server with the METRICS setting off (--metrics both).
+    "channels_events_nometrics": "events_application",
     "channels": "channels_application",
     "floor": "floor_application",
 }
@@ -367,9 +372,10 @@ class Child:
         cls.children.clear()
 
 
-def child_env(args: argparse.Namespace) -> dict[str, str]:
+def child_env(args: argparse.Namespace, server: str | None = None) -> dict[str, str]:
     return dict(
         os.environ,
+        FANOUT_METRICS="off" if server == "channels_events_nometrics" else "on",
         DJANGO_SETTINGS_MODULE=SETTINGS,
         FANOUT_REDIS_URL=args.redis_url,
         FANOUT_PREFIX=args.prefix,
@@ -399,7 +405,7 @@ def start_daphne(args: argparse.Namespace, server: str, log: TextIO) -> tuple[Ch
     port = free_port()
     command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
     command.append(f"bench.fanout_app:{SERVERS[server]}")
-    daphne = Child(f"daphne ({server})", command, child_env(args), stderr=log)
+    daphne = Child(f"daphne ({server})", command, child_env(args, server), stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if daphne.proc.poll() is not None:
@@ -472,7 +478,7 @@ def settle(daphne: Child, timeout: float = 20) -> None:
 def measure(
     args: argparse.Namespace, server: str, port: int, daphne: Child, load: Load
 ) -> dict[str, Any]:
-    env = child_env(args)
+    env = child_env(args, server)
     sizes = [CLIENTS_PER_PROCESS] * (load.clients // CLIENTS_PER_PROCESS)
     if load.clients % CLIENTS_PER_PROCESS:
         sizes.append(load.clients % CLIENTS_PER_PROCESS)
@@ -642,6 +648,14 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
             misses.append(f"p99 {ratio(ours['p99_ms'], floor['p99_ms'])} > {TARGET_P99_RATIO}x")
         verdict = "meets the targets" if not misses else "misses: " + ", ".join(misses)
         print(f"- {load.label}: {server} {verdict}")
+    for load in args.loads:
+        on = results.get((load.label, "channels_events"))
+        off = results.get((load.label, "channels_events_nometrics"))
+        if on and off:
+            print(
+                f"- {load.label}: metrics on vs off, daphne CPU per delivery "
+                f"{on['cpu_us'] / off['cpu_us'] - 1:+.1%}"
+            )
 
 
 Results = dict[tuple[str, str], dict[str, Any]]
@@ -767,7 +781,14 @@ def main() -> None:
         "--servers",
         nargs="+",
         choices=list(SERVERS),
-        default=["channels_events", "channels", "floor"],
+        default=None,
+        help="default: channels_events channels floor",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "both"],
+        default="on",
+        help="both: also channels_events with the METRICS setting off, side by side",
     )
     # Internal: the client and publisher processes.
     parser.add_argument("--role", choices=["drive", "clients", "publish"], default="drive")
@@ -792,6 +813,10 @@ def main() -> None:
         if args.rounds is None:
             args.rounds = 1 if args.quick else 3
         args.loads = LOADS[args.load]
+        if args.servers is None:
+            args.servers = ["channels_events", "channels", "floor"]
+        if args.metrics == "both" and "channels_events_nometrics" not in args.servers:
+            args.servers.insert(1, "channels_events_nometrics")
         drive(args)
 
 

@@ -44,6 +44,8 @@ CHANNEL_LAYERS = {
 CHANNELS_EVENTS: dict[str, Any] = {
     # Every connection may subscribe to namespace "bench" and nothing else.
     "SUBSCRIBE_POLICY": "bench.fanout_app.may_subscribe",
+    # FANOUT_METRICS=off: the channels_events_nometrics server of --metrics both.
+    "METRICS": os.environ.get("FANOUT_METRICS", "on") != "off",
 }
 
 LOGGING = {

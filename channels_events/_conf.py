@@ -260,6 +260,28 @@ SETTINGS: dict[str, Setting] = {
         "for an `EventConsumerMixin` consumer).",
         "frames",
     ),
+    "METRICS": Setting(
+        None,
+        lambda v: v is None or _is_bool(v),
+        "None, True or False",
+        "Update the Prometheus metrics of [operations](operations.md#metrics); `None`: "
+        "when `prometheus_client` is installed (the `metrics` extra). Off, a metric call "
+        "is an empty function.",
+    ),
+    "OPS_NAMESPACE": Setting(
+        None,
+        lambda v: v is None or _is_segment(v),
+        "None or one name segment such as 'ops'",
+        "Namespace of the stats events the [operations page](operations.md#the-operations-page) "
+        "shows, read when the app starts; keep it apart from your own events' namespaces. "
+        "`None`: no stats stream, and the page says so.",
+    ),
+    "OPS_INTERVAL": Setting(
+        1.0,
+        lambda v: _is_number(v, positive=True) and v >= 0.1,
+        "a number of seconds, 0.1 or more",
+        "Seconds between two stats events of a process while the operations page watches.",
+    ),
     "HISTORY_SIZE": Setting(
         1000,
         lambda v: _is_int(v, 0),

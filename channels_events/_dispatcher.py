@@ -31,7 +31,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from ._conf import events_settings, on_change
 from ._events import Event, event_classes
+from ._metrics import metrics
 from ._registry import ListenerCallable, PatternLike, Registration, Registry
+from ._tracing import capture as capture_trace
 
 __all__ = [
     "CommitHook",
@@ -344,6 +346,7 @@ class Dispatcher:
         return True
 
     def _failed(self, registration: Registration, event: Event, what: str = "Listener") -> None:
+        metrics.listener_failed(event)
         if self.strict:
             raise
         logger.exception("%s %s failed on event %r.", what, registration.description, event.name)
@@ -371,6 +374,7 @@ class Dispatcher:
             self._run(registration, event)
         except Exception:
             # Raising inside on_commit would abort the remaining commit hooks.
+            metrics.listener_failed(event)
             logger.exception(
                 "Listener %s failed on event %r after commit.", registration.description, event.name
             )
@@ -391,6 +395,7 @@ class Dispatcher:
         try:
             await registration.callback(event)
         except Exception:
+            metrics.listener_failed(event)
             logger.exception(
                 "Listener %s failed on event %r.", registration.description, event.name
             )
@@ -443,6 +448,8 @@ class Dispatcher:
         if leaves:
             # A payload that cannot travel stops here, before any listener.
             event.wire_payload  # noqa: B018
+            capture_trace(event)
+        metrics.dispatched(event)
         if not self._plain:
             registrations = self._rules(event, registrations)
         for registration in registrations:
@@ -470,6 +477,8 @@ class Dispatcher:
         leaves = not self._muted and self._leaves(event)
         if leaves:
             event.wire_payload  # noqa: B018 - refused here, before any listener
+            capture_trace(event)
+        metrics.dispatched(event)
         await self.deliver([event])
         if leaves:
             self._hand_over(event)

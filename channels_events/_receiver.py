@@ -23,8 +23,11 @@ from ._dispatcher import Calls, Dispatcher
 from ._events import Event
 from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
 from ._loop import LoopRunner
+from ._metrics import metrics
 from ._sender import backoff
 from ._subscribers import SubscriberIndex
+from ._tracing import deliver as deliver_traced
+from ._tracing import received as trace_received
 
 __all__ = ["Receiver"]
 
@@ -231,6 +234,8 @@ class Receiver:
         if not events:
             return
         self.received += len(events)
+        metrics.received(events)
+        trace_received(message, events)
         if self._subscribers:
             start = 0
             for index in range(1, len(events) + 1):
@@ -244,6 +249,7 @@ class Receiver:
             await self.deliver(events)
         elif self._remote.full():
             self.dropped_remote += len(events)
+            metrics.dropped("remote_queue_full", len(events))
             logger.error(
                 "Local listeners are %d messages behind; %d remote event(s) dropped so far.",
                 self._remote.qsize(),
@@ -298,7 +304,7 @@ class Receiver:
         events; sync listeners run on one worker thread of the receiver's (so
         they may use the ORM and see events in order).
         """
-        await self._dispatcher.deliver(events, self._run_on_worker)
+        await deliver_traced(events, self._dispatcher.deliver, self._run_on_worker)
 
     async def _run_on_worker(self, func: Callable[[Calls], None], calls: Calls) -> None:
         if self._workers is None:

@@ -21,7 +21,9 @@ from ._events import Event
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
 from ._loop import LoopRunner, running_loop
+from ._metrics import metrics
 from ._subscribers import SubscriberIndex
+from ._tracing import tag_message
 
 __all__ = ["Sender", "backoff"]
 
@@ -166,6 +168,7 @@ class Sender:
         if len(outbox) >= size:
             outbox.popleft()
             self.dropped += 1
+            metrics.dropped("outbox_full")
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error(
                     "The publication queue is full (OUTBOX_SIZE=%d): %d event(s) dropped so far.",
@@ -265,6 +268,7 @@ class Sender:
                 message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
             else:
                 message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
+            tag_message(message, run)
             try:
                 await layer.group_send(group_name(namespace), message)
             except Exception as exc:
@@ -275,7 +279,9 @@ class Sender:
                 self._split(parts, run, error)
                 continue
             parts.popleft()
+            metrics.published(run, namespace)
         self._pending = None
+        metrics.outbox(len(self._outbox))
 
     def _split(
         self,

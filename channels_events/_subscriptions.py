@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from ._events import Event
 from ._filters import Filter
 from ._frames import Subscription, event_frame, filter_matches, single_frame
+from ._metrics import metrics
 from ._names import ClientPattern
 
 __all__ = ["Subscriptions"]
@@ -42,12 +43,14 @@ class Subscriptions:
         """Add subscription ``sid``, filtered by ``where``; the caller checked the id is free."""
         self._patterns[sid] = pattern
         self._by_namespace.setdefault(pattern.namespace, []).append((sid, pattern, where or None))
+        metrics.subscriptions(1)
 
     def remove(self, sid: str) -> ClientPattern | None:
         """Remove subscription ``sid``; return its pattern, or None if there is none."""
         pattern = self._patterns.pop(sid, None)
         if pattern is None:
             return None
+        metrics.subscriptions(-1)
         remaining = [entry for entry in self._by_namespace[pattern.namespace] if entry[0] != sid]
         if remaining:
             self._by_namespace[pattern.namespace] = remaining

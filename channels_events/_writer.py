@@ -22,8 +22,10 @@ from typing import Any, TypeAlias
 from ._events import Event
 from ._frames import event_frame
 from ._json import encode
+from ._metrics import metrics
 from ._policy import Policy
 from ._subscriptions import Subscriptions
+from ._tracing import written as trace_written
 
 __all__ = ["REPLAY_OVERLAP", "ConnectionWriter", "WriterState"]
 
@@ -124,6 +126,7 @@ class ConnectionWriter:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = self._loop.create_task(self._run())
+        metrics.connections(1)
 
     def __repr__(self) -> str:
         return f"<ConnectionWriter {self.state.value}, {len(self._queue)} queued>"
@@ -176,6 +179,8 @@ class ConnectionWriter:
             text = self._subscriptions.frame(events[0])
             if text is None:
                 return None
+            metrics.delivered(events[0])
+            trace_written(events[0])
             return self._write({"type": "websocket.send", "text": text})
         return self._take(events, True)
 
@@ -209,6 +214,7 @@ class ConnectionWriter:
                     self._lagged = _Lagged()
                     queue.append(self._lagged)
                 self._lagged.dropped += 1
+                metrics.dropped("lagged")
                 continue
             queue.append((event, ids))
 
@@ -322,6 +328,8 @@ class ConnectionWriter:
         if self.state is WriterState.CLOSED:
             return
         self.state = WriterState.CLOSED
+        metrics.connections(-1)
+        metrics.subscriptions(-len(self._subscriptions))
         for item in self._queue:
             if isinstance(item, _CatchUp):
                 _settle(item.started)
@@ -362,6 +370,8 @@ class ConnectionWriter:
             if isinstance(item, tuple):
                 text = await self._event_text(*item)
                 if text is not None:
+                    metrics.delivered(item[0])
+                    trace_written(item[0])
                     await self._write({"type": "websocket.send", "text": text})
             elif isinstance(item, _Control):
                 await self._write(item.message)

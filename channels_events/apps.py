@@ -8,6 +8,7 @@ from django.apps import AppConfig
 from django.db import transaction
 from django.utils.module_loading import autodiscover_modules
 
+from . import _ops
 from ._dispatcher import set_commit_hook
 from ._events import Event
 
@@ -34,4 +35,5 @@ class ChannelsEventsConfig(AppConfig):
         # Every event that leaves the process goes through the hub's outbox.
         hub = get_hub()
         get_dispatcher().add_publisher(hub.publish, accepts=hub.accepts)
+        _ops.install(hub)
         autodiscover_modules("listeners", "observers")

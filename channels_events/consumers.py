@@ -32,6 +32,7 @@ from ._frames import (
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._hub import Hub, get_hub
 from ._json import parse
+from ._metrics import metrics
 from ._mixin import EventConsumerMixin
 from ._names import compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
@@ -221,6 +222,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise ProtocolError("invalid_pattern", str(exc)) from None
         imposed = await self._subscribe_filter(compiled.namespace, pattern)
         if imposed is None:
+            metrics.refused("subscribe")
             raise ProtocolError(
                 "forbidden", f"Subscribing to namespace {compiled.namespace!r} is not allowed."
             )
@@ -349,6 +351,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The policy first: a client it refuses learns nothing of the name's
         # event class from a payload that would not fit it.
         if not await self._ask(self._policy.may_emit, name, payload):
+            metrics.refused("emit")
             raise ProtocolError("forbidden", f"Emitting {name!r} is not allowed.")
         try:
             # A name an Event subclass declares builds that class, and a
@@ -376,6 +379,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return False
 
     async def _error(self, code: str, message: str, answers: str | None = None) -> None:
+        metrics.protocol_error(code)
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if answers is not None:
             frame["id"] = answers

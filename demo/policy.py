@@ -1,4 +1,4 @@
-"""The demo's browser policy: anyone may subscribe to namespace ``shop``; nothing else."""
+"""The demo's browser policy: anyone may subscribe to namespace ``shop``, staff to ``ops``."""
 
 from __future__ import annotations
 
@@ -6,5 +6,8 @@ from typing import Any
 
 
 def can_subscribe(scope: dict[str, Any], namespace: str, pattern: str) -> bool:
-    """Open namespace ``shop`` to every connection."""
+    """Open namespace ``shop`` to every connection, and ``ops`` (the operations page) to staff."""
+    if namespace == "ops":
+        user = scope.get("user")
+        return bool(user is not None and user.is_active and user.is_staff)
     return namespace == "shop"

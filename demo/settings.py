@@ -94,6 +94,8 @@ CHANNELS_EVENTS: dict[str, Any] = {
     "CHANNEL_LAYER": "events" if DEMO_LAYER_CHOICE.kind == "redis" else "default",
     # Browsers may subscribe to namespace "shop" and nothing else.
     "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
+    # The stats stream of the operations page (/ops/, staff only).
+    "OPS_NAMESPACE": "ops",
 }
 
 LANGUAGE_CODE = "en-us"

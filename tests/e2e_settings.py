@@ -31,7 +31,8 @@ from demo.settings import *  # noqa: F403
 from demo.settings import CHANNELS_EVENTS as _DEMO_EVENTS
 from demo.settings import INSTALLED_APPS as _DEMO_APPS
 
-DEBUG = False
+# CE_E2E_DEBUG=1: serve static files (the JS client), as the demo does in development.
+DEBUG = os.environ.get("CE_E2E_DEBUG") == "1"
 
 INSTALLED_APPS = [*_DEMO_APPS, "tests.testapp", "tests.e2e_app"]
 
@@ -70,3 +71,9 @@ if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
         "CONFIG": {"hosts": [_REDIS_URL], "prefix": os.environ.get("CE_E2E_PREFIX", "cetest-e2e")},
     }
     CHANNELS_EVENTS["CHANNEL_LAYER"] = "events"
+
+# CE_E2E_TRACE_FILE: record this process's OpenTelemetry spans there (tests/tracefile.py).
+if os.environ.get("CE_E2E_TRACE_FILE"):
+    from tests.tracefile import install as _install_tracing
+
+    _install_tracing(os.environ["CE_E2E_TRACE_FILE"])

@@ -64,6 +64,9 @@ def test_full_valid_setting_passes():
         "RATE_BURST": 2,
         "BUFFER_SIZE": 10,
         "HISTORY_SIZE": 0,
+        "METRICS": False,
+        "OPS_NAMESPACE": "operations",
+        "OPS_INTERVAL": 0.5,
     }
     assert set(value) == set(DEFAULTS)
     with override_settings(CHANNELS_EVENTS=value):

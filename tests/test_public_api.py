@@ -167,7 +167,9 @@ PUBLIC_MODULES = {
     "management/__init__.py",
     "management/commands/__init__.py",
     "management/commands/events.py",
+    "ops_urls.py",
     "testing.py",
+    "views.py",
 }
 
 

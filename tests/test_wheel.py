@@ -42,6 +42,8 @@ def test_the_wheel_holds_the_whole_package_and_the_license(wheel: Path) -> None:
         "channels_events/management/commands/events.py",
         "channels_events/static/channels_events/events.js",
         "channels_events/static/channels_events/events.d.ts",
+        "channels_events/static/channels_events/ops.js",
+        "channels_events/templates/channels_events/ops.html",
         "channels_events/py.typed",
         f"{DIST_INFO}/licenses/LICENSE",
     ):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from django.apps import AppConfig
 
 
@@ -13,3 +15,8 @@ class E2eAppConfig(AppConfig):
         from tests.testapp.models import Order
 
         observe(Order, namespace="shop")
+        if os.environ.get("CE_E2E_TRACE_FILE"):
+            # A listener here, so that remote delivery shows in the trace.
+            from channels_events import connect
+
+            connect(lambda event: None, r"shop::Order::created", dispatch_uid="e2e-traced")
