@@ -33,6 +33,7 @@ from ._observers import unobserve
 from ._signals import signal_to_event
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
+from .exceptions import EventTooLarge
 from .exceptions import InvalidEventName
 from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
@@ -48,6 +49,7 @@ __all__ = [
     "EventClassError",
     "EventManager",
     "EventQuerySet",
+    "EventTooLarge",
     "HubMiddleware",
     "InvalidEventName",
     "InvalidPattern",

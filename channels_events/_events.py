@@ -9,9 +9,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._conf import events_settings
 from ._json import encode, wire_payload
 from ._names import namespace_of, validate_name
-from .exceptions import EventClassError, InvalidPayload
+from .exceptions import EventClassError, EventTooLarge, InvalidPayload
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -157,8 +158,10 @@ class Event(metaclass=_EventType):
     Field values make up the payload. A payload that cannot travel (an
     integer outside 64 bits, text with a lone surrogate: see
     ``_json.wire_payload``) raises InvalidPayload, naming the bad value's
-    place, when the envelope is made: ``dispatch()`` makes it before any
-    listener runs for an event that will leave the process. ``instance``
+    place, when the envelope is made, and an envelope over
+    ``MAX_EVENT_BYTES`` raises EventTooLarge when it is encoded:
+    ``dispatch()`` encodes it before any listener runs for an event that
+    will leave the process. ``instance``
     carries a Python object (a model instance) to in-process listeners
     only; it is never serialized.
     """
@@ -413,10 +416,26 @@ class Event(metaclass=_EventType):
 
     @property
     def encoded(self) -> str:
-        """Return the envelope as JSON text, encoded once per event per process."""
+        """Return the envelope as JSON text, encoded once per event per process.
+
+        This is the step that decides whether the event may travel: a
+        payload that cannot raises InvalidPayload (see :attr:`envelope`),
+        and an envelope larger than ``MAX_EVENT_BYTES`` raises EventTooLarge.
+        ``dispatch()`` takes it before any listener runs for an event that
+        will leave the process.
+        """
         encoded = self._encoded
         if encoded is None:
-            encoded = self._encoded = encode(self.envelope)
+            text = encode(self.envelope)
+            # ASCII only (``_json.encode``): one character is one byte.
+            limit = events_settings.MAX_EVENT_BYTES
+            if len(text) > limit:
+                raise EventTooLarge(
+                    f"Event {self.name!r} is {len(text)!r} bytes as JSON; MAX_EVENT_BYTES "
+                    f"allows {limit!r}. Send a reference to the data (a URL, a primary key) "
+                    "instead of the data."
+                )
+            encoded = self._encoded = text
         return encoded
 
     @classmethod
