@@ -40,7 +40,14 @@ from ._json import encode
 from ._policy import Policy
 from ._subscriptions import Subscriptions
 
-__all__ = ["CLOSE_SLOW", "REPLAY_OVERLAP", "ConnectionWriter", "WriterState", "server_backlog"]
+__all__ = [
+    "BACKLOG_KEY",
+    "CLOSE_SLOW",
+    "REPLAY_OVERLAP",
+    "ConnectionWriter",
+    "WriterState",
+    "server_backlog",
+]
 
 logger = logging.getLogger("channels_events.consumers")
 
@@ -67,13 +74,17 @@ _FRAME_BYTES = 48
 
 Send: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
 Backlog: TypeAlias = Callable[[], int]
+#: The scope key under which HubMiddleware puts :func:`server_backlog` of the
+#: server's own ``send``, before other middleware wraps it.
+BACKLOG_KEY = "channels_events.backlog"
 
 
 def server_backlog(send: Send) -> Backlog | None:
     """Return a function giving the bytes daphne holds unsent for this connection, or None.
 
     daphne hands an application ``send`` as ``partial(server.handle_reply,
-    protocol)``; the protocol's Twisted transport keeps what the socket has
+    protocol)`` (HubMiddleware, outermost, sees it so; session middleware
+    wraps it); the protocol's Twisted transport keeps what the socket has
     not taken yet in ``dataBuffer`` (from ``offset`` on) and the writes since
     its last flush (``_tempDataLen`` bytes). None for any other server: a
     server whose ``send`` waits for the client needs no look (uvicorn,
@@ -197,7 +208,8 @@ class ConnectionWriter:
         self._scope = scope
         self._buffer_size = buffer_size
         self._buffer_bytes = buffer_bytes
-        self._backlog = server_backlog(send)
+        # HubMiddleware finds it, outside middleware that wraps ``send``.
+        self._backlog: Backlog | None = scope.get(BACKLOG_KEY) or server_backlog(send)
         # Only a send that never waits for the client (daphne's) may be
         # awaited by the hub: one slow client must not hold up the others.
         self._hub_writes = self._backlog is not None
