@@ -86,11 +86,11 @@ class Uvicorn(Daphne):
         )
 
 
-async def serve(cluster: Cluster, kind: str) -> Daphne:
+async def serve(processes: Cluster, kind: str) -> Daphne:
     """Start one server of ``kind`` (daphne or uvicorn) on the cluster's Redis."""
     assert DAPHNE  # the same environment as test_e2e's daphnes
-    server = (Uvicorn if kind == "uvicorn" else Daphne)(kind, cluster.env, cluster.logs)
-    cluster.daphnes.append(server)
+    server = (Uvicorn if kind == "uvicorn" else Daphne)(kind, processes.env, processes.logs)
+    processes.daphnes.append(server)
     await server.wait_ready(time.monotonic() + 40)
     return server
 
@@ -103,10 +103,10 @@ def rss(pid: int) -> int:
     return int(found.group(1)) * 1024
 
 
-async def publish(cluster: Cluster, count: int, size: int, first: int) -> None:
+async def publish(processes: Cluster, count: int, size: int, first: int) -> None:
     """Dispatch ``count`` events of ``size`` bytes from a process of their own."""
     done = await asyncio.to_thread(
-        cluster._run, ["-c", PUBLISHER_SCRIPT, str(count), str(size), str(first)], 120
+        processes._run, ["-c", PUBLISHER_SCRIPT, str(count), str(size), str(first)], 120
     )
     assert done.returncode == 0, f"publisher failed:\n{done.stdout}\n{done.stderr}"
 

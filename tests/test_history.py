@@ -237,7 +237,7 @@ async def test_hub_records_published_events_in_redis(redis_hub, redis_url, redis
     client = redis.Redis.from_url(redis_url)
     try:
         # Recorded as a run of its own, after the shop events: it may be on its way.
-        while client.xlen(f"{redis_prefix}:history:audit") < 1 and loop.time() < deadline:
+        while client.xlen(f"{redis_prefix}:history:audit") < 1 and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         assert client.xlen(f"{redis_prefix}:history:audit") == 1
     finally:

@@ -1,4 +1,6 @@
-"""Payloads that cannot travel, or are too large: refused where the event is made, never wedging publication.
+"""Payloads that cannot travel or are too large: refused where the event is made.
+
+Neither ever wedges publication.
 
 What travels is what both JSON (to browsers) and msgpack (through the
 channel layer and the history) carry. The first half checks the refusal
