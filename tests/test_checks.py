@@ -60,7 +60,11 @@ def test_full_valid_setting_passes():
         "RATE_LIMIT": 0.5,
         "RATE_BURST": 2,
         "BUFFER_SIZE": 10,
+        "BUFFER_BYTES": 65536,
+        "REPLAY_BUDGET": 100,
+        "MAX_EVENT_BYTES": 4096,
         "HISTORY_SIZE": 0,
+        "HISTORY_BYTES": 1,
     }
     assert set(value) == set(DEFAULTS)
     with override_settings(CHANNELS_EVENTS=value):
@@ -161,6 +165,11 @@ def test_each_unknown_key_is_reported():
         ("RATE_LIMIT", 0),
         ("RATE_BURST", 1.5),
         ("BUFFER_SIZE", None),
+        ("BUFFER_BYTES", 0),
+        ("REPLAY_BUDGET", 2.5),
+        ("MAX_EVENT_BYTES", 1023),
+        ("MAX_EVENT_BYTES", "1000000"),
+        ("HISTORY_BYTES", 0),
         ("HISTORY_SIZE", -1),
         ("HISTORY_SIZE", True),
         ("HISTORY_SIZE", "1000"),
