@@ -442,7 +442,7 @@ class Dispatcher:
         if leaves:
             # A payload that cannot travel, or is too large, stops here,
             # before any listener: the one encoding step decides.
-            event.encoded  # noqa: B018
+            event._payload_json()
         if not self._plain:
             registrations = self._rules(event, registrations)
         for registration in registrations:
@@ -469,7 +469,7 @@ class Dispatcher:
         event = self._coerce(event, payload)
         leaves = not self._muted and self._leaves(event)
         if leaves:
-            event.encoded  # noqa: B018 - refused here, before any listener
+            event._payload_json()  # refused here, before any listener
         await self.deliver([event])
         if leaves:
             self._hand_over(event)

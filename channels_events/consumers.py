@@ -349,7 +349,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # payload that does not fit it is refused here.
             event = Event(name, payload)
             # A browser's event is meant for other clients: it must travel.
-            event.encoded  # noqa: B018
+            event._payload_json()
         except EventTooLarge as exc:
             raise ProtocolError("too_large", str(exc)) from None
         except ChannelsEventsError as exc:
