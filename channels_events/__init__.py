@@ -37,6 +37,7 @@ from ._signals import signal_to_event
 from ._tasks import TaskOptions
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
+from .exceptions import EventTooLarge
 from .exceptions import InvalidEventName
 from .exceptions import InvalidFilter
 from .exceptions import InvalidPattern
@@ -54,6 +55,7 @@ __all__ = [
     "EventClassError",
     "EventManager",
     "EventQuerySet",
+    "EventTooLarge",
     "HubMiddleware",
     "InvalidEventName",
     "InvalidFilter",

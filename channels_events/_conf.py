@@ -282,11 +282,40 @@ SETTINGS: dict[str, Setting] = {
         "a number of seconds, 0.1 or more",
         "Seconds between two stats events of a process while the operations page watches.",
     ),
+    "BUFFER_BYTES": _positive_int(
+        1048576,
+        "Bytes of frames a connection may have waiting, in its queue and (under daphne) in the "
+        "server's write buffer, before events are dropped and the client is told it lagged; "
+        "a client that also stops reading its answers is closed with 4010 "
+        "(see [slow clients](protocol.md#slow-clients)).",
+        "bytes",
+    ),
+    "REPLAY_BUDGET": _positive_int(
+        10000,
+        "Events a connection may be sent from the history with `since` per minute (a token "
+        "bucket of that size); a `subscribe` with `since` past it is answered `rate_limited`.",
+        "events",
+    ),
+    "MAX_EVENT_BYTES": Setting(
+        1000000,
+        lambda v: _is_int(v, 1024),
+        "an int of 1024 or more (bytes)",
+        "Largest event envelope, as JSON, that may be dispatched to other processes and "
+        "browsers; a larger one raises `EventTooLarge` at `dispatch()` (a browser `emit` gets "
+        "`too_large`). The default leaves room, under daphne's 1 MiB frame limit, for the "
+        "`event` frame around the envelope.",
+    ),
     "HISTORY_SIZE": Setting(
         1000,
         lambda v: _is_int(v, 0),
         "an int, 0 (no history) or more (events)",
         "Events kept per namespace for subscribers catching up with `since`; 0 keeps none.",
+    ),
+    "HISTORY_BYTES": _positive_int(
+        16 * 1048576,
+        "Bytes of events kept per namespace in the history, as stored (msgpack): the oldest "
+        "events go first when either this or `HISTORY_SIZE` is reached.",
+        "bytes",
     ),
 }
 

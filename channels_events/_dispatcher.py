@@ -412,7 +412,8 @@ class Dispatcher:
 
         ``event`` is an :class:`Event`, or a name with a ``payload`` dict (a
         name an Event subclass declares builds that subclass); a payload that
-        cannot travel raises InvalidPayload before any listener runs. Works
+        cannot travel raises InvalidPayload, and an envelope over
+        ``MAX_EVENT_BYTES`` EventTooLarge, before any listener runs. Works
         from any thread. Async listeners run through ``async_to_sync``, except on a
         thread whose event loop is running, where they are scheduled as tasks
         on that loop (so this call never blocks the loop; their exceptions are
@@ -446,8 +447,9 @@ class Dispatcher:
             and (wanted or publishers.want(event))
         )
         if leaves:
-            # A payload that cannot travel stops here, before any listener.
-            event.wire_payload  # noqa: B018
+            # A payload that cannot travel, or is too large, stops here,
+            # before any listener: the one encoding step decides.
+            event._payload_json()
             capture_trace(event)
         metrics.dispatched(event)
         if not self._plain:
@@ -476,7 +478,7 @@ class Dispatcher:
         event = self._coerce(event, payload)
         leaves = not self._muted and self._leaves(event)
         if leaves:
-            event.wire_payload  # noqa: B018 - refused here, before any listener
+            event._payload_json()  # refused here, before any listener
             capture_trace(event)
         metrics.dispatched(event)
         await self.deliver([event])

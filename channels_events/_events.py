@@ -9,9 +9,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._conf import events_settings
 from ._json import encode, wire_payload
 from ._names import namespace_of, validate_name
-from .exceptions import EventClassError, InvalidPayload
+from .exceptions import EventClassError, EventTooLarge, InvalidPayload
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -48,6 +49,12 @@ _RESERVED = frozenset(
     }
 )
 _ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
+# What an envelope's JSON adds to its payload's, besides the name and
+# namespace (valid names need no escapes): keys, quotes, commas.
+_ENVELOPE_BYTES = len('{"id":,"name":"","namespace":"","payload":,"timestamp":}')
+# The JSON widths of this process's ids and timestamps: always the same.
+_ID_BYTES = 28
+_TIME_BYTES = 34
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [first + second for first in _CROCKFORD for second in _CROCKFORD]
 
@@ -157,8 +164,10 @@ class Event(metaclass=_EventType):
     Field values make up the payload. A payload that cannot travel (an
     integer outside 64 bits, text with a lone surrogate: see
     ``_json.wire_payload``) raises InvalidPayload, naming the bad value's
-    place, when the envelope is made: ``dispatch()`` makes it before any
-    listener runs for an event that will leave the process. ``instance``
+    place, when the envelope is made, and an envelope over
+    ``MAX_EVENT_BYTES`` raises EventTooLarge when it is encoded:
+    ``dispatch()`` encodes it before any listener runs for an event that
+    will leave the process. ``instance``
     carries a Python object (a model instance) to in-process listeners
     only; it is never serialized.
     """
@@ -186,6 +195,7 @@ class Event(metaclass=_EventType):
     _wire: dict[str, Any] | None = None
     _envelope: dict[str, Any] | None = None
     _encoded: str | None = None
+    _payload_text: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -413,11 +423,61 @@ class Event(metaclass=_EventType):
 
     @property
     def encoded(self) -> str:
-        """Return the envelope as JSON text, encoded once per event per process."""
+        """Return the envelope as JSON text, encoded once per event per process.
+
+        The text is made from the payload's JSON (:meth:`_payload_json`,
+        which decides whether the event may travel) and the envelope's other
+        fields, in the envelope's key order.
+        """
         encoded = self._encoded
         if encoded is None:
-            encoded = self._encoded = encode(self.envelope)
+            payload = self._payload_json()
+            encoded = self._encoded = (
+                '{"id":'
+                + encode(self.id)
+                + ',"name":'
+                + encode(self.name)
+                + ',"namespace":'
+                + encode(self.namespace)
+                + ',"payload":'
+                + payload
+                + ',"timestamp":'
+                + encode(self.timestamp)
+                + "}"
+            )
         return encoded
+
+    def _payload_json(self) -> str:
+        """Return the payload as JSON text, made once: the step that decides whether it travels.
+
+        A payload that cannot travel raises InvalidPayload (see
+        :attr:`wire_payload`); an event whose envelope would be larger than
+        ``MAX_EVENT_BYTES`` as JSON raises EventTooLarge. ``dispatch()``
+        takes this step before any listener runs for an event that will
+        leave the process; it needs neither the id nor the time, whose
+        widths are fixed (an envelope from another process has its own).
+        """
+        text = self._payload_text
+        if text is None:
+            text = encode(self.wire_payload)
+            # ASCII only (``_json.encode``): one character is one byte.
+            size = (
+                len(text)
+                + _ENVELOPE_BYTES
+                + len(self.name)
+                + len(self.namespace)
+                + (len(encode(self._id)) if self._id is not None else _ID_BYTES)
+                + (len(encode(self._timestamp)) if self._timestamp is not None else _TIME_BYTES)
+            )
+            limit = events_settings.MAX_EVENT_BYTES
+            if size > limit:
+                raise EventTooLarge(
+                    f"Event {self.name!r} is {size!r} bytes as JSON; MAX_EVENT_BYTES "
+                    f"allows {limit!r}. Send a reference to the data (a URL, a primary key) "
+                    "instead of the data."
+                )
+            self._payload_text = text
+        return text
 
     @classmethod
     def from_dict(cls: type[E], data: Mapping[str, Any]) -> E:

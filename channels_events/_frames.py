@@ -14,6 +14,7 @@ from ._events import Event
 from ._filters import Filter
 from ._json import encode, parse
 from ._names import ClientPattern
+from .exceptions import EventTooLarge
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -101,6 +102,13 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
         pass
     try:
         encoded = event.encoded
+    except EventTooLarge as exc:
+        # From another process with a larger limit: one line, not a traceback.
+        if "_unencodable" not in event.__dict__:
+            event.__dict__["_unencodable"] = True
+            logger.error("Event %r not sent to websockets: %s", event.name, exc)
+        frames[ids] = None
+        return None
     except Exception:
         # A payload that cannot be encoded costs only its own event.
         if "_unencodable" not in event.__dict__:

@@ -5,7 +5,9 @@ websocket subscribing with ``since`` reads what came after that event id.
 With a ``channels_redis`` layer the history is a Redis stream per namespace,
 shared by every process; with ``InMemoryChannelLayer`` it lives in the
 process; with any other layer, or ``HISTORY_SIZE`` 0, none is kept and every
-``since`` is answered with ``gap``.
+``since`` is answered with ``gap``. Either way a namespace keeps at most
+``HISTORY_SIZE`` events and ``HISTORY_BYTES`` bytes of them: the oldest go
+first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import asyncio
 import collections
 import logging
 from typing import Any
+
+from ._conf import DEFAULTS
+from ._json import encode
 
 __all__ = [
     "TIMEOUT",
@@ -37,12 +42,16 @@ TIMEOUT = 2.0
 
 
 class History(abc.ABC):
-    """Where published events are kept, oldest first, at least ``size`` per namespace."""
+    """Where published events are kept, oldest first: the last ``size`` per namespace.
 
-    def __init__(self, size: int) -> None:
+    Fewer when they would take more than ``max_bytes``: the oldest go first.
+    """
+
+    def __init__(self, size: int, max_bytes: int = DEFAULTS["HISTORY_BYTES"]) -> None:
         self.size = size
         # Reads of the newest id under way, by loop and namespace (see newest()).
         self._reading: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[str | None]] = {}
+        self.max_bytes = max_bytes
 
     @abc.abstractmethod
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
@@ -93,42 +102,93 @@ def _unique(envelopes: list[Envelope], since: str) -> list[Envelope]:
 
 
 class MemoryHistory(History):
-    """History kept in this process (for ``InMemoryChannelLayer``: one process anyway)."""
+    """History kept in this process (for ``InMemoryChannelLayer``: one process anyway).
 
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self._kept: dict[str, collections.deque[Envelope]] = {}
+    An event's size is its envelope as JSON.
+    """
+
+    def __init__(self, size: int, max_bytes: int = DEFAULTS["HISTORY_BYTES"]) -> None:
+        super().__init__(size, max_bytes)
+        # Namespace -> its events and their sizes, oldest first; and their total.
+        self._kept: dict[str, collections.deque[tuple[Envelope, int]]] = {}
+        self._bytes: dict[str, int] = {}
 
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
         kept = self._kept.get(namespace)
         if kept is None:
-            kept = self._kept[namespace] = collections.deque(maxlen=self.size)
-        kept.extend(envelopes)
+            kept = self._kept[namespace] = collections.deque()
+        total = self._bytes.get(namespace, 0)
+        for envelope in envelopes:
+            size = len(encode(envelope))
+            kept.append((envelope, size))
+            total += size
+        while kept and (len(kept) > self.size or total > self.max_bytes):
+            total -= kept.popleft()[1]
+        self._bytes[namespace] = total
 
     async def latest(self, namespace: str) -> str | None:
         kept = self._kept.get(namespace)
-        return str(kept[-1]["id"]) if kept else None
+        return str(kept[-1][0]["id"]) if kept else None
 
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
-        kept = list(self._kept.get(namespace, ()))
+        kept = [envelope for envelope, _size in self._kept.get(namespace, ())]
         for index in range(len(kept) - 1, -1, -1):
             if kept[index]["id"] == since:
                 return _unique(kept[index + 1 :], since)
         return None
 
 
+# Record a run of events in a namespace's stream, one entry per event, and
+# trim the oldest while there are more than ARGV[1] entries or more than
+# ARGV[2] bytes of events (their total is kept in KEYS[2]). Atomic, so
+# processes recording at once keep one count.
+_APPEND = """
+local stream, total_key = KEYS[1], KEYS[2]
+local size, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local total = tonumber(redis.call('GET', total_key) or '0')
+for i = 3, #ARGV, 2 do
+  redis.call('XADD', stream, '*', 'id', ARGV[i], 'event', ARGV[i + 1])
+  total = total + #ARGV[i + 1]
+end
+local count = redis.call('XLEN', stream)
+while count > 0 and (count > size or total > limit) do
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 100)
+  if #oldest == 0 then break end
+  for _, entry in ipairs(oldest) do
+    if count <= size and total <= limit then break end
+    local fields = entry[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'event' then total = total - #fields[j + 1] end
+    end
+    redis.call('XDEL', stream, entry[1])
+    count = count - 1
+  end
+end
+if count == 0 then total = 0 end
+redis.call('SET', total_key, total)
+return count
+"""
+
+
 class RedisHistory(History):
     """History in a Redis stream per namespace, ``<prefix>:history:<namespace>``.
 
-    One stream entry per run the hub publishes (a single event, or a burst of
-    up to ``BATCH_SIZE``): its ``ids`` and its ``events``, both msgpack lists. The
-    stream is trimmed to about ``size`` entries, so it keeps at least ``size``
-    events; ``after`` looks through the newest ``size`` events only. Each
+    One stream entry per event: its ``id`` and its envelope as msgpack
+    (``event``). A script appends a run and trims the oldest entries while
+    the stream holds more than ``size`` events or more than ``max_bytes``
+    bytes of them (kept in ``<stream key>:bytes``). Entries of the older
+    layout (a run per entry, ``ids`` and ``events``) are still read. Each
     event loop gets its own client.
     """
 
-    def __init__(self, host: dict[str, Any], prefix: str, size: int) -> None:
-        super().__init__(size)
+    def __init__(
+        self,
+        host: dict[str, Any],
+        prefix: str,
+        size: int,
+        max_bytes: int = DEFAULTS["HISTORY_BYTES"],
+    ) -> None:
+        super().__init__(size, max_bytes)
         self.host = host
         self.prefix = prefix
         self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
@@ -158,11 +218,14 @@ class RedisHistory(History):
         # msgpack (which channels_redis uses too): several times faster than JSON.
         import msgpack  # type: ignore[import-untyped]
 
-        fields = {
-            "ids": msgpack.packb([envelope["id"] for envelope in envelopes]),
-            "events": msgpack.packb(envelopes),
-        }
-        await self._client().xadd(self.key(namespace), fields, maxlen=self.size, approximate=True)
+        args: list[Any] = [self.size, self.max_bytes]
+        for envelope in envelopes:
+            args.append(envelope["id"])
+            args.append(msgpack.packb(envelope))
+        key = self.key(namespace)
+        client = self._client()
+        # EVALSHA, and EVAL once when Redis does not know the script yet.
+        await client.register_script(_APPEND)(keys=[key, key + ":bytes"], args=args)
 
     async def latest(self, namespace: str) -> str | None:
         import msgpack
@@ -170,38 +233,50 @@ class RedisHistory(History):
         newest = await self._client().xrevrange(self.key(namespace), max="+", min="-", count=1)
         if not newest:
             return None
-        ids = msgpack.unpackb(newest[0][1][b"ids"])
-        return str(ids[-1]) if ids else None
+        events = _entry_events(newest[0][1], msgpack)
+        return events[0][0] if events else None
 
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         import msgpack
 
         client = self._client()
         key = self.key(namespace)
-        runs: list[bytes] = []  # newest first, still encoded
-        counted = 0
+        newer: list[Any] = []  # newest first: msgpack bytes, or envelopes of old entries
         top = "+"
-        while counted < self.size:
+        while len(newer) < self.size:
             chunk = await client.xrevrange(key, max=top, min="-", count=_CHUNK)
             for _stream_id, fields in chunk:
-                ids = msgpack.unpackb(fields[b"ids"])
-                if since in ids:
+                for event_id, event in _entry_events(fields, msgpack):
+                    if event_id == since:
+                        found = [
+                            msgpack.unpackb(e) if isinstance(e, bytes) else e
+                            for e in reversed(newer)
+                        ]
+                        return _unique(found, since)
+                    newer.append(event)
                     # Only the newest ``size`` events count, as in memory.
-                    if counted + len(ids) - ids.index(since) > self.size:
+                    if len(newer) >= self.size:
                         return None
-                    found = msgpack.unpackb(fields[b"events"])[ids.index(since) + 1 :]
-                    for run in reversed(runs):
-                        found.extend(msgpack.unpackb(run))
-                    return _unique(found, since)
-                counted += len(ids)
-                runs.append(fields[b"events"])
             if len(chunk) < _CHUNK:
                 return None
             top = "(" + chunk[-1][0].decode()
         return None
 
 
-def history_for(alias: str | None, size: int) -> History | None:
+def _entry_events(fields: dict[bytes, bytes], msgpack: Any) -> list[tuple[str, Any]]:
+    """Return the (id, event) pairs of one stream entry, newest first."""
+    event_id = fields.get(b"id")
+    if event_id is not None:
+        return [(event_id.decode(), fields[b"event"])]
+    # The older layout: a run of events in one entry.
+    ids = msgpack.unpackb(fields[b"ids"])
+    events = msgpack.unpackb(fields[b"events"])
+    return list(zip(reversed(ids), reversed(events), strict=False))
+
+
+def history_for(
+    alias: str | None, size: int, max_bytes: int = DEFAULTS["HISTORY_BYTES"]
+) -> History | None:
     """Return the history that goes with the channel layer ``alias``, or None."""
     from django.conf import settings
 
@@ -212,14 +287,14 @@ def history_for(alias: str | None, size: int) -> History | None:
         return None
     backend = str(config.get("BACKEND", ""))
     if backend == "channels.layers.InMemoryChannelLayer":
-        return MemoryHistory(size)
+        return MemoryHistory(size, max_bytes)
     if backend.startswith("channels_redis."):
         from channels_redis.utils import decode_hosts
 
         layer_config = config.get("CONFIG", {})
         # With several hosts (sharding), the first one keeps the history.
         host = decode_hosts(layer_config.get("hosts"))[0]
-        return RedisHistory(host, layer_config.get("prefix", "asgi"), size)
+        return RedisHistory(host, layer_config.get("prefix", "asgi"), size, max_bytes)
     return None
 
 

@@ -31,6 +31,7 @@ from ._loop import LoopRunner
 from ._receiver import Receiver
 from ._sender import Sender
 from ._subscribers import Subscriber, SubscriberIndex
+from ._writer import BACKLOG_KEY, server_backlog
 
 __all__ = [
     "BATCH_TYPE",
@@ -265,7 +266,9 @@ class HubMiddleware:
     start-up, and is flushed and stopped at ``lifespan.shutdown``, after the
     application's own shut-down; an application that does not handle
     lifespan has it answered here. Daphne sends no lifespan events: there
-    the hub starts at the first connection.
+    the hub starts at the first connection. A websocket's scope gets, under
+    daphne, a look at the server's write buffer for that connection (see
+    ``_writer.server_backlog``): middleware further in may wrap ``send``.
     """
 
     def __init__(self, app: Any) -> None:
@@ -277,6 +280,10 @@ class HubMiddleware:
             return await Lifespan(hub, receive, send).run(self.app, scope)
         if not hub.receiving:
             await hub.attach()
+        if scope["type"] == "websocket":
+            backlog = server_backlog(send)
+            if backlog is not None:
+                scope = {**scope, BACKLOG_KEY: backlog}
         return await self.app(scope, receive, send)
 
 

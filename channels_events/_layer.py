@@ -58,7 +58,11 @@ class LayerLink:
         alias = self.alias
         self._layer = get_channel_layer(alias) if alias else None
         self._history = (
-            history_for(alias, int(events_settings.HISTORY_SIZE)) if self._layer else None
+            history_for(
+                alias, int(events_settings.HISTORY_SIZE), int(events_settings.HISTORY_BYTES)
+            )
+            if self._layer
+            else None
         )
         self._resolved = True
 

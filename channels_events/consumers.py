@@ -38,7 +38,7 @@ from ._names import compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
 from ._subscriptions import Subscriptions
 from ._writer import ConnectionWriter
-from .exceptions import ChannelsEventsError, InvalidFilter, ProtocolError
+from .exceptions import ChannelsEventsError, EventTooLarge, InvalidFilter, ProtocolError
 
 __all__ = ["EventConsumerMixin", "EventStreamConsumer"]
 
@@ -51,6 +51,7 @@ CLOSE_POLICY = 4008
 #: 1009 for this, but a server may only send 1000 or 3000-4999 (daphne turns
 #: anything else into an error and 1011), so it is 1009 in the private range.
 CLOSE_TOO_BIG = 4009
+# A client that reads too slowly is closed by its writer: _writer.CLOSE_SLOW (4010).
 # A frame this many times over the size limit closes the connection.
 _FAR_TOO_LARGE = 4
 # Seconds to wait for the hub to join a namespace's group before a subscribe
@@ -95,6 +96,32 @@ class _RateLimit:
         return self.strikes > self.burst
 
 
+class _ReplayBudget:
+    """A connection's allowance of events replayed from the history: ``per_minute``, in one bucket.
+
+    A ``subscribe`` with ``since`` needs some allowance left; what the
+    history then hands over is taken from it, even past zero, so a client
+    that loops on ``since`` gets as many events a minute as the budget and
+    no more, however it spreads its subscriptions.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.size = per_minute
+        self._left = float(per_minute)
+        self._refilled = time.monotonic()
+
+    def available(self) -> bool:
+        """Return whether a replay may start now."""
+        now = time.monotonic()
+        self._left = min(self.size, self._left + (now - self._refilled) * self.size / 60.0)
+        self._refilled = now
+        return self._left >= 1
+
+    def spend(self, events: int) -> None:
+        """Take ``events`` replayed events from the allowance."""
+        self._left -= events
+
+
 class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Stream events to a browser over a websocket (PROTOCOL.md sections 4-7).
 
@@ -104,7 +131,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     configured nothing is open. Limits come from settings: ``MAX_FRAME_BYTES``,
     ``MAX_SUBSCRIPTIONS``, ``MAX_PATTERN_LENGTH``, ``RATE_LIMIT`` and
     ``RATE_BURST`` (messages per second and bucket size), ``BUFFER_SIZE``
-    (frames waiting to be written before the client is told it ``lagged``).
+    and ``BUFFER_BYTES`` (frames and bytes waiting to be written before the
+    client is told it ``lagged``), ``REPLAY_BUDGET`` (events replayed with
+    ``since`` per minute).
     """
 
     # Events arrive through the hub, so a connection needs no channel-layer
@@ -118,6 +147,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._policy: Policy = get_policy()
         self._subscriptions = Subscriptions()
         self._rate = _RateLimit(float(events_settings.RATE_LIMIT), events_settings.RATE_BURST)
+        self._replay_budget = _ReplayBudget(events_settings.REPLAY_BUDGET)
         self._hub: Hub = get_hub()
         await self._hub.attach()
         self._writer: ConnectionWriter = ConnectionWriter(
@@ -126,6 +156,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._policy,
             self.scope,
             events_settings.BUFFER_SIZE,
+            events_settings.BUFFER_BYTES,
         )
         await self.accept()
         await self._writer.send(
@@ -229,6 +260,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The policy's filter holds whatever the client asks: ``where`` narrows it.
         entry = (sid, compiled, imposed.narrow(where) or None)
         subscribed = {"type": "subscribed", "id": sid, "namespace": compiled.namespace}
+        if since is not None and not self._replay_budget.available():
+            # Nothing changes: the client asks again later (events.js does).
+            raise ProtocolError(
+                "rate_limited",
+                f"At most {self._replay_budget.size} events a minute are replayed with "
+                "since on one connection; ask again later.",
+            )
         await self._start(entry, since, subscribed)
 
     async def _subscribe_filter(self, namespace: str, pattern: str) -> Filter | None:
@@ -296,6 +334,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         found = await self._read_history(entry[1].namespace, since)
         if found is None:
             return None
+        # Reading costs what was read, whatever the pattern keeps of it.
+        self._replay_budget.spend(len(found))
         replay = []
         for envelope in found:
             try:
@@ -358,7 +398,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # payload that does not fit it is refused here.
             event = Event(name, payload)
             # A browser's event is meant for other clients: it must travel.
-            event.wire_payload  # noqa: B018
+            event._payload_json()
+        except EventTooLarge as exc:
+            raise ProtocolError("too_large", str(exc)) from None
         except ChannelsEventsError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
         await get_dispatcher().adispatch(event)

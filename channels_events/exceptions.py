@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ChannelsEventsError",
     "EventClassError",
+    "EventTooLarge",
     "InvalidEventName",
     "InvalidFilter",
     "InvalidPattern",
@@ -39,6 +40,10 @@ class InvalidFilter(ChannelsEventsError, ValueError):
 
 class InvalidPayload(ChannelsEventsError, TypeError):
     """Raised when an event payload or envelope has the wrong shape."""
+
+
+class EventTooLarge(ChannelsEventsError, ValueError):
+    """Raised when an event's envelope, as JSON, is larger than ``MAX_EVENT_BYTES``."""
 
 
 class EventClassError(ChannelsEventsError, TypeError):

@@ -11,7 +11,8 @@ the environment:
   ``demo/settings.py`` does, instead of a host with a ``socket_timeout``;
 - ``CE_E2E_HUB_LAYER``: ``pubsub`` to give the hub a layer of its own, a
   ``RedisPubSubChannelLayer`` under the alias ``events``, as the demo does
-  (consumers keep the core layer); otherwise the hub uses the core layer.
+  (consumers keep the core layer); otherwise the hub uses the core layer;
+- ``CE_E2E_BUFFER_BYTES``: ``BUFFER_BYTES``, when a test needs another.
 
 Unlike the demo, clients may ``emit`` events of namespace ``shop``.
 
@@ -64,6 +65,9 @@ CHANNEL_LAYERS = {
 CHANNELS_EVENTS = dict(
     _DEMO_EVENTS, CHANNEL_LAYER="default", EMIT_POLICY="tests.e2e_app.policy.can_emit"
 )
+
+if os.environ.get("CE_E2E_BUFFER_BYTES"):
+    CHANNELS_EVENTS["BUFFER_BYTES"] = int(os.environ["CE_E2E_BUFFER_BYTES"])
 
 if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
     CHANNEL_LAYERS["events"] = {

@@ -346,6 +346,55 @@ async def test_since_replays_what_came_after_it_then_live_events(streams):
     await nothing_more(ws, "shop::Order::marker", ["a"])
 
 
+async def test_replays_past_the_replay_budget_are_rate_limited_and_change_nothing(
+    configure, streams
+):
+    configure(REPLAY_BUDGET=5)
+    first = dispatch("shop::Order::created", {"n": 1})
+    for n in range(2, 5):
+        dispatch("shop::Order::updated", {"n": n})
+    await hub_settled()
+    ws = await streams.open()
+    # Each replay reads three events: the second takes the budget below one.
+    for _ in range(2):
+        await subscribe_since(ws, "a", r"shop::Order::.*", first.id)
+        for _ in range(3):
+            await expect_event(ws, "shop::Order::updated", ["a"])
+        await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+        assert await receive(ws) == {"type": "unsubscribed", "id": "a"}
+    await ws.send_json_to(
+        {"type": "subscribe", "id": "a", "pattern": r"shop::Order::.*", "since": first.id}
+    )
+    error = await expect_error(ws, "rate_limited", "a")
+    assert "5 events a minute" in error["message"]
+    # Nothing changed: no subscription "a"; one without since still works.
+    await ws.send_json_to({"type": "unsubscribe", "id": "a"})
+    await expect_error(ws, "unknown_subscription", "a")
+    await subscribe(ws, "b", r"shop::Order::.*")
+    await nothing_more(ws, "shop::Order::marker", ["b"])
+
+
+@pytest.mark.parametrize("limit", [{"BUFFER_SIZE": 3}, {"BUFFER_BYTES": 700}])
+async def test_a_replay_keeps_what_fits_and_counts_the_rest_in_lagged(configure, streams, limit):
+    configure(**limit)
+    first = dispatch("shop::Order::created", {"n": 0})
+    for n in range(1, 6):
+        dispatch("shop::Order::updated", {"n": n, "pad": "x" * 100})
+    await hub_settled()
+    ws = await streams.open()
+    await subscribe_since(ws, "a", r"shop::Order::.*", first.id)
+    numbers = []
+    frame = await receive(ws)
+    while frame["type"] == "event":
+        numbers.append(frame["event"]["payload"]["n"])
+        frame = await receive(ws)
+    # The oldest events, in order, as many as fit; then how many did not.
+    assert frame == {"type": "lagged", "dropped": 5 - len(numbers)}, (numbers, frame)
+    assert numbers == list(range(1, 1 + len(numbers))) and 1 <= len(numbers) < 5
+    live = dispatch("shop::Order::deleted")
+    assert_envelope((await expect_event(ws, "shop::Order::deleted", ["a"]))["event"], live)
+
+
 async def test_since_the_newest_event_replays_nothing(streams):
     newest = dispatch("shop::Order::created")
     await hub_settled()

@@ -759,8 +759,11 @@ async def test_a_client_leaving_during_a_fan_out_costs_one_log_line(cluster: Clu
 
     daphne refuses frames ("Attempt to send on a closed protocol") from the
     client's close frame until the disconnect reaches the consumer, which
-    takes until what is queued for the client is written: here, never.
+    takes until what is queued for the client is written: here, never. A
+    ``BUFFER_BYTES`` above what the client is sent lets the writer hand
+    daphne every frame, as a client that reads would have it.
     """
+    cluster.env["CE_E2E_BUFFER_BYTES"] = str(64 * 2**20)
     (daphne,) = await cluster.start("solo")
     stalled = await asyncio.to_thread(_stalling_subscriber, daphne)
     try:

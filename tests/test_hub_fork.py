@@ -82,7 +82,7 @@ def test_a_forked_child_publishes_its_own_events(redis_url: str, redis_prefix: s
         entries = client.xrange(f"{redis_prefix}:history:fork")
     finally:
         client.close()
-    recorded = [e["name"] for _id, fields in entries for e in msgpack.unpackb(fields[b"events"])]
+    recorded = [msgpack.unpackb(fields[b"event"])["name"] for _id, fields in entries]
     assert recorded == ["fork::parent::before", "fork::child::sent", "fork::parent::after"], (
         sender.stderr
     )

@@ -16,6 +16,7 @@ EXPECTED = [
     "EventClassError",
     "EventManager",
     "EventQuerySet",
+    "EventTooLarge",
     "HubMiddleware",
     "InvalidEventName",
     "InvalidFilter",

@@ -1,4 +1,6 @@
-"""Payloads that cannot travel: refused where the event is made, never wedging publication.
+"""Payloads that cannot travel or are too large: refused where the event is made.
+
+Neither ever wedges publication.
 
 What travels is what both JSON (to browsers) and msgpack (through the
 channel layer and the history) carry. The first half checks the refusal
@@ -22,7 +24,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from channels_events import Dispatcher, Event, InvalidPayload
+from channels_events import Dispatcher, Event, EventTooLarge, InvalidPayload
 from channels_events._hub import Hub, get_hub
 from channels_events.consumers import EventStreamConsumer
 
@@ -159,6 +161,51 @@ def test_an_event_that_never_leaves_the_process_is_not_held_to_what_travels() ->
 ALIAS = "wire"
 
 
+async def test_an_event_over_max_event_bytes_is_refused_before_any_listener_runs(
+    settings: Any,
+) -> None:
+    settings.CHANNELS_EVENTS = {"MAX_EVENT_BYTES": 4096}
+    dispatcher = Dispatcher()
+    heard: list[Event] = []
+    published: list[Event] = []
+    dispatcher.connect(heard.append, r"twire::.*")
+    dispatcher.add_publisher(published.append)
+    big = {"pad": "x" * 4096}
+    with pytest.raises(EventTooLarge, match=r"'twire::big' is 42\d\d bytes as JSON") as info:
+        dispatcher.dispatch("twire::big", big)
+    assert "MAX_EVENT_BYTES allows 4096" in str(info.value)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(EventTooLarge):
+        await dispatcher.adispatch("twire::big", big)
+    with pytest.raises(EventTooLarge):
+        Event("twire::big", big).encoded  # noqa: B018
+    # Just under the limit travels; so does the next event.
+    overhead = len(Event("twire::fits", {"pad": ""}).encoded)
+    fits = Event("twire::fits", {"pad": "x" * (4096 - overhead)})
+    dispatcher.dispatch(fits)
+    assert len(fits.encoded) == 4096
+    dispatcher.dispatch("twire::after", {"n": 1})
+    assert [event.name for event in heard] == ["twire::fits", "twire::after"]
+    assert [event.name for event in published] == ["twire::fits", "twire::after"]
+
+
+def test_the_default_max_event_bytes_leaves_room_under_daphnes_frame_limit() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.add_publisher(lambda event: None)
+    with pytest.raises(EventTooLarge, match="MAX_EVENT_BYTES allows 1000000"):
+        dispatcher.dispatch("twire::big", {"pad": "x" * 1_000_000})
+    # An event just under the limit, in a frame naming the most subscriptions
+    # a connection may have, each with the longest id, fits in daphne's 1 MiB.
+    overhead = len(Event("twire::big", {"pad": ""}).encoded)
+    event = Event("twire::big", {"pad": "x" * (1_000_000 - overhead)})
+    assert len(event.encoded) == 1_000_000
+    from channels_events._frames import event_frame
+
+    ids = tuple(f"{n:03d}" + "\u2603" * 61 for n in range(100))
+    frame = event_frame(event, ids)
+    assert frame is not None and len(frame.encode()) < 2**20
+
+
 async def eventually(condition: Callable[[], Any], what: str) -> None:
     """Let the loop run until ``condition()`` holds; fail after TIMEOUT seconds."""
     loop = asyncio.get_running_loop()
@@ -234,6 +281,27 @@ async def test_events_after_a_payload_that_cannot_travel_still_reach_other_proce
 
 
 @pytest.mark.redis
+async def test_an_event_too_large_is_neither_published_nor_recorded(
+    settings: Any, here: Hub, elsewhere: tuple[Hub, list[Event]]
+) -> None:
+    settings.CHANNELS_EVENTS = {"MAX_EVENT_BYTES": 4096}
+    _, heard = elsewhere
+    first = here.dispatcher.dispatch("shop::tick", {"n": 1})
+    await eventually(lambda: heard, "the first event arriving")
+    with pytest.raises(EventTooLarge):
+        here.dispatcher.dispatch("shop::tick", {"n": 2, "pad": "x" * 5000})
+    with pytest.raises(EventTooLarge):
+        await here.dispatcher.adispatch("shop::tick", {"n": 2, "pad": "x" * 5000})
+    here.dispatcher.dispatch("shop::tick", {"n": 3})
+    await eventually(lambda: len(heard) >= 2, "the event after the big one arriving")
+    assert numbers(heard) == [1, 3]
+    history = here.history
+    assert history is not None
+    replay = await history.after("shop", first.id)
+    assert [envelope["payload"]["n"] for envelope in replay or []] == [3]
+
+
+@pytest.mark.redis
 async def test_an_event_the_layer_cannot_encode_costs_only_itself(
     here: Hub, elsewhere: tuple[Hub, list[Event]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -297,6 +365,42 @@ async def test_a_browser_emit_that_cannot_travel_is_refused_and_emits_flow_on(
             assert "cannot travel" in answer["message"]
         assert (await emit('{"n": 2}'))["type"] == "emitted"
         await eventually(lambda: len(heard) >= 2, "the emit after the poison arriving")
+        assert numbers(heard) == [1, 2]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        await ws.disconnect(timeout=TIMEOUT)
+        await get_hub().stop()
+
+
+@pytest.mark.redis
+async def test_a_browser_emit_over_max_event_bytes_is_too_large_and_emits_flow_on(
+    settings: Any, elsewhere: tuple[Hub, list[Event]], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, heard = elsewhere
+    settings.CHANNELS_EVENTS = {
+        "SUBSCRIBE_POLICY": f"{__name__}.allow_all",
+        "EMIT_POLICY": f"{__name__}.emit_shop",
+        "MAX_EVENT_BYTES": 4096,
+    }
+    await get_hub().stop()
+    ws = WebsocketCommunicator(EventStreamConsumer.as_asgi(), "/ws/events/")
+    try:
+        assert (await ws.connect(timeout=TIMEOUT))[0]
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "welcome"
+
+        async def emit(payload: dict[str, Any]) -> dict[str, Any]:
+            await ws.send_json_to({"type": "emit", "name": "shop::tick", "payload": payload})
+            answer: dict[str, Any] = await ws.receive_json_from(timeout=TIMEOUT)
+            return answer
+
+        assert (await emit({"n": 1}))["type"] == "emitted"
+        await eventually(lambda: heard, "the first emit arriving")
+        # Within MAX_FRAME_BYTES (64 KiB), over MAX_EVENT_BYTES.
+        answer = await emit({"n": 9, "pad": "x" * 5000})
+        assert answer["type"] == "error" and answer["code"] == "too_large", answer
+        assert "MAX_EVENT_BYTES allows 4096" in answer["message"]
+        assert (await emit({"n": 2}))["type"] == "emitted"
+        await eventually(lambda: len(heard) >= 2, "the emit after the big one arriving")
         assert numbers(heard) == [1, 2]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:

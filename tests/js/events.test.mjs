@@ -126,6 +126,23 @@ test("resubscribes after a reconnect, asking for what was missed with since", ()
   assert.deepEqual(gaps, ["E7"]);
 });
 
+test("after lagged, reconnects and asks for the dropped events with since", () => {
+  const { client, runTimer, last, sockets } = harness();
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  client.subscribe("shop::.*", () => {});
+  last().accept();
+  last().receive({ type: "subscribed", id: "s1", namespace: "shop" });
+  last().receive({ type: "event", subscriptions: ["s1"], event: { id: "E5", name: "shop::x" } });
+  last().receive({ type: "lagged", dropped: 40 });
+  assert.ok(statuses.some((status) => status.lagged === 40));
+  assert.equal(sockets[0].readyState, 3);
+  runTimer();
+  assert.equal(sockets.length, 2);
+  last().accept();
+  assert.deepEqual(last().sent, [{ type: "subscribe", id: "s1", pattern: "shop::.*", since: "E5" }]);
+});
+
 test("unsubscribe stops delivery and is not resubscribed", () => {
   const { client, runTimer, last } = harness();
   const seen = [];

@@ -224,6 +224,9 @@ export function connect(url, options = {}) {
       }
       case "lagged":
         setStatus("open", { lagged: message.dropped });
+        // Events were dropped for this connection: come back and subscribe
+        // with since, which replays them from the history (or says gap).
+        if (opts.reconnect && socket) socket.close(4000);
         break;
       case "pong":
         break;
