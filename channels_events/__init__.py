@@ -30,9 +30,14 @@ from ._model_events import muted_model_events
 from ._observers import Observer
 from ._observers import observe
 from ._observers import unobserve
+from ._others import ToOthersMiddleware
+from ._others import to_others
+from ._presence import apresence
+from ._presence import presence
 from ._signals import signal_to_event
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
+from .exceptions import InvalidConnectionId
 from .exceptions import InvalidEventName
 from .exceptions import InvalidPattern
 from .exceptions import InvalidPayload
@@ -49,6 +54,7 @@ __all__ = [
     "EventManager",
     "EventQuerySet",
     "HubMiddleware",
+    "InvalidConnectionId",
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",
@@ -58,9 +64,11 @@ __all__ = [
     "Observer",
     "ObserverError",
     "ProtocolError",
+    "ToOthersMiddleware",
     "UnknownEventKey",
     "UnknownSetting",
     "adispatch",
+    "apresence",
     "connect",
     "disconnect",
     "dispatch",
@@ -70,8 +78,10 @@ __all__ = [
     "listen",
     "muted_model_events",
     "observe",
+    "presence",
     "signal_to_event",
     "start_hub",
+    "to_others",
     "unobserve",
 ]
 

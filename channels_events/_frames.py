@@ -13,6 +13,7 @@ from typing import Any
 from ._events import Event
 from ._json import encode, parse
 from ._names import ClientPattern
+from ._presence import is_presence_event
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -76,6 +77,11 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
         return frames[ids]
     except KeyError:
         pass
+    if is_presence_event(event.name):
+        # Browsers see presence through ``join`` only, where the presence
+        # policy decides, never through a subscription to the namespace.
+        frames[ids] = None
+        return None
     try:
         encoded = event.encoded
     except Exception:

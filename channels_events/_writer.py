@@ -107,8 +107,11 @@ class ConnectionWriter:
         policy: Policy,
         scope: dict[str, Any],
         buffer_size: int,
+        connection_id: str = "",
     ) -> None:
         self.state = WriterState.IDLE
+        #: Events whose ``skip_connections`` name this id are not sent here.
+        self.connection_id = connection_id
         self._send = send
         self._subscriptions = subscriptions
         self._policy = policy
@@ -173,6 +176,9 @@ class ConnectionWriter:
         ):
             # The usual case: nothing queued, one event, no per-connection
             # verdict to wait for. The frame goes straight to the server.
+            skipped = events[0].skip_connections
+            if skipped and self.connection_id in skipped:
+                return None
             text = self._subscriptions.frame(events[0])
             if text is None:
                 return None
@@ -195,6 +201,9 @@ class ConnectionWriter:
             return
         queue = self._queue
         for event in events:
+            skipped = event.skip_connections
+            if skipped and self.connection_id in skipped:
+                continue
             ids = self._subscriptions.matching(event)
             if ids is not None and self._replayed:
                 sent = self._replayed.get(event.id)

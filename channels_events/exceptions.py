@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ChannelsEventsError",
     "EventClassError",
+    "InvalidConnectionId",
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",
@@ -25,6 +26,10 @@ class ChannelsEventsError(Exception):
 
 class InvalidEventName(ChannelsEventsError, ValueError):
     """Raised when an event name does not follow the naming rules."""
+
+
+class InvalidConnectionId(ChannelsEventsError, ValueError):
+    """Raised when a websocket connection id is malformed (see ``to_others``)."""
 
 
 class InvalidPattern(ChannelsEventsError, ValueError):
