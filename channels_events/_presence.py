@@ -268,6 +268,11 @@ local entry = topic .. "\\n" .. member
 local mine = p .. ':proc:' .. origin
 if redis.call('SADD', mine, entry) == 0 then return 0 end
 redis.call('PEXPIRE', mine, ttl)
+-- Known as alive from its first member on, not from its first heartbeat:
+-- a process killed before that must be found too.
+local time = redis.call('TIME')
+redis.call('ZADD', p .. ':procs', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000), origin)
+redis.call('PEXPIRE', p .. ':procs', ttl)
 redis.call('SADD', p .. ':topics:' .. origin, topic)
 redis.call('PEXPIRE', p .. ':topics:' .. origin, ttl)
 local count_key, info_key = p .. ':count:' .. topic, p .. ':info:' .. topic

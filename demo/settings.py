@@ -42,6 +42,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Events a page's own requests cause skip that page's connection (to others).
+    "channels_events.ToOthersMiddleware",
 ]
 
 ROOT_URLCONF = "demo.urls"
@@ -94,6 +96,8 @@ CHANNELS_EVENTS: dict[str, Any] = {
     "CHANNEL_LAYER": "events" if DEMO_LAYER_CHOICE.kind == "redis" else "default",
     # Browsers may subscribe to namespace "shop" and nothing else.
     "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
+    # Who is watching the dashboard: users by name, visitors as guests.
+    "PRESENCE_POLICY": "demo.policy.watcher",
 }
 
 LANGUAGE_CODE = "en-us"
