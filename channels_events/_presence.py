@@ -271,7 +271,8 @@ redis.call('PEXPIRE', mine, ttl)
 -- Known as alive from its first member on, not from its first heartbeat:
 -- a process killed before that must be found too.
 local time = redis.call('TIME')
-redis.call('ZADD', p .. ':procs', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000), origin)
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', p .. ':procs', now, origin)
 redis.call('PEXPIRE', p .. ':procs', ttl)
 redis.call('SADD', p .. ':topics:' .. origin, topic)
 redis.call('PEXPIRE', p .. ':topics:' .. origin, ttl)

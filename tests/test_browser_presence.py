@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests import test_browser
 from tests.conftest import CHROMIUM_ARGS, chromium_executable
-from tests.test_browser import Demo, demo  # noqa: F401
+from tests.test_browser import Demo
+
+# test_browser.py's fixture, used here under its own name.
+demo = test_browser.demo
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
 

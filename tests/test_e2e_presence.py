@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.test_e2e import Client, Cluster, Daphne, _clients, _welcomed, cluster  # noqa: F401
+from tests import test_e2e
+from tests.test_e2e import Client, Cluster, Daphne, _clients, _welcomed
+
+# test_e2e.py's fixture, used here under its own name.
+cluster = test_e2e.cluster
 
 pytestmark = pytest.mark.redis
 
