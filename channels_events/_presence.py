@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -133,10 +132,12 @@ def member_of(value: Any) -> Member | None:
 class Membership:
     """One connection's join of one topic: who it is, and where its frames go.
 
-    Presence pushes the connection's ``presence_diff`` frames from the
-    hub's loop; they are sent, in order, on the connection's own loop
-    through ``send``, once :meth:`open` says the ``presence`` answer went
-    out first.
+    Presence reports changes from the hub's loop; they are sent as
+    ``presence_diff`` frames on the connection's own loop through ``send``,
+    once :meth:`open` says the ``presence`` answer went out first. Changes
+    that arrive while a frame is being written wait and go out together in
+    the next one: a crowd arriving costs each connection a few frames, not
+    one per member.
     """
 
     def __init__(
@@ -147,7 +148,10 @@ class Membership:
         self.member = member
         self._send = send
         self._loop = asyncio.get_running_loop()
-        self._frames: collections.deque[Frame] = collections.deque()
+        # Member id -> (joined, member), in arrival order. Presence reports a
+        # member's joins and leaves alternately, so a second change of one
+        # member before the frame goes cancels the first.
+        self._pending: dict[str, tuple[bool, Member]] = {}
         self._opened = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -156,17 +160,16 @@ class Membership:
         return f"<Membership {self.join_id!r} of {self.member['id']!r} in {self.topic!r}>"
 
     def diff(self, joins: list[Member], leaves: list[Member]) -> None:
-        """Queue a ``presence_diff`` frame, from any thread."""
-        frame = {"type": "presence_diff", "id": self.join_id, "joins": joins, "leaves": leaves}
+        """Report members who arrived and left, from any thread."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._queue(frame)
+            self._note(joins, leaves)
         else:
             with contextlib.suppress(RuntimeError):  # the connection's loop is gone
-                self._loop.call_soon_threadsafe(self._queue, frame)
+                self._loop.call_soon_threadsafe(self._note, joins, leaves)
 
     def open(self) -> None:
         """Start sending diffs: the ``presence`` answer went out."""
@@ -176,24 +179,34 @@ class Membership:
     def close(self) -> None:
         """Send no more diffs (the connection left the topic or ended)."""
         self._closed = True
-        self._frames.clear()
+        self._pending.clear()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
 
-    def _queue(self, frame: Frame) -> None:
+    def _note(self, joins: list[Member], leaves: list[Member]) -> None:
         if self._closed:
             return
-        self._frames.append(frame)
+        pending = self._pending
+        for joined, members in ((False, leaves), (True, joins)):
+            for member in members:
+                if pending.pop(member["id"], None) is None:
+                    pending[member["id"]] = (joined, member)
         self._wake()
 
     def _wake(self) -> None:
-        if self._opened and self._frames and (self._task is None or self._task.done()):
+        if self._opened and self._pending and (self._task is None or self._task.done()):
             self._task = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
-        frames = self._frames
-        while frames and not self._closed:
-            await self._send(frames.popleft())
+        while self._pending and not self._closed:
+            changes, self._pending = self._pending, {}
+            frame = {
+                "type": "presence_diff",
+                "id": self.join_id,
+                "joins": [member for joined, member in changes.values() if joined],
+                "leaves": [member for joined, member in changes.values() if not joined],
+            }
+            await self._send(frame)
 
 
 # -- where members are counted across processes ------------------------------

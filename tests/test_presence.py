@@ -383,29 +383,32 @@ def test_presence_refuses_a_bad_topic_and_an_event_loop():
         asyncio.run(on_a_loop())
 
 
-async def test_joins_and_leaves_are_dispatched_as_events(connections):
-    heard: list[Event] = []
-    connect(heard.append, r"shop::dashboard::presence::.*")
-    try:
-        alice = await connections.open("alice")
-        await join(alice, "p")
-        second = await connections.open("alice")
-        await join(second, "p")
-        await connections.close(alice)
-        await connections.close(second)
-        assert await wait_until(lambda: len(heard) == 2)
-        assert [(e.name, e.payload) for e in heard] == [
-            (
-                "shop::dashboard::presence::joined",
-                {"topic": TOPIC, "member": {"id": "alice", "info": {"name": "Alice"}}},
-            ),
-            (
-                "shop::dashboard::presence::left",
-                {"topic": TOPIC, "member": {"id": "alice", "info": {"name": "Alice"}}},
-            ),
-        ]
-    finally:
-        disconnect(heard.append)
+@pytest.fixture
+def heard(connections: Connections) -> Any:
+    """Yield the presence events of TOPIC a listener hears.
+
+    It is disconnected before the connections close, whose teardown then
+    waits for the hub to take the change in.
+    """
+    seen: list[Event] = []
+    connect(seen.append, r"shop::dashboard::presence::.*")
+    yield seen
+    disconnect(seen.append)
+
+
+async def test_joins_and_leaves_are_dispatched_as_events(connections, heard):
+    alice = await connections.open("alice")
+    await join(alice, "p")
+    second = await connections.open("alice")
+    await join(second, "p")
+    await connections.close(alice)
+    await connections.close(second)
+    assert await wait_until(lambda: len(heard) == 2)
+    member = {"id": "alice", "info": {"name": "Alice"}}
+    assert [(e.name, e.payload) for e in heard] == [
+        ("shop::dashboard::presence::joined", {"topic": TOPIC, "member": member}),
+        ("shop::dashboard::presence::left", {"topic": TOPIC, "member": member}),
+    ]
 
 
 async def test_presence_events_never_reach_a_browser_subscription(connections):
