@@ -44,9 +44,11 @@ if TYPE_CHECKING:
     from ._hub import Hub
 
 __all__ = [
+    "DIFF_WINDOW",
     "JOINED",
     "LEFT",
     "MAX_MEMBER_ID_LENGTH",
+    "Change",
     "Membership",
     "MemoryStore",
     "Presence",
@@ -64,6 +66,8 @@ logger = logging.getLogger("channels_events.presence")
 #: The last segments of the events a join and a leave are dispatched as.
 JOINED = "::presence::joined"
 LEFT = "::presence::left"
+#: Seconds a connection's presence changes wait for others to share their frame.
+DIFF_WINDOW = 0.05
 #: The longest member id a presence policy may give.
 MAX_MEMBER_ID_LENGTH = 255
 # The longest topic: its presence events' names must fit the name limit.
@@ -135,9 +139,10 @@ class Membership:
     Presence reports changes from the hub's loop; they are sent as
     ``presence_diff`` frames on the connection's own loop through ``send``,
     once :meth:`open` says the ``presence`` answer went out first. Changes
-    that arrive while a frame is being written wait and go out together in
-    the next one: a crowd arriving costs each connection a few frames, not
-    one per member.
+    within ``DIFF_WINDOW`` seconds of the first go out together in one
+    frame: a crowd arriving costs each connection a few frames, not one per
+    member (every member gets every diff, so one frame each would grow with
+    the square of the crowd).
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class Membership:
         self._opened = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<Membership {self.join_id!r} of {self.member['id']!r} in {self.topic!r}>"
@@ -180,6 +186,8 @@ class Membership:
         """Send no more diffs (the connection left the topic or ended)."""
         self._closed = True
         self._pending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
 
@@ -194,11 +202,18 @@ class Membership:
         self._wake()
 
     def _wake(self) -> None:
-        if self._opened and self._pending and (self._task is None or self._task.done()):
+        if not self._opened or not self._pending or self._timer is not None:
+            return
+        if self._task is None or self._task.done():
+            self._timer = self._loop.call_later(DIFF_WINDOW, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if not self._closed and (self._task is None or self._task.done()):
             self._task = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
-        while self._pending and not self._closed:
+        if self._pending and not self._closed:
             changes, self._pending = self._pending, {}
             frame = {
                 "type": "presence_diff",
@@ -207,9 +222,26 @@ class Membership:
                 "leaves": [member for joined, member in changes.values() if not joined],
             }
             await self._send(frame)
+        # Changes that came while the frame was written wait for their window.
+        self._task = None
+        self._wake()
 
 
 # -- where members are counted across processes ------------------------------
+
+
+class Change:
+    """One change a process records: it holds ``member`` on ``topic`` now, or no more."""
+
+    __slots__ = ("future", "joined", "last", "member", "topic")
+
+    def __init__(self, joined: bool, topic: str, member: Member, last: bool = False) -> None:
+        self.joined = joined
+        self.topic = topic
+        self.member = member
+        #: For a leave: the process's last member on the topic.
+        self.last = last
+        self.future: asyncio.Future[bool] | None = None
 
 
 class Store(abc.ABC):
@@ -229,6 +261,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def members(self, topic: str) -> list[Member]:
         """Return the members of ``topic``."""
+
+    async def apply(self, origin: str, changes: list[Change]) -> list[bool]:
+        """Record ``changes`` of process ``origin`` in order; return which changed their topic.
+
+        A store that can sends them all at once.
+        """
+        done = []
+        for change in changes:
+            if change.joined:
+                done.append(await self.add(origin, change.topic, change.member))
+            else:
+                done.append(
+                    await self.remove(origin, change.topic, change.member["id"], change.last)
+                )
+        return done
 
     async def heartbeat(self, origin: str, timeout: float) -> tuple[bool, list[tuple[str, Member]]]:
         """Say that ``origin`` is alive; return whether it had been given up for dead,
@@ -404,6 +451,27 @@ class RedisStore(Store):
         count = await self._run("remove", origin, topic, member_id, "1" if last else "0")
         return int(count) == 0
 
+    async def apply(self, origin: str, changes: list[Change]) -> list[bool]:
+        # One round trip for every change queued while the last one was out.
+        client = self._client()
+        scripts = self._scripts[asyncio.get_running_loop()]
+        ttl = self._ttl()
+        async with client.pipeline(transaction=False) as pipe:
+            for change in changes:
+                member = change.member
+                if change.joined:
+                    args = [self.prefix, origin, change.topic, member["id"]]
+                    await scripts["add"](args=[*args, encode(member["info"]), ttl], client=pipe)
+                else:
+                    last = "1" if change.last else "0"
+                    args = [self.prefix, origin, change.topic, member["id"], last]
+                    await scripts["remove"](args=args, client=pipe)
+            counts = await pipe.execute()
+        return [
+            int(count) == (1 if change.joined else 0)
+            for change, count in zip(changes, counts, strict=True)
+        ]
+
     async def members(self, topic: str) -> list[Member]:
         found = await self._client().hgetall(f"{self.prefix}:info:{topic}")
         return [
@@ -472,6 +540,8 @@ class Presence:
         self._topics: dict[str, _Topic] = {}
         self._store: Store | None = None
         self._lock: asyncio.Lock | None = None
+        # Changes waiting to be recorded, in order (see _record).
+        self._changes: list[Change] = []
         self._heartbeat: asyncio.Task[None] | None = None
         on_change(self.reset)
 
@@ -518,6 +588,7 @@ class Presence:
         self._topics = {}
         self._store = None
         self._lock = None
+        self._changes = []
         if self._heartbeat is not None:
             with contextlib.suppress(RuntimeError):  # its loop may be closed
                 self._heartbeat.cancel()
@@ -648,19 +719,32 @@ class Presence:
 
         Return whether it did (the member is new on the topic, or gone from it).
         """
-        origin = self._hub.origin
+        change = Change(joined, topic, member, last)
+        change.future = asyncio.get_running_loop().create_future()
+        self._changes.append(change)
         async with self._lock_here():
-            try:
-                if joined:
-                    changed = await self.store.add(origin, topic, member)
-                else:
-                    changed = await self.store.remove(origin, topic, member["id"], last)
-            except Exception:
-                logger.exception("Recording presence on %r failed.", topic)
-                return False
+            # Whoever holds the lock records every change queued so far, in
+            # order: a crowd joining costs a few round trips, not one each.
+            if not change.future.done():
+                await self._flush()
+        return change.future.result()
+
+    async def _flush(self) -> None:
+        """Record the queued changes and announce those that changed a topic (lock held)."""
+        changes, self._changes = self._changes, []
+        if not changes:
+            return
+        try:
+            results = await self.store.apply(self._hub.origin, changes)
+        except Exception:
+            logger.exception("Recording presence changes failed.")
+            results = [False] * len(changes)
+        for change, changed in zip(changes, results, strict=True):
             if changed:
-                await self._announce(topic, member, JOINED if joined else LEFT)
-        return changed
+                suffix = JOINED if change.joined else LEFT
+                await self._announce(change.topic, change.member, suffix)
+            if change.future is not None and not change.future.done():
+                change.future.set_result(changed)
 
     async def _announce(self, topic: str, member: Member, suffix: str) -> None:
         event = Event(topic + suffix, {"topic": topic, "member": member})
@@ -692,17 +776,19 @@ class Presence:
         store = self.store
         timeout = float(events_settings.PRESENCE_TIMEOUT)
         async with self._lock_here():
+            await self._flush()
             revived, left = await store.heartbeat(self._hub.origin, timeout)
             for topic, member in left:
                 await self._announce(topic, member, LEFT)
             if revived:
                 # Another process took this one for dead (a long pause):
                 # its members come back.
-                for topic, state in list(self._topics.items()):
-                    for member_id in list(state.local):
-                        member = {"id": member_id, "info": state.members.get(member_id)}
-                        if await store.add(self._hub.origin, topic, member):
-                            await self._announce(topic, member, JOINED)
+                self._changes[:0] = [
+                    Change(True, topic, {"id": member_id, "info": state.members.get(member_id)})
+                    for topic, state in list(self._topics.items())
+                    for member_id in state.local
+                ]
+                await self._flush()
 
     async def stop(self) -> None:
         """Stop the heartbeat and close the store's connections (on the hub's loop)."""
