@@ -23,7 +23,7 @@ clock starts with the first ``join`` sent. Figures:
 
 The round's median is printed; each round uses a fresh key prefix, deleted
 at the end, and every process started is killed on the way out.
-``PRESENCE_TIMEOUT`` is ``--timeout`` (4 s: a heartbeat every second).
+``PRESENCE_TIMEOUT`` is ``--timeout`` (8 s: a heartbeat every second).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ async def one_round(args: argparse.Namespace, workdir: Path) -> dict[str, float]
         await answered
         joins_answered = time.monotonic() - started
         calls, commands = await asyncio.to_thread(
-            monitor, args.redis_url, prefix, args.idle * args.timeout / 4
+            monitor, args.redis_url, prefix, args.idle * args.timeout / 8
         )
         return {
             "all seen": max(seen) - started,
@@ -231,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=4.0, help="PRESENCE_TIMEOUT, seconds")
+    parser.add_argument("--timeout", type=float, default=8.0, help="PRESENCE_TIMEOUT, seconds")
     parser.add_argument("--idle", type=int, default=3, help="heartbeat intervals to MONITOR")
     parser.add_argument("--wait", type=float, default=60.0, help="give up after this many s")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
@@ -248,7 +248,7 @@ def main() -> None:
             print(f"round {number + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
             rows.append(row)
     print(f"\n{args.members} members across 2 daphnes, PRESENCE_TIMEOUT {args.timeout} s")
-    print(f"(a heartbeat every {args.timeout / 4} s), median of {args.rounds} round(s):\n")
+    print(f"(a heartbeat every {args.timeout / 8} s), median of {args.rounds} round(s):\n")
     print("| figure | value |\n| --- | --- |")
     for key in rows[0]:
         unit = " s" if "seen" in key or "answered" in key else " (both processes)"

@@ -15,5 +15,5 @@ from bench.fanout_settings import CHANNELS_EVENTS as _FANOUT_EVENTS
 CHANNELS_EVENTS = dict(
     _FANOUT_EVENTS,
     PRESENCE_POLICY="bench.presence.member",
-    PRESENCE_TIMEOUT=float(os.environ.get("PRESENCE_BENCH_TIMEOUT") or 4),
+    PRESENCE_TIMEOUT=float(os.environ.get("PRESENCE_BENCH_TIMEOUT") or 8),
 )

@@ -230,7 +230,7 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "Seconds within which the members of a process that died without a goodbye "
         "(killed) leave, seen from every other process; each process with members sends "
-        "Redis a heartbeat every quarter of it.",
+        "Redis a heartbeat every eighth of it.",
     ),
     "MAX_FRAME_BYTES": _positive_int(
         65536,

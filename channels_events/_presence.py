@@ -480,7 +480,7 @@ class RedisStore(Store):
         ]
 
     async def heartbeat(self, origin: str, timeout: float) -> tuple[bool, list[tuple[str, Member]]]:
-        found = await self._run("heartbeat", origin, int(timeout * 500), self._ttl())
+        found = await self._run("heartbeat", origin, int(timeout * 750), self._ttl())
         revived = bool(int(found[0]))
         left = []
         for index in range(1, len(found) - 2, 3):
@@ -760,10 +760,11 @@ class Presence:
     async def _beat_forever(self) -> None:
         while True:
             timeout = float(events_settings.PRESENCE_TIMEOUT)
-            # A process is given up after timeout/2 of silence and found by
-            # the next heartbeat of another, at most timeout/4 later: its
-            # members are gone within the timeout.
-            await asyncio.sleep(timeout / 4)
+            # A process is given up after 3/4 of the timeout without a
+            # heartbeat, and found by the next heartbeat of another, at most
+            # 1/8 later: its members are gone within the timeout, while a
+            # live process whose loop is busy has six beats' worth of slack.
+            await asyncio.sleep(timeout / 8)
             try:
                 await self.beat()
             except asyncio.CancelledError:
