@@ -754,6 +754,8 @@ class Presence:
             logger.exception("Dispatching %r failed.", event.name)
 
     def _start_heartbeat(self) -> None:
+        if not isinstance(self.store, RedisStore):
+            return  # one process: nobody else to tell, nobody to find dead
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
 

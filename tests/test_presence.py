@@ -485,3 +485,42 @@ async def test_the_middleware_ignores_a_malformed_header(connections, value):
     response = await sync_to_async(ToOthersMiddleware(view))(request)
     assert response.status_code == 200
     assert (await receive(me))["event"]["name"] == "shop::saved"
+
+
+# -- the Redis store ----------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_store_counts_processes_and_sweeps_a_silent_one(
+    settings, redis_url, redis_prefix
+):
+    from channels_events._presence import Change, RedisStore
+
+    settings.CHANNELS_EVENTS = {"PRESENCE_TIMEOUT": 0.4}
+    store = RedisStore({"address": redis_url}, f"{redis_prefix}:presence")
+    carol = {"id": "carol", "info": {"name": "Carol"}}
+    bob = {"id": "bob", "info": None}
+    try:
+        # Bob on both processes, Carol on b only: one pipelined call each.
+        assert await store.apply("a", [Change(True, TOPIC, bob)]) == [True]
+        assert await store.apply("b", [Change(True, TOPIC, bob), Change(True, TOPIC, carol)]) == [
+            False,
+            True,
+        ]
+        assert sorted(m["id"] for m in await store.members(TOPIC)) == ["bob", "carol"]
+        # b falls silent; a keeps beating. Past 3/4 of the timeout, a's next
+        # heartbeat takes b's members out: Carol leaves, Bob stays (a has him).
+        deadline = time.monotonic() + TIMEOUT
+        left: list[Any] = []
+        while not left and time.monotonic() < deadline:
+            _, left = await store.heartbeat("a", 0.4)
+            await asyncio.sleep(0.05)
+        assert left == [(TOPIC, carol)]
+        assert [m["id"] for m in await store.members(TOPIC)] == ["bob"]
+        # b comes back: its heartbeat says it was given up, so it joins again.
+        revived, _ = await store.heartbeat("b", 0.4)
+        assert revived
+        assert await store.apply("a", [Change(False, TOPIC, bob, last=True)]) == [True]
+        assert await store.members(TOPIC) == []
+    finally:
+        await store.close()
