@@ -33,11 +33,16 @@ from ._model_events import muted_model_events
 from ._observers import Observer
 from ._observers import observe
 from ._observers import unobserve
+from ._others import ToOthersMiddleware
+from ._others import to_others
+from ._presence import apresence
+from ._presence import presence
 from ._signals import signal_to_event
 from ._tasks import TaskOptions
 from .exceptions import ChannelsEventsError
 from .exceptions import EventClassError
 from .exceptions import EventTooLarge
+from .exceptions import InvalidConnectionId
 from .exceptions import InvalidEventName
 from .exceptions import InvalidFilter
 from .exceptions import InvalidPattern
@@ -57,6 +62,7 @@ __all__ = [
     "EventQuerySet",
     "EventTooLarge",
     "HubMiddleware",
+    "InvalidConnectionId",
     "InvalidEventName",
     "InvalidFilter",
     "InvalidPattern",
@@ -69,10 +75,12 @@ __all__ = [
     "ProtocolError",
     "TaskListenerError",
     "TaskOptions",
+    "ToOthersMiddleware",
     "UnknownEventKey",
     "UnknownSetting",
     "adispatch",
     "alatest_event_id",
+    "apresence",
     "connect",
     "disconnect",
     "dispatch",
@@ -84,8 +92,10 @@ __all__ = [
     "listen",
     "muted_model_events",
     "observe",
+    "presence",
     "signal_to_event",
     "start_hub",
+    "to_others",
     "unobserve",
 ]
 

@@ -40,7 +40,7 @@ __all__ = [
     "run_checks",
 ]
 
-_POLICIES = ("SUBSCRIBE_POLICY", "RECEIVE_POLICY", "EMIT_POLICY")
+_POLICIES = ("SUBSCRIBE_POLICY", "RECEIVE_POLICY", "EMIT_POLICY", "PRESENCE_POLICY")
 
 
 def _import_problem(path: str) -> str | None:

@@ -237,6 +237,19 @@ SETTINGS: dict[str, Setting] = {
         "Dotted path of `f(scope, name, payload)`: may this connection emit this event? "
         "`None`: nobody may."
     ),
+    "PRESENCE_POLICY": _policy(
+        "Dotted path of `f(scope, topic)`: may this connection `join` the presence `topic`, "
+        'and as whom? It returns the member, `{"id": str, "info": JSON}`, or `None` to '
+        "refuse. `None`: nobody may."
+    ),
+    "PRESENCE_TIMEOUT": Setting(
+        30.0,
+        lambda v: _is_number(v, positive=True),
+        "a positive number of seconds",
+        "Seconds within which the members of a process that died without a goodbye "
+        "(killed) leave, seen from every other process; each process with members sends "
+        "Redis a heartbeat every eighth of it.",
+    ),
     "MAX_FRAME_BYTES": _positive_int(
         65536,
         "Largest client frame accepted; one more than four times over closes the connection.",

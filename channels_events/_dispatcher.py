@@ -32,6 +32,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from ._conf import events_settings, on_change
 from ._events import Event, event_classes
 from ._metrics import metrics
+from ._others import skipped_connections
 from ._registry import ListenerCallable, PatternLike, Registration, Registry
 from ._tracing import capture as capture_trace
 
@@ -255,6 +256,11 @@ class Dispatcher:
         return bool(publishers.entries) and not event.local and publishers.want(event)
 
     def _hand_over(self, event: Event) -> None:
+        skipped = skipped_connections()
+        if skipped:
+            # Read at dispatch, while the request that caused the event is
+            # handled: a model event is handed over later, on commit.
+            event.skip_connections = event.skip_connections | skipped
         publishers = self.publishers
         if event.publish_on_commit and _commit_hook is not None:
             _commit_hook(event, lambda: publishers.publish(event))

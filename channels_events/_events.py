@@ -46,6 +46,7 @@ _RESERVED = frozenset(
         "envelope",
         "encoded",
         "wire_payload",
+        "skip_connections",
     }
 )
 _ENVELOPE_KEYS = ("id", "name", "namespace", "payload", "timestamp")
@@ -185,6 +186,9 @@ class Event(metaclass=_EventType):
     local: bool = False
     #: True for an event that another process published and this one received.
     is_remote: bool = False
+    #: Ids of websocket connections that must not receive the event (``to_others``):
+    #: they travel with it between processes, never in its envelope.
+    skip_connections: frozenset[str] = frozenset()
 
     _fields: ClassVar[tuple[str, ...]] = ()
     _required: ClassVar[frozenset[str]] = frozenset()

@@ -14,6 +14,7 @@ from ._events import Event
 from ._filters import Filter
 from ._json import encode, parse
 from ._names import ClientPattern
+from ._presence import is_presence_event
 from .exceptions import EventTooLarge
 
 __all__ = [
@@ -100,6 +101,11 @@ def event_frame(event: Event, ids: tuple[str, ...]) -> str | None:
         return frames[ids]
     except KeyError:
         pass
+    if is_presence_event(event.name):
+        # Browsers see presence through ``join`` only, where the presence
+        # policy decides, never through a subscription to the namespace.
+        frames[ids] = None
+        return None
     try:
         encoded = event.encoded
     except EventTooLarge as exc:

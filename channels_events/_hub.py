@@ -4,7 +4,8 @@ A :class:`Hub` is composed of a loop runner (``_loop.py``: the ASGI
 server's loop, or a thread of its own), a sender (``_sender.py``: events
 leaving the process), a receiver (``_receiver.py``: other processes' events)
 and a subscriber index (``_subscribers.py``: this process's websockets),
-sharing the channel layer held by a ``LayerLink`` (``_layer.py``).
+sharing the channel layer held by a ``LayerLink`` (``_layer.py``), and
+this process's side of presence (``_presence.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._events import Event
 from ._history import History
 from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
 from ._loop import LoopRunner
+from ._presence import Presence
 from ._receiver import Receiver
 from ._sender import Sender
 from ._subscribers import Subscriber, SubscriberIndex
@@ -72,6 +74,7 @@ class Hub:
         self.receiver = Receiver(
             self.runner, self.link, self.dispatcher, self.subscribers, self.origin
         )
+        self.presence = Presence(self)
         self.dispatcher.publishers_changed()
 
     # -- what the parts share ------------------------------------------------
@@ -124,6 +127,7 @@ class Hub:
     def _on_bind(self) -> None:
         # On the newly bound loop: tasks of a previous, closed loop are dead.
         self.receiver.forget()
+        self.presence.reset()
         self.sender.start()
 
     def _namespaces_changed(self) -> None:
@@ -184,6 +188,8 @@ class Hub:
     async def _stop_here(self) -> None:
         await self.receiver.stop()
         await self.sender.stop()
+        with contextlib.suppress(Exception):
+            await self.presence.stop()
         history = self.link.history
         if history is not None:
             with contextlib.suppress(Exception):

@@ -16,11 +16,21 @@ from urllib.parse import parse_qs, urlsplit
 from ._conf import events_settings, on_change
 from ._history import History, history_for
 
-__all__ = ["BATCH_TYPE", "EVENT_TYPE", "LayerLink", "RedisHost", "group_name", "redis_hosts"]
+__all__ = [
+    "BATCH_TYPE",
+    "EVENT_TYPE",
+    "SKIP_KEY",
+    "LayerLink",
+    "RedisHost",
+    "group_name",
+    "redis_hosts",
+]
 
 #: The channel-layer message types of PROTOCOL.md section 3.
 EVENT_TYPE = "channels_events.event"
 BATCH_TYPE = "channels_events.events"
+#: The key of a message that maps event ids to the connections they skip (``to_others``).
+SKIP_KEY = "skip"
 
 
 def group_name(namespace: str) -> str:

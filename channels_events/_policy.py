@@ -14,8 +14,10 @@ function or an ``async def``:
 - ``RECEIVE_POLICY(scope, event) -> bool``: may this connection receive this
   event (a row-level filter, applied per connection and per event)?
 - ``EMIT_POLICY(scope, name, payload) -> bool``: may this connection emit it?
+- ``PRESENCE_POLICY(scope, topic) -> {"id": str, "info": JSON} | None``: may
+  this connection join ``topic``, and as which member?
 
-With no subscribe or emit policy, nothing is allowed: the stream is closed by
+With no subscribe, emit or presence policy, nothing is allowed: the stream is closed by
 default (PROTOCOL.md section 7). With no receive policy, a connection
 receives every event its accepted subscriptions match. Sync policies run on the event loop, so they
 must not block (no database queries); use ``async def`` and
@@ -63,12 +65,13 @@ async def _ask(func: Callable[..., Any], *args: Any) -> bool:
 
 
 class Policy:
-    """Hold the three policy functions named in settings, imported once."""
+    """Hold the policy functions named in settings, imported once."""
 
     def __init__(self) -> None:
         self.subscribe = _load(events_settings.SUBSCRIBE_POLICY, "SUBSCRIBE_POLICY")
         self.receive = _load(events_settings.RECEIVE_POLICY, "RECEIVE_POLICY")
         self.emit = _load(events_settings.EMIT_POLICY, "EMIT_POLICY")
+        self.presence = _load(events_settings.PRESENCE_POLICY, "PRESENCE_POLICY")
         self.receive_is_async = self.receive is not None and iscoroutinefunction(self.receive)
 
     async def may_subscribe(self, scope: Scope, namespace: str, pattern: str) -> bool:
@@ -93,6 +96,14 @@ class Policy:
     async def may_emit(self, scope: Scope, name: str, payload: dict[str, Any]) -> bool:
         """Return whether ``scope`` may emit an event named ``name``."""
         return self.emit is not None and await _ask(self.emit, scope, name, payload)
+
+    async def member(self, scope: Scope, topic: str) -> Any:
+        """Return the presence policy's answer for ``scope`` joining ``topic`` (None: refused)."""
+        if self.presence is None:
+            return None
+        if iscoroutinefunction(self.presence):
+            return await self.presence(scope, topic)
+        return self.presence(scope, topic)
 
     def may_receive_now(self, scope: Scope, event: Event) -> bool | Awaitable[bool]:
         """Return the sync receive verdict, or an awaitable when the policy is async."""

@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from ._conf import events_settings
 from ._dispatcher import Calls, Dispatcher
 from ._events import Event
-from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
+from ._layer import BATCH_TYPE, EVENT_TYPE, SKIP_KEY, LayerLink, group_name
 from ._loop import LoopRunner
 from ._metrics import metrics
 from ._sender import backoff
@@ -273,6 +273,9 @@ class Receiver:
         else:
             logger.warning("Ignored a channel-layer message of unknown shape: %r", message)
             return []
+        skips = message.get(SKIP_KEY)
+        if not isinstance(skips, dict):
+            skips = {}
         events = []
         for envelope in envelopes:
             try:
@@ -281,6 +284,9 @@ class Receiver:
                 logger.warning("Ignored a malformed event envelope %r: %s", envelope, exc)
                 continue
             event.is_remote = True
+            skipped = skips.get(event.id)
+            if isinstance(skipped, list):
+                event.skip_connections = frozenset(c for c in skipped if isinstance(c, str))
             events.append(event)
         return events
 

@@ -19,9 +19,10 @@ from typing import Any
 from ._conf import events_settings
 from ._events import Event
 from ._history import TIMEOUT as HISTORY_TIMEOUT
-from ._layer import BATCH_TYPE, EVENT_TYPE, LayerLink, group_name
+from ._layer import BATCH_TYPE, EVENT_TYPE, SKIP_KEY, LayerLink, group_name
 from ._loop import LoopRunner, running_loop
 from ._metrics import metrics
+from ._presence import is_presence_event
 from ._subscribers import SubscriberIndex
 from ._tracing import tag_message
 
@@ -97,6 +98,8 @@ class Sender:
         # its namespace and its envelopes, as one message or, once the layer
         # could not encode it, as the parts it was split into.
         self._pending: tuple[str, collections.deque[list[dict[str, Any]]]] | None = None
+        # Event id -> the connections it skips (to_others), for the pending run.
+        self._skips: dict[str, list[str]] = {}
         self._wake: asyncio.Event | None = None
         # Set while a wake-up is on its way or the sender is draining: other
         # publishers then skip the cross-thread wake-up.
@@ -247,11 +250,19 @@ class Sender:
                 events.append(outbox.popleft()[1])
             events, envelopes = _envelopes(events)
             self._pending = (namespace, collections.deque([envelopes]))
-            if envelopes:
+            self._skips = {
+                event.id: sorted(event.skip_connections)
+                for event in events
+                if event.skip_connections
+            }
+            # Presence events are not kept: browsers never see them, and a
+            # crowd arriving must not push real events out of the history.
+            recorded = [e for e in envelopes if not is_presence_event(e["name"])]
+            if recorded:
                 # Recorded before anyone can receive them: a websocket that
                 # subscribes with ``since`` reads the history after it starts
                 # taking live events, so it misses nothing in between.
-                await self._record(namespace, envelopes)
+                await self._record(namespace, recorded)
             # This process's subscribers get the events now; the channel
             # layer's echo of them is ignored.
             if namespace in self._subscribers:
@@ -269,6 +280,11 @@ class Sender:
             else:
                 message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
             tag_message(message, run)
+            if self._skips:
+                # Beside the envelopes, never in them: no client sees these ids.
+                skips = {e["id"]: self._skips[e["id"]] for e in run if e["id"] in self._skips}
+                if skips:
+                    message[SKIP_KEY] = skips
             try:
                 await layer.group_send(group_name(namespace), message)
             except Exception as exc:
@@ -282,6 +298,7 @@ class Sender:
             metrics.published(run, namespace)
         self._pending = None
         metrics.outbox(len(self._outbox))
+        self._skips = {}
 
     def _split(
         self,

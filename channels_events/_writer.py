@@ -202,8 +202,11 @@ class ConnectionWriter:
         scope: dict[str, Any],
         buffer_size: int,
         buffer_bytes: int,
+        connection_id: str = "",
     ) -> None:
         self.state = WriterState.IDLE
+        #: Events whose ``skip_connections`` name this id are not sent here.
+        self.connection_id = connection_id
         self._send = send
         self._subscriptions = subscriptions
         self._policy = policy
@@ -289,6 +292,9 @@ class ConnectionWriter:
         ):
             # The usual case: nothing queued, one event, no per-connection
             # verdict to wait for. The frame goes straight to the server.
+            skipped = events[0].skip_connections
+            if skipped and self.connection_id in skipped:
+                return None
             text = self._subscriptions.frame(events[0])
             if text is None:
                 return None
@@ -330,6 +336,9 @@ class ConnectionWriter:
         queue = self._queue
         held = self._held()
         for event in events:
+            skipped = event.skip_connections
+            if skipped and self.connection_id in skipped:
+                continue
             ids = self._subscriptions.matching(event)
             if ids is not None and self._replayed:
                 sent = self._replayed.get(event.id)

@@ -36,6 +36,7 @@ from ._metrics import metrics
 from ._mixin import EventConsumerMixin
 from ._names import compile_client_pattern, validate_name
 from ._policy import Policy, get_policy
+from ._presence import Membership, member_of, validate_topic
 from ._subscriptions import Subscriptions
 from ._writer import ConnectionWriter
 from .exceptions import ChannelsEventsError, EventTooLarge, InvalidFilter, ProtocolError
@@ -157,7 +158,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.scope,
             events_settings.BUFFER_SIZE,
             events_settings.BUFFER_BYTES,
+            connection_id=self.connection_id,
         )
+        self._joins: dict[str, Membership] = {}
         await self.accept()
         await self._writer.send(
             {"type": "welcome", "protocol": PROTOCOL_VERSION, "connection": self.connection_id}
@@ -184,6 +187,10 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if writer is not None:
             self._hub.remove_subscriber(writer)
             writer.close()
+            # A connection that ends leaves every topic it joined.
+            joins, self._joins = self._joins, {}
+            for membership in joins.values():
+                self._hub.presence.leave_soon(membership)
 
     # -- the client's messages ---------------------------------------------
 
@@ -240,7 +247,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if since is not None and not isinstance(since, str):
             raise ProtocolError("bad_request", "since must be an event id (a string).")
         where = _where(message)
-        if sid in self._subscriptions:
+        if sid in self._subscriptions or sid in self._joins:
             raise ProtocolError("duplicate_id", f"Subscription id {sid!r} is already in use.")
         if len(self._subscriptions) >= events_settings.MAX_SUBSCRIPTIONS:
             raise ProtocolError(
@@ -406,11 +413,56 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await get_dispatcher().adispatch(event)
         await self._writer.send({"type": "emitted", "id": event.id})
 
+    async def _join(self, message: dict[str, Any]) -> None:
+        join_id = _message_id(message)
+        topic = _field(message, "topic", str)
+        try:
+            validate_topic(topic)
+        except ChannelsEventsError as exc:
+            raise ProtocolError("bad_request", str(exc)) from None
+        # Joins and subscriptions share one id space: an id names one thing.
+        if join_id in self._joins or join_id in self._subscriptions:
+            raise ProtocolError("duplicate_id", f"Id {join_id!r} is already in use.")
+        if len(self._joins) >= events_settings.MAX_SUBSCRIPTIONS:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"At most {events_settings.MAX_SUBSCRIPTIONS} joins per connection.",
+            )
+        try:
+            member = member_of(await self._policy.member(self.scope, topic))
+        except Exception:
+            logger.exception("The presence policy raised; treating it as a refusal.")
+            member = None
+        if member is None:
+            raise ProtocolError("forbidden", f"Joining {topic!r} is not allowed.")
+        membership = Membership(join_id, topic, member, self._writer.send)
+        self._joins[join_id] = membership
+        presence = self._hub.presence
+        members = await self._hub.runner.run(lambda: presence.join(membership))
+        if self._joins.get(join_id) is not membership:
+            return  # the connection ended meanwhile
+        await self._writer.send(
+            {"type": "presence", "id": join_id, "topic": topic, "members": members}
+        )
+        membership.open()
+
+    async def _leave(self, message: dict[str, Any]) -> None:
+        join_id = _message_id(message)
+        membership = self._joins.pop(join_id, None)
+        if membership is None:
+            raise ProtocolError("unknown_subscription", f"No join with id {join_id!r}.")
+        membership.close()
+        presence = self._hub.presence
+        await self._hub.runner.run(lambda: presence.leave(membership))
+        await self._writer.send({"type": "left", "id": join_id})
+
     _handlers: ClassVar[dict[str, Any]] = {
         "subscribe": _subscribe,
         "unsubscribe": _unsubscribe,
         "ping": _ping,
         "emit": _emit,
+        "join": _join,
+        "leave": _leave,
     }
 
     async def _ask(self, question: Any, *args: Any) -> bool:

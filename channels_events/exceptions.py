@@ -10,6 +10,7 @@ __all__ = [
     "ChannelsEventsError",
     "EventClassError",
     "EventTooLarge",
+    "InvalidConnectionId",
     "InvalidEventName",
     "InvalidFilter",
     "InvalidPattern",
@@ -28,6 +29,10 @@ class ChannelsEventsError(Exception):
 
 class InvalidEventName(ChannelsEventsError, ValueError):
     """Raised when an event name does not follow the naming rules."""
+
+
+class InvalidConnectionId(ChannelsEventsError, ValueError):
+    """Raised when a websocket connection id is malformed (see ``to_others``)."""
 
 
 class InvalidPattern(ChannelsEventsError, ValueError):

@@ -42,6 +42,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Events a page's own requests cause skip that page's connection (to others).
+    "channels_events.ToOthersMiddleware",
 ]
 
 ROOT_URLCONF = "demo.urls"
@@ -96,6 +98,8 @@ CHANNELS_EVENTS: dict[str, Any] = {
     "SUBSCRIBE_POLICY": "demo.policy.can_subscribe",
     # The stats stream of the operations page (/ops/, staff only).
     "OPS_NAMESPACE": "ops",
+    # Who is watching the dashboard: users by name, visitors as guests.
+    "PRESENCE_POLICY": "demo.policy.watcher",
 }
 
 LANGUAGE_CODE = "en-us"

@@ -9,12 +9,15 @@ the environment:
 - ``CE_E2E_PREFIX``: the layer's key prefix, unique per test;
 - ``CE_E2E_PLAIN_HOSTS``: ``1`` to give the layer the bare URL, exactly as
   ``demo/settings.py`` does, instead of a host with a ``socket_timeout``;
+- ``CE_E2E_PRESENCE_TIMEOUT``: ``PRESENCE_TIMEOUT`` in seconds (30 unless given);
 - ``CE_E2E_HUB_LAYER``: ``pubsub`` to give the hub a layer of its own, a
   ``RedisPubSubChannelLayer`` under the alias ``events``, as the demo does
   (consumers keep the core layer); otherwise the hub uses the core layer;
 - ``CE_E2E_BUFFER_BYTES``: ``BUFFER_BYTES``, when a test needs another.
 
-Unlike the demo, clients may ``emit`` events of namespace ``shop``.
+Unlike the demo, clients may ``emit`` events of namespace ``shop``, join
+presence topics of ``shop`` as ``?member=<id>`` says, and ``POST /e2e/poke/``
+dispatches ``shop::poked`` (for to-others).
 
 redis-py 8 gives connections a 5 s ``socket_timeout`` by default, the same as
 the 5 s ``BZPOPMIN`` that ``channels_redis`` blocks in when it receives, so
@@ -63,11 +66,17 @@ CHANNEL_LAYERS = {
 
 # Emits in shop let a test make events from a websocket, as fast as a browser can.
 CHANNELS_EVENTS = dict(
-    _DEMO_EVENTS, CHANNEL_LAYER="default", EMIT_POLICY="tests.e2e_app.policy.can_emit"
+    _DEMO_EVENTS,
+    CHANNEL_LAYER="default",
+    EMIT_POLICY="tests.e2e_app.policy.can_emit",
+    PRESENCE_POLICY="tests.e2e_app.policy.member",
+    PRESENCE_TIMEOUT=float(os.environ.get("CE_E2E_PRESENCE_TIMEOUT") or 30),
 )
 
 if os.environ.get("CE_E2E_BUFFER_BYTES"):
     CHANNELS_EVENTS["BUFFER_BYTES"] = int(os.environ["CE_E2E_BUFFER_BYTES"])
+
+ROOT_URLCONF = "tests.e2e_app.urls"
 
 if os.environ.get("CE_E2E_HUB_LAYER") == "pubsub":
     CHANNEL_LAYERS["events"] = {

@@ -57,6 +57,8 @@ def test_full_valid_setting_passes():
         "SUBSCRIBE_POLICY": "tests.test_checks.ids",
         "RECEIVE_POLICY": None,
         "EMIT_POLICY": ids,
+        "PRESENCE_POLICY": "tests.test_checks.ids",
+        "PRESENCE_TIMEOUT": 0.5,
         "MAX_FRAME_BYTES": 1024,
         "MAX_SUBSCRIPTIONS": 3,
         "MAX_PATTERN_LENGTH": 64,

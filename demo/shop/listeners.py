@@ -1,8 +1,8 @@
-"""The events a request of this process causes, so that its answer can name them.
+"""The events a request of this process causes, so that its answer can carry them.
 
-An envelope does not say which process dispatched it. The dashboard's event
-log marks the events its own requests caused ("this page"), from the ids the
-views answer with, collected here.
+The page that made a request does not get its events over its websocket
+(to others): the views answer with their envelopes, collected here, and the
+page applies them and marks them as its own ("this page") in its log.
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from channels_events import Event, listen
 
-_caused: ContextVar[list[str] | None] = ContextVar("demo_shop_caused", default=None)
+_caused: ContextVar[list[dict[str, Any]] | None] = ContextVar("demo_shop_caused", default=None)
 
 
 @contextmanager
-def recording_events() -> Iterator[list[str]]:
-    """Yield a list of the ids of the order events dispatched in the block, in order."""
-    ids: list[str] = []
-    token = _caused.set(ids)
+def recording_events() -> Iterator[list[dict[str, Any]]]:
+    """Yield a list of the envelopes of the order events dispatched in the block, in order."""
+    envelopes: list[dict[str, Any]] = []
+    token = _caused.set(envelopes)
     try:
-        yield ids
+        yield envelopes
     finally:
         _caused.reset(token)
 
@@ -30,7 +31,7 @@ def recording_events() -> Iterator[list[str]]:
 # remote=False: an event from another process was not caused by this request.
 @listen(r"shop::Order::(created|updated|deleted)", remote=False)
 def record(event: Event) -> None:
-    """Note the id of an order event dispatched inside ``recording_events()``."""
-    ids = _caused.get()
-    if ids is not None:
-        ids.append(event.id)
+    """Note the envelope of an order event dispatched inside ``recording_events()``."""
+    envelopes = _caused.get()
+    if envelopes is not None:
+        envelopes.append(event.envelope)

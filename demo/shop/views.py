@@ -1,7 +1,9 @@
 """The dashboard page, an order's detail page, and the small JSON API their forms use.
 
-Each change answers with ``events``, the ids of the events it caused, which
-the page's event log marks as its own.
+Each change answers with ``events``, the envelopes of the events it caused.
+The page sends its requests with its connection id (``events.fetch``), so
+``ToOthersMiddleware`` keeps those events off its own stream: the page shows
+them from the answer, marked as its own, and every other page gets them live.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def _row(order: Order) -> dict[str, Any]:
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Render the live dashboard with the current orders and the channel layer it hears."""
     orders = [_row(order) for order in Order.objects.all()[:200]]
+    if not isinstance(request.session.get("guest"), dict):
+        # Who-is-watching names a visitor by this, in every tab of its browser.
+        number = random.randrange(1000, 10000)
+        request.session["guest"] = {
+            "id": f"{number}-{random.getrandbits(32):08x}",
+            "name": f"Guest {number}",
+        }
     context = {"orders": orders, "statuses": STATUSES, "layer": layer.current()}
     return render(request, "shop/dashboard.html", context)
 

@@ -43,6 +43,8 @@ export interface ConnectOptions {
   random?: () => number;
   setTimeout?: (fn: () => void, ms: number) => unknown;
   clearTimeout?: (handle: unknown) => void;
+  /** The fetch that `Client.fetch` calls (globalThis.fetch). */
+  fetch?: typeof fetch;
 }
 
 /** A JSON scalar, as a `where` compares it (a boolean is not a number; 1 equals 1.0). */
@@ -53,6 +55,35 @@ export type Scalar = string | number | boolean | null;
  * or a list of values (any of); every path must hold. At most 8 paths, 100 values a list.
  */
 export type Where = Record<string, Scalar | Scalar[]>;
+
+/** A member of a presence topic, as the server's presence policy names it. */
+export interface Member {
+  id: string;
+  info: unknown;
+}
+
+export interface JoinOptions {
+  /** Called with everyone present on every (re)join, after a reconnect too. */
+  onSync?: (members: Member[]) => void;
+  /** Called when a member arrives. */
+  onJoin?: (member: Member) => void;
+  /** Called when a member leaves (after its last connection). */
+  onLeave?: (member: Member) => void;
+  /** Called if the server refuses the join; it is then forgotten. */
+  onError?: (error: EventsError) => void;
+}
+
+export interface Presence {
+  /** Everyone present once the server answers; rejects if the join is refused. */
+  members: Promise<Member[]>;
+  /** Everyone present now, as far as this client knows. */
+  current(): Member[];
+  /** Leave the topic. */
+  leave(): void;
+}
+
+/** The HTTP header that names the connection to the server's ToOthersMiddleware. */
+export const CONNECTION_HEADER: "X-Channels-Events-Connection";
 
 export interface SubscribeOptions {
   /** Only events whose payload meets this filter, checked by the server. */
@@ -81,6 +112,15 @@ export interface Client {
    * in the order they were sent.
    */
   emit(name: string, payload?: Record<string, unknown>): Promise<string>;
+  /** Join a presence topic (protocol 1.1); joined again after a reconnect. */
+  join(topic: string, options?: JoinOptions): Presence;
+  /**
+   * `fetch` with this connection's id in CONNECTION_HEADER: the events the request
+   * causes skip this connection and reach every other one.
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** The server's id of the current connection (`welcome.connection`), or null. */
+  readonly connection: string | null;
   /** Call `callback` now and on every status change; returns a remover. */
   onStatus(callback: (status: Status) => void): () => void;
   /** Close for good: no more reconnects. */
@@ -93,6 +133,6 @@ export function connect(url: string, options?: ConnectOptions): Client;
 
 declare global {
   interface Window {
-    ChannelsEvents: { connect: typeof connect };
+    ChannelsEvents: { connect: typeof connect; CONNECTION_HEADER: typeof CONNECTION_HEADER };
   }
 }

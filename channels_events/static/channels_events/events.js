@@ -9,7 +9,7 @@
 // Loaded with <script type="module" src=".../events.js">, it also sets
 // window.ChannelsEvents = { connect }, for scripts that are not modules.
 //
-// The client speaks PROTOCOL.md version 1. It reconnects on its own with
+// The client speaks PROTOCOL.md version 1.1. It reconnects on its own with
 // exponential backoff and jitter, subscribes again after a reconnect, and
 // asks for what it missed with `since` (the id of the last event it saw, or,
 // before any, the `last` id the server gave in `subscribed`); where the
@@ -20,6 +20,16 @@
 //
 //   events.subscribe("shop::Order::.*", update, { where: { pk: 42 }, since: renderedId });
 //
+// Presence (protocol 1.1): `join(topic, {onSync, onJoin, onLeave})` makes
+// this connection a member of `topic`, as the server's presence policy names
+// it; `members` resolves with everyone present, and the client joins again
+// after a reconnect (onSync then gives the list afresh).
+//
+// To others: `fetch(url, init)` is the page's fetch with this connection's
+// id in the X-Channels-Events-Connection header: events the request causes
+// skip this connection (the server's ToOthersMiddleware) and reach every
+// other one, other tabs of the same user included.
+//
 // An `emit` carries no id, and neither do its replies (`emitted`, whose `id`
 // is the new event's, or `error`): the server answers emits in the order
 // they were sent, and the client settles them in that order. Every other
@@ -27,6 +37,8 @@
 // oldest emit still waiting.
 
 const PROTOCOL = 1;
+/** The HTTP header that names this connection to the server's ToOthersMiddleware. */
+export const CONNECTION_HEADER = "X-Channels-Events-Connection";
 
 function defaults(options) {
   return {
@@ -38,6 +50,7 @@ function defaults(options) {
     random: Math.random,
     setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
     clearTimeout: (handle) => globalThis.clearTimeout(handle),
+    fetch: (...args) => globalThis.fetch(...args),
     ...options,
   };
 }
@@ -58,6 +71,7 @@ export function connect(url, options = {}) {
   const opts = defaults(options);
   const target = absoluteUrl(url);
   const subscriptions = new Map(); // id -> {pattern, callback, where, onGap, onError, since, acked}
+  const joins = new Map(); // id -> {topic, members: Map(id -> info), acked, settle, ...callbacks}
   const statusListeners = new Set();
   const pendingEmits = []; // sent emits, oldest first: {resolve, reject}, answered in order
   const queuedEmits = []; // emits waiting for the connection: {message, resolve, reject}
@@ -96,6 +110,67 @@ export function connect(url, options = {}) {
     if (sub.since) message.since = sub.since;
     sub.acked = false;
     send(message);
+  }
+
+  function sendJoin(id, membership) {
+    membership.acked = false;
+    send({ type: "join", id, topic: membership.topic });
+  }
+
+  function call(callback, ...args) {
+    if (!callback) return;
+    try {
+      callback(...args);
+    } catch (error) {
+      console.error("channels-events: presence callback failed", error);
+    }
+  }
+
+  function memberList(membership) {
+    return [...membership.members].map(([id, info]) => ({ id, info }));
+  }
+
+  function onPresence(message) {
+    const membership = joins.get(message.id);
+    if (!membership) return;
+    membership.acked = true;
+    membership.members = new Map((message.members || []).map((m) => [m.id, m.info]));
+    const list = memberList(membership);
+    call(membership.onSync, list);
+    membership.settle(list, null);
+  }
+
+  function onPresenceDiff(message) {
+    const membership = joins.get(message.id);
+    if (!membership) return;
+    for (const member of message.leaves || []) {
+      if (membership.members.delete(member.id)) call(membership.onLeave, member);
+    }
+    for (const member of message.joins || []) {
+      const known = membership.members.has(member.id);
+      membership.members.set(member.id, member.info);
+      if (!known) call(membership.onJoin, member);
+    }
+  }
+
+  // Return whether the error answered a join (and was handled here).
+  function onJoinError(message, error) {
+    const membership = joins.get(message.id);
+    if (!membership) return false;
+    if (!membership.acked && message.code === "rate_limited") {
+      const id = message.id;
+      opts.setTimeout(() => {
+        if (joins.get(id) === membership && !membership.acked && socket) sendJoin(id, membership);
+      }, opts.minDelay);
+    } else if (!membership.acked) {
+      // Refused: forget it, or every reconnect would ask again.
+      joins.delete(message.id);
+      call(membership.onError, error);
+      membership.settle(null, error);
+    } else {
+      console.error("channels-events: server error", error);
+    }
+    return true;
   }
 
   function open() {
@@ -179,6 +254,7 @@ export function connect(url, options = {}) {
         attempt = 0;
         setStatus("open");
         for (const [id, sub] of subscriptions) sendSubscribe(id, sub);
+        for (const [id, membership] of joins) sendJoin(id, membership);
         while (queuedEmits.length) {
           const queued = queuedEmits.shift();
           send(queued.message);
@@ -230,6 +306,14 @@ export function connect(url, options = {}) {
         break;
       case "pong":
         break;
+      case "presence":
+        onPresence(message);
+        break;
+      case "presence_diff":
+        onPresenceDiff(message);
+        break;
+      case "left":
+        break;
       case "emitted": {
         // The answer to the oldest emit still waiting; its id is the new event's.
         const pending = pendingEmits.shift();
@@ -244,6 +328,7 @@ export function connect(url, options = {}) {
           else console.error("channels-events: server error", error);
           break;
         }
+        if (onJoinError(message, error)) break;
         const sub = subscriptions.get(message.id);
         if (sub && !sub.acked && message.code === "rate_limited") {
           // Not a refusal: the server had no room for the request. Ask
@@ -306,6 +391,65 @@ export function connect(url, options = {}) {
       });
     },
 
+    /**
+     * Join the presence `topic` as the member the server's policy names. Returns
+     * {members, leave, current}: `members` resolves with everyone present once the
+     * server answers (rejects with an Error whose `code` is the server's if refused);
+     * `current()` is the list now; `leave()` leaves. `options`: onSync(members) on
+     * every (re)join, onJoin(member) and onLeave(member) as others come and go,
+     * onError(error) if refused. A member is {id, info}.
+     */
+    join(topic, joinOptions = {}) {
+      counter += 1;
+      const id = `p${counter}`;
+      let settled = false;
+      let resolveMembers;
+      let rejectMembers;
+      const members = new Promise((resolve, reject) => {
+        resolveMembers = resolve;
+        rejectMembers = reject;
+      });
+      const membership = {
+        topic,
+        members: new Map(),
+        acked: false,
+        ...joinOptions,
+        settle(list, error) {
+          if (settled) return;
+          settled = true;
+          if (error) rejectMembers(error);
+          else resolveMembers(list);
+        },
+      };
+      joins.set(id, membership);
+      sendJoin(id, membership);
+      return {
+        members,
+        current: () => memberList(membership),
+        leave: () => {
+          if (!joins.delete(id)) return;
+          send({ type: "leave", id });
+          membership.settle(null, Object.assign(new Error("left"), { code: "left" }));
+        },
+      };
+    },
+
+    /**
+     * `fetch(input, init)` with this connection's id in the CONNECTION_HEADER, so
+     * that the events the request causes skip this connection (to others). Before
+     * the first welcome it sends no such header.
+     */
+    fetch(input, init = {}) {
+      const headers = new Headers(init.headers || {});
+      if (connectionId) headers.set(CONNECTION_HEADER, connectionId);
+      return opts.fetch(input, { ...init, headers });
+    },
+
+    /** The server's id of the current connection (`welcome.connection`), or null. */
+    get connection() {
+      return connectionId;
+    },
+
     /** Call `callback({state, attempt, ...})` on every status change. Returns a remover. */
     onStatus(callback) {
       statusListeners.add(callback);
@@ -334,5 +478,5 @@ export function connect(url, options = {}) {
 }
 
 if (typeof window !== "undefined") {
-  window.ChannelsEvents = { connect };
+  window.ChannelsEvents = { connect, CONNECTION_HEADER };
 }

@@ -1,5 +1,9 @@
 // The live dashboard: a table and a chart kept current by shop::Order::* events,
-// and a log of those events.
+// a log of those events, and who else is watching (presence).
+//
+// The page's own changes go through `stream.fetch`, which names this
+// connection to the server: their events skip it (to others) and come back
+// in the answer instead, where the page applies them and marks them as its own.
 import { connect } from "../channels_events/events.js";
 
 const statuses = JSON.parse(document.getElementById("statuses").textContent);
@@ -9,8 +13,10 @@ const LOG_SIZE = 50;
 const log = document.getElementById("log");
 // On the in-memory layer this server hears no other process.
 const inMemory = document.getElementById("layer").dataset.inMemory === "true";
-// Ids of events this page's own requests caused, answered before the event arrived.
+// Ids of events this page's own requests caused: shown from the answer, and not
+// applied again should a replay after a reconnect bring them.
 const ownEvents = new Set();
+const stream = connect("/ws/events/");
 
 function csrfToken() {
   const match = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
@@ -18,7 +24,7 @@ function csrfToken() {
 }
 
 async function post(url, body) {
-  const response = await fetch(url, {
+  const response = await stream.fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
     body: JSON.stringify(body || {}),
@@ -26,7 +32,7 @@ async function post(url, body) {
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
-  markOwn(data.events || []);
+  for (const event of data.events || []) receive(event, true);
   return data;
 }
 
@@ -129,8 +135,8 @@ function fromEvent(event) {
 // Where an event came from, as far as this page can know: the envelope does not
 // say which process dispatched it, but the views answer with the ids of the
 // events a request caused.
-function showOrigin(tag, id) {
-  if (ownEvents.delete(id) || tag.dataset.origin === "page") {
+function showOrigin(tag, own) {
+  if (own) {
     tag.dataset.origin = "page";
     tag.textContent = "this page";
     tag.title = "Caused by a request of this page, made by the server process it listens to.";
@@ -145,14 +151,6 @@ function showOrigin(tag, id) {
   }
 }
 
-function markOwn(ids) {
-  for (const id of ids) {
-    const tag = log.querySelector(`li[data-id="${CSS.escape(id)}"] .log-origin`);
-    ownEvents.add(id);
-    if (tag) showOrigin(tag, id);
-  }
-}
-
 function element(tag, text, className) {
   const node = document.createElement(tag);
   node.textContent = text;
@@ -164,14 +162,14 @@ function shown(value) {
   return value === undefined ? "?" : JSON.stringify(value);
 }
 
-function logEvent(event) {
+function logEvent(event, own) {
   const arrived = Date.now();
   const entry = document.createElement("li");
   entry.className = "log-entry";
   entry.dataset.id = event.id;
   entry.dataset.name = event.name;
   const origin = element("span", "", "log-origin");
-  showOrigin(origin, event.id);
+  showOrigin(origin, own);
   const latency = element("span", `${arrived - Date.parse(event.timestamp)} ms`, "log-latency");
   latency.title = "From the event's timestamp, where it was dispatched, to its arrival here (both clocks count).";
   const head = element("div", "", "log-head");
@@ -227,7 +225,6 @@ function reload() {
     });
 }
 
-const stream = connect("/ws/events/");
 const badge = document.getElementById("status");
 let opened = false; // the stream was open before: an "open" now is a reconnect
 let heard = false; // an event arrived: after a reconnect the client resumes after it
@@ -243,13 +240,20 @@ stream.onStatus((status) => {
   if (status.lagged || (opened && !heard)) reload();
   opened = true;
 });
+// An order event, from the stream or (own) from the answer to this page's request.
+function receive(event, own) {
+  if (own) ownEvents.add(event.id);
+  else if (ownEvents.has(event.id)) return; // shown already, from the answer
+  logEvent(event, own);
+  if (reloading) reloading.push(event);
+  else apply(event);
+}
+
 stream.subscribe(
   "shop::Order::(created|updated|deleted)",
   (event) => {
     heard = true;
-    logEvent(event);
-    if (reloading) reloading.push(event);
-    else apply(event);
+    receive(event, false);
   },
   {
     // After a reconnect the client subscribes again with `since`, the last
@@ -271,3 +275,25 @@ document.getElementById("create-form").addEventListener("submit", async (e) => {
     report(error);
   }
 });
+
+// Who is watching: everyone on this dashboard now, as the server's presence
+// policy names them (a user's name, or a guest label), each once however
+// many tabs they have open.
+const watchers = document.getElementById("watchers");
+function showWatchers(members) {
+  const items = [...members]
+    .sort((a, b) => String(a.info?.name).localeCompare(String(b.info?.name)))
+    .map((member) => {
+      const item = element("li", member.info?.name || member.id, "watcher");
+      item.dataset.member = member.id;
+      return item;
+    });
+  watchers.replaceChildren(...items);
+  document.getElementById("watcher-count").textContent = `(${members.length})`;
+}
+const presence = stream.join("shop::dashboard", {
+  onSync: showWatchers,
+  onJoin: () => showWatchers(presence.current()),
+  onLeave: () => showWatchers(presence.current()),
+});
+presence.members.catch(report);
