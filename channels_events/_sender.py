@@ -95,6 +95,13 @@ class Sender:
         # its namespace and its envelopes, as one message or, once the layer
         # could not encode it, as the parts it was split into.
         self._pending: tuple[str, collections.deque[list[dict[str, Any]]]] | None = None
+        # The pending run's envelopes while the history has not taken them:
+        # recorded again before each new attempt to send, so that events held
+        # through an outage are in the history when Redis is back.
+        self._unrecorded: list[dict[str, Any]] | None = None
+        # Per namespace, the number of events this process sent to its group:
+        # the next message's ``seq`` (see _loss.py).
+        self._seq: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
         # Set while a wake-up is on its way or the sender is draining: other
         # publishers then skip the cross-thread wake-up.
@@ -109,6 +116,8 @@ class Sender:
         self.dropped = 0
         #: Events sent without being recorded in the history.
         self.unrecorded = 0
+        #: Attempts to record a run in the history that failed.
+        self.record_failures = 0
         #: Events dropped because the channel layer could not encode them.
         self.unencodable = 0
 
@@ -248,11 +257,17 @@ class Sender:
                 # Recorded before anyone can receive them: a websocket that
                 # subscribes with ``since`` reads the history after it starts
                 # taking live events, so it misses nothing in between.
-                await self._record(namespace, envelopes)
+                self._unrecorded = envelopes
+                await self._record(namespace)
             # This process's subscribers get the events now; the channel
             # layer's echo of them is ignored.
             if namespace in self._subscribers:
                 await self._subscribers.fan_out(namespace, events)
+        else:
+            namespace = self._pending[0]
+            if self._unrecorded is not None:
+                # A retry after an outage: the history is asked again first.
+                await self._record(namespace)
         namespace, parts = self._pending
         layer = self._link.layer
         while parts:
@@ -260,11 +275,12 @@ class Sender:
             if not run:
                 parts.popleft()
                 continue
+            seq = self._seq.get(namespace, 0)
             message: dict[str, Any]
             if len(run) == 1:
-                message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
+                message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin, "seq": seq}
             else:
-                message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
+                message = {"type": BATCH_TYPE, "events": run, "origin": self.origin, "seq": seq}
             try:
                 await layer.group_send(group_name(namespace), message)
             except Exception as exc:
@@ -274,8 +290,15 @@ class Sender:
                 parts.popleft()
                 self._split(parts, run, error)
                 continue
+            # Numbered as sent: an event that could not be encoded takes no
+            # number, so receivers see no gap for it.
+            self._seq[namespace] = seq + len(run)
             parts.popleft()
         self._pending = None
+        if self._unrecorded is not None:
+            # Sent, but the history never took them: only catching up on them fails.
+            self.unrecorded += len(self._unrecorded)
+            self._unrecorded = None
 
     def _split(
         self,
@@ -299,22 +322,28 @@ class Sender:
             error,
         )
 
-    async def _record(self, namespace: str, envelopes: list[dict[str, Any]]) -> None:
+    async def _record(self, namespace: str) -> None:
+        """Record the pending run in the history; on failure it stays to be recorded again."""
         history = self._link.history
-        if history is None:
+        envelopes = self._unrecorded
+        if history is None or envelopes is None:
+            self._unrecorded = None
             return
         try:
             # A slow history never holds up publication for long.
             await asyncio.wait_for(history.append(namespace, envelopes), HISTORY_TIMEOUT)
         except Exception as exc:
-            # The events still go out; only catching up on them may fail.
-            self.unrecorded += len(envelopes)
-            if self.unrecorded == len(envelopes) or self.unrecorded % 1000 < len(envelopes):
+            # The events still go out; the history is asked again if sending
+            # them fails too (an outage), and given up on once they are sent.
+            self.record_failures += 1
+            if self.record_failures == 1 or self.record_failures % 100 == 0:
                 logger.warning(
-                    "Recording events in the history failed (%r); %d event(s) not recorded so far.",
+                    "Recording events in the history failed (%r); %d attempt(s) failed so far.",
                     exc,
-                    self.unrecorded,
+                    self.record_failures,
                 )
+            return
+        self._unrecorded = None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event was handed to the channel layer; return success.

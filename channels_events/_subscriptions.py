@@ -36,6 +36,10 @@ class Subscriptions:
         """Return the namespaces with at least one subscription."""
         return self._by_namespace.keys()
 
+    def ids_in(self, namespace: str) -> list[str]:
+        """Return the ids of the subscriptions in ``namespace``, in subscription order."""
+        return [sid for sid, _pattern in self._by_namespace.get(namespace, ())]
+
     def add(self, sid: str, pattern: ClientPattern) -> None:
         """Add subscription ``sid``; the caller has checked that the id is free."""
         self._patterns[sid] = pattern
