@@ -33,6 +33,7 @@ EXPECTED = [
     "disconnect",
     "dispatch",
     "emit_bulk_event",
+    "events_lost",
     "get_dispatcher",
     "get_hub",
     "listen",
