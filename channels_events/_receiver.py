@@ -294,6 +294,7 @@ class Receiver:
         """Take one channel-layer message: to the subscribers now, to listeners next."""
         events = self._events_of(message)
         if not events:
+            await self._checkpoint(message)
             return
         numbered = self._numbered(message, events)
         if numbered is None:
@@ -330,6 +331,19 @@ class Receiver:
             if index == len(events) or events[index].namespace != events[start].namespace:
                 await self._subscribers.fan_out(events[start].namespace, events[start:index])
                 start = index
+
+    async def _checkpoint(self, message: Any) -> None:
+        """Take a publisher's checkpoint (a batch of no events): how many it sent so far."""
+        if not isinstance(message, dict) or message.get("events") != []:
+            return
+        origin, seq, namespace = message.get("origin"), message.get("seq"), message.get("namespace")
+        if origin == self.origin or not isinstance(origin, str) or not isinstance(namespace, str):
+            return
+        if type(seq) is not int:
+            return
+        missed, _repeated = self._sequences.check(origin, namespace, seq, 0)
+        if missed:
+            await self.lost(Loss(namespace, "sequence", missed, origin))
 
     def _numbered(
         self, message: dict[str, Any], events: list[Event]

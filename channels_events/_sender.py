@@ -31,6 +31,10 @@ _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 # Seconds a caller that outruns the hub waits for room in a full outbox.
 _BACKPRESSURE_WAIT = 1.0
+#: Seconds of quiet after which each checkpoint follows the one before
+#: (the first one second after the last message, the last about a minute
+#: after it, within the core layer's default message expiry).
+CHECKPOINTS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
 def backoff(failures: int) -> float:
@@ -102,6 +106,8 @@ class Sender:
         # Per namespace, the number of events this process sent to its group:
         # the next message's ``seq`` (see _loss.py).
         self._seq: dict[str, int] = {}
+        # Namespaces sent to since their last checkpoint cycle ended.
+        self._unconfirmed: set[str] = set()
         self._wake: asyncio.Event | None = None
         # Set while a wake-up is on its way or the sender is draining: other
         # publishers then skip the cross-thread wake-up.
@@ -206,8 +212,18 @@ class Sender:
     async def _send_forever(self) -> None:
         assert self._wake is not None
         failures = 0
+        quiet = 0  # checkpoints sent since the last message
         while True:
-            await self._wake.wait()
+            if self._unconfirmed and quiet < len(CHECKPOINTS):
+                try:
+                    await asyncio.wait_for(self._wake.wait(), CHECKPOINTS[quiet])
+                except asyncio.TimeoutError:
+                    quiet += 1
+                    await self._checkpoint(last=quiet == len(CHECKPOINTS))
+                    continue
+            else:
+                await self._wake.wait()
+            quiet = 0
             self._wake.clear()
             while True:
                 while self._outbox or self._pending:
@@ -293,12 +309,41 @@ class Sender:
             # Numbered as sent: an event that could not be encoded takes no
             # number, so receivers see no gap for it.
             self._seq[namespace] = seq + len(run)
+            self._unconfirmed.add(namespace)
             parts.popleft()
         self._pending = None
         if self._unrecorded is not None:
             # Sent, but the history never took them: only catching up on them fails.
             self.unrecorded += len(self._unrecorded)
             self._unrecorded = None
+
+    async def _checkpoint(self, *, last: bool) -> None:
+        """Tell receivers how many events went to each namespace sent to lately.
+
+        A receiver that lost this process's last messages (its channel was
+        full, its subscription was cut off) has no later message to show
+        it; this one does. It is a batch of no events, which receivers that
+        do not read ``seq`` pass over. Sent a few times, further apart each
+        time: a receiver that is stopped, or whose channel is full, gets a
+        later one.
+        """
+        layer = self._link.layer
+        for namespace in sorted(self._unconfirmed):
+            message = {
+                "type": BATCH_TYPE,
+                "events": [],
+                "origin": self.origin,
+                "seq": self._seq.get(namespace, 0),
+                "namespace": namespace,
+            }
+            try:
+                await layer.group_send(group_name(namespace), message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("Sending a checkpoint to %r failed: %r", namespace, exc)
+        if last:
+            self._unconfirmed.clear()
 
     def _split(
         self,

@@ -145,6 +145,23 @@ async def test_a_loss_the_history_cannot_cover_is_a_gap(connected):
     assert [h["missed"] for h in heard] == [1]
 
 
+async def test_a_checkpoint_shows_the_loss_of_a_publishers_last_messages(connected):
+    hub = get_hub()
+    history = hub.history
+    assert history is not None
+    envelopes = [Event("shop::tick", {"n": n}).to_dict() for n in range(3)]
+    await history.append("shop", envelopes)
+    checkpoint = {"type": BATCH_TYPE, "events": [], "origin": OTHER, "seq": 3, "namespace": "shop"}
+    with losses_heard() as heard:
+        await hub.receiver.handle(message(envelopes[:1], 0))
+        # The last two events never came; the publisher's checkpoint says there were three.
+        await hub.receiver.handle(checkpoint)
+        await hub.receiver.handle(checkpoint)
+        frames = await frames_until_quiet(connected)
+    assert [f["event"]["payload"]["n"] for f in frames] == [0, 1, 2]
+    assert [h["missed"] for h in heard] == [2]
+
+
 async def test_a_new_origin_and_unnumbered_messages_are_no_loss(connected):
     hub = get_hub()
     envelopes = [Event("shop::tick", {"n": n}).to_dict() for n in range(3)]
@@ -180,7 +197,9 @@ class Fault:
 
 FAULTS = {
     # Redis restarts (nothing kept) while about 200 events a second go out.
-    "restart": Fault("restart", count=1200, interval=0.005, payload_bytes=100, after=1.0, lasts=3.0),
+    "restart": Fault(
+        "restart", count=1200, interval=0.005, payload_bytes=100, after=1.0, lasts=3.0
+    ),
     # A burst of 10 KB events while the daphne cannot read: Redis cuts its
     # subscriber off at a small output buffer (core: its channel overflows).
     "buffer": Fault(
@@ -229,6 +248,51 @@ def _e2e_env(redis_url: str, prefix: str, layer: str, tmp_path: Path) -> dict[st
     return env
 
 
+def _migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _start_listen(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[Any], list[Any]]:
+    """Start ``manage.py events listen``: events to listen.out, reports to listen.err."""
+    files = [(tmp_path / "listen.out").open("w"), (tmp_path / "listen.err").open("w")]
+    listen = subprocess.Popen(
+        [sys.executable, "manage.py", "events", "listen", r"shop::tick", "--timeout", "90"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=files[0],
+        stderr=files[1],
+    )
+    return listen, files
+
+
+def _finished(client: Client) -> bool:
+    """Return whether the client got the publisher's last event."""
+    return any(
+        f.get("type") == "event" and f["event"]["payload"].get("last") for f in client.frames
+    )
+
+
+async def _until_last(client: Client, timeout: float) -> None:
+    """Wait until the client has the last event, or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not _finished(client):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or client.reader.done():
+            return
+        client._arrived.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client._arrived.wait(), remaining)
+
+
 def _numbers(client: Client) -> list[int]:
     return [int(f["event"]["payload"]["n"]) for f in client.events()]
 
@@ -253,31 +317,14 @@ async def test_every_client_gets_every_event_or_gap(
     run = FAULTS[fault]
     prefix = f"celoss-{fault}-{layer}"
     env = _e2e_env(throwaway_redis.url, prefix, layer, tmp_path)
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    migrate = await asyncio.to_thread(_migrate, env)
     assert migrate.returncode == 0, migrate.stderr
     if run.pubsub_limit:
         admin = redis.Redis.from_url(throwaway_redis.url)
         admin.config_set("client-output-buffer-limit", run.pubsub_limit)
         admin.close()
     daphne = Daphne("daphne", env, tmp_path)
-    listen_log = (tmp_path / "listen.out").open("w")
-    listen_err = (tmp_path / "listen.err").open("w")
-    listen = subprocess.Popen(
-        [sys.executable, "manage.py", "events", "listen", r"shop::tick", "--timeout", "90"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=listen_log,
-        stderr=listen_err,
-    )
+    listen, listen_files = _start_listen(env, tmp_path)
     publisher: HubProcess | None = None
     clients: list[Client] = []
     try:
@@ -299,6 +346,9 @@ async def test_every_client_gets_every_event_or_gap(
                 str(run.interval),
                 "--payload",
                 json.dumps({"pad": "x" * run.payload_bytes}),
+                # Kept running, as a daphne or a worker is, for its checkpoints.
+                "--linger",
+                "8",
             ],
             hub_env(throwaway_redis.url, prefix, layer),
         )
@@ -313,15 +363,8 @@ async def test_every_client_gets_every_event_or_gap(
             await asyncio.sleep(run.lasts)
             _resume(daphne.proc, listen)
 
-        def finished(client: Client) -> bool:
-            return any(
-                f.get("type") == "event" and f["event"]["payload"].get("last")
-                for f in client.frames
-            )
-
-        deadline = time.monotonic() + 60
-        while not all(finished(c) for c in clients) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        for client in clients:
+            await _until_last(client, 60)
         assert publisher.wait_exit(60) == 0, publisher.describe()
         # Catching up runs ahead of live events: once the last is there, so is the rest.
     finally:
@@ -334,8 +377,8 @@ async def test_every_client_gets_every_event_or_gap(
         if listen.poll() is None:
             listen.kill()
         listen.wait(10)
-        listen_log.close()
-        listen_err.close()
+        for file in listen_files:
+            file.close()
 
     log = daphne.log.read_text(errors="replace")
     reported = (tmp_path / "listen.err").read_text(errors="replace")
@@ -359,7 +402,7 @@ async def test_every_client_gets_every_event_or_gap(
         assert not missing or gaps, "\n".join([*lines, log[-3000:]])
         # Events from one publisher stay in order, the caught-up ones included.
         assert got == sorted(got), lines
-        assert finished(client), lines
+        assert _finished(client), lines
     print("\n".join(lines))
     if listen_lost:
         assert "Lost events" in reported, (lines, reported[-2000:])
