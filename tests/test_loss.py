@@ -204,11 +204,11 @@ FAULTS = {
     # subscriber off at a small output buffer (core: its channel overflows).
     "buffer": Fault(
         "buffer",
-        count=600,
-        interval=0.002,
+        count=900,
+        interval=0.001,
         payload_bytes=10_000,
         after=0.5,
-        lasts=1.5,
+        lasts=2.5,
         pubsub_limit="pubsub 256kb 128kb 1",
     ),
     # The daphne (and the listening command) stopped with 12 KB events.
@@ -364,7 +364,7 @@ async def test_every_client_gets_every_event_or_gap(
             _resume(daphne.proc, listen)
 
         for client in clients:
-            await _until_last(client, 60)
+            await _until_last(client, 30)
         assert publisher.wait_exit(60) == 0, publisher.describe()
         # Catching up runs ahead of live events: once the last is there, so is the rest.
     finally:
