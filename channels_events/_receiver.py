@@ -57,7 +57,7 @@ class Receiver:
         self._sequences = Sequences()
         self._watch = ConnectionWatch()
         # Held while a run is handed over, or a catch-up is made: one at a time.
-        self._handing: asyncio.Lock | None = None
+        self._handing = asyncio.Lock()
         # The layer the channel was made on and groups were joined on.
         self._layer: Any = None
         self._channel: str | None = None
@@ -115,7 +115,6 @@ class Receiver:
             await asyncio.wait(tasks, timeout=5.0)
         self._remote = None
         self._dirty = None
-        self._handing = None
         layer = self._layer
         if self._channel is not None and layer is not None:
             for group in self._joined:
@@ -133,7 +132,7 @@ class Receiver:
     def forget(self) -> None:
         """Drop every task and channel without touching them (a new loop, or a forked child)."""
         self._tasks = []
-        self._handing = None
+        self._handing = asyncio.Lock()
         self._remote = None
         self._dirty = None
         self._channel = None
@@ -284,9 +283,6 @@ class Receiver:
             if isinstance(result, Exception):
                 logger.error("An events_lost receiver %r raised %r.", receiver, result)
         if loss.namespace in self._subscribers:
-            if self._handing is None:
-                await self._subscribers.catch_up(loss.namespace, self._link.history)
-                return
             async with self._handing:
                 await self._subscribers.catch_up(loss.namespace, self._link.history)
 
@@ -305,11 +301,8 @@ class Receiver:
             await self.lost(loss)
         self.received += len(events)
         if self._subscribers:
-            if self._handing is None:
+            async with self._handing:
                 await self._fan_out(events)
-            else:
-                async with self._handing:
-                    await self._fan_out(events)
         heard = self._dispatcher.would_receive
         if not any(heard(event.name) for event in events):
             return  # nobody here listens: no hand-off to the delivery task

@@ -46,8 +46,11 @@ export interface ConnectOptions {
 }
 
 export interface SubscribeOptions {
-  /** Called when the server could not replay what was missed: reload your state. */
-  onGap?: (gap: { since: string }) => void;
+  /**
+   * Called when the server could not replay what was missed: reload your state.
+   * `since` is the last event the server knows it sent, or null when it knows none.
+   */
+  onGap?: (gap: { since: string | null }) => void;
   /** Called if the server refuses the subscription; it is then forgotten. */
   onError?: (error: EventsError) => void;
 }
