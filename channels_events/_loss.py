@@ -48,6 +48,8 @@ class Loss:
     missed: int | None = None
     #: The publishing process whose messages were lost, when known.
     origin: str | None = None
+    #: The last event received from ``origin`` before the loss, when known.
+    after: str | None = None
 
     def describe(self) -> str:
         """Return one line saying what was lost, for logs and ``events listen``."""
@@ -63,33 +65,45 @@ class Loss:
 
 
 class Sequences:
-    """Remember the next ``seq`` expected per origin and namespace, for at most ``size`` pairs."""
+    """Remember, per origin and namespace, the next ``seq`` expected and the last event id seen.
+
+    At most ``size`` pairs are kept.
+    """
 
     def __init__(self, size: int = TRACKED) -> None:
         self.size = size
-        self._next: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._next: collections.OrderedDict[tuple[str, str], tuple[int, str | None]] = (
+            collections.OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._next)
 
-    def check(self, origin: str, namespace: str, seq: int, count: int) -> tuple[int, int]:
-        """Take a message of ``count`` events numbered from ``seq``; return (missed, repeated).
+    def check(
+        self, origin: str, namespace: str, seq: int, count: int, last_id: str | None = None
+    ) -> tuple[int, int, str | None]:
+        """Take a message of ``count`` events numbered from ``seq``, the last one ``last_id``.
 
-        ``missed``: events numbered between the last message and this one.
-        ``repeated``: how many of this message's first events came before
-        (a publisher that sent a message again after a failure it could not
-        read). The first message of an origin is taken as it comes.
+        Return (missed, repeated, before): ``missed``, the events numbered
+        between the last message and this one; ``repeated``, how many of this
+        message's first events came before (a publisher that sent a message
+        again after a failure it could not read); ``before``, the id of the
+        last event seen from this origin before this message, from where a
+        catch-up finds what was missed. The first message of an origin is
+        taken as it comes. A checkpoint is a message of no events.
         """
         key = (origin, namespace)
-        expected = self._next.pop(key, None)
-        self._next[key] = seq + count if expected is None else max(expected, seq + count)
+        known = self._next.pop(key, None)
+        expected, before = known if known is not None else (None, None)
+        following = seq + count if expected is None else max(expected, seq + count)
+        self._next[key] = (following, last_id if last_id is not None else before)
         if len(self._next) > self.size:
             self._next.popitem(last=False)
         if expected is None or seq == expected:
-            return 0, 0
+            return 0, 0, before
         if seq > expected:
-            return seq - expected, 0
-        return 0, min(count, expected - seq)
+            return seq - expected, 0, before
+        return 0, min(count, expected - seq), before
 
     def clear(self) -> None:
         """Forget every origin."""

@@ -284,7 +284,7 @@ class Receiver:
                 logger.error("An events_lost receiver %r raised %r.", receiver, result)
         if loss.namespace in self._subscribers:
             async with self._handing:
-                await self._subscribers.catch_up(loss.namespace, self._link.history)
+                await self._subscribers.catch_up(loss.namespace, self._link.history, loss.after)
 
     async def handle(self, message: Any) -> None:
         """Take one channel-layer message: to the subscribers now, to listeners next."""
@@ -334,9 +334,9 @@ class Receiver:
             return
         if type(seq) is not int:
             return
-        missed, _repeated = self._sequences.check(origin, namespace, seq, 0)
+        missed, _repeated, before = self._sequences.check(origin, namespace, seq, 0)
         if missed:
-            await self.lost(Loss(namespace, "sequence", missed, origin))
+            await self.lost(Loss(namespace, "sequence", missed, origin, before))
 
     def _numbered(
         self, message: dict[str, Any], events: list[Event]
@@ -348,13 +348,15 @@ class Receiver:
             return events, None  # a publisher that does not number its messages
         count = len(message["events"]) if message["type"] == BATCH_TYPE else 1
         namespace = events[0].namespace
-        missed, repeated = self._sequences.check(origin, namespace, seq, count)
+        missed, repeated, before = self._sequences.check(
+            origin, namespace, seq, count, events[-1].id
+        )
         if repeated:
             # Sent again by a publisher that could not tell it went through.
             events = events[repeated:]
             if not events:
                 return None
-        loss = Loss(namespace, "sequence", missed, origin) if missed else None
+        loss = Loss(namespace, "sequence", missed, origin, before) if missed else None
         return events, loss
 
     def _events_of(self, message: Any) -> list[Event]:

@@ -38,11 +38,16 @@ _REWIND = 200
 class _Recent:
     """The ids of the last events handed to a namespace's subscribers, oldest first."""
 
-    __slots__ = ("ids", "order")
+    __slots__ = ("floor", "ids", "order", "told")
 
     def __init__(self) -> None:
         self.order: collections.deque[str] = collections.deque()
         self.ids: set[str] = set()
+        # Set when the subscribers were told ``gap``: what the history holds
+        # up to the first event handed over after it (``floor``) is never
+        # replayed, or it would arrive behind newer events.
+        self.told = False
+        self.floor: str | None = None
 
     def fresh(self, events: list[Event]) -> list[Event]:
         """Return the events not handed over before, remembering them."""
@@ -55,6 +60,9 @@ class _Recent:
             ids.add(event_id)
             order.append(event_id)
             found.append(event)
+        if self.told and found:
+            self.told = False
+            self.floor = found[0].id
         while len(order) > RECENT:
             ids.discard(order.popleft())
         return found
@@ -65,10 +73,20 @@ class _Recent:
 
     @property
     def start(self) -> str | None:
-        """Return the id a catch-up reads the history after."""
-        if not self.order:
+        """Return the id a catch-up reads the history after (None: nothing to start from)."""
+        if not self.order or self.told:
             return None
         return self.order[-min(len(self.order), _REWIND)]
+
+    def above_floor(self, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the envelopes recorded after the floor (all when it is not among them)."""
+        floor = self.floor
+        if floor is None:
+            return envelopes
+        for index, envelope in enumerate(envelopes):
+            if envelope.get("id") == floor:
+                return envelopes[index + 1 :]
+        return envelopes
 
 
 class Subscriber(Protocol):
@@ -179,23 +197,36 @@ class SubscriberIndex:
             except Exception:
                 logger.exception("Subscriber %r failed to take events.", subscriber)
 
-    async def catch_up(self, namespace: str, history: History | None) -> bool:
+    async def catch_up(
+        self, namespace: str, history: History | None, after: str | None = None
+    ) -> bool:
         """Hand over what the history holds that ``namespace``'s subscribers did not get.
 
-        Where the history cannot say (none is kept, it was trimmed or lost,
-        or nothing was handed over yet to start from), each subscriber is
-        told with ``missed()`` instead. Return whether the history covered it.
+        ``after`` is the last event received from the publisher whose
+        messages were lost, when known; otherwise the history is read from
+        a little before the newest event handed over. Where the history
+        cannot say (none is kept, it was trimmed or lost, or nothing was
+        handed over yet to start from), each subscriber is told with
+        ``missed()`` instead. Return whether the history covered it.
         """
         recent = self._recent.get(namespace)
+        if recent is not None and recent.told:
+            return False  # told ``gap`` already, and nothing was handed over since
         start = recent.start if recent is not None else None
+        if after is not None and start is not None:
+            start = after
         found = None
         if history is not None and start is not None:
             try:
                 found = await asyncio.wait_for(history.after(namespace, start), HISTORY_TIMEOUT)
             except Exception as exc:
                 logger.warning("Reading the history of %r to catch up failed: %r.", namespace, exc)
+        if found is not None and recent is not None:
+            found = recent.above_floor(found)
         if found is None:
             since = recent.newest if recent is not None else None
+            if recent is not None:
+                recent.told = True
             for subscriber in list(self._by_namespace.get(namespace, ())):
                 missed = _missed_of(subscriber)
                 if missed is None:

@@ -44,6 +44,7 @@ from channels.testing import WebsocketCommunicator
 
 from channels_events import Event, events_lost, get_hub
 from channels_events._layer import BATCH_TYPE, EVENT_TYPE
+from channels_events._loss import Loss
 from channels_events.consumers import EventStreamConsumer
 from tests.hubproc import HubProcess, hub_env
 from tests.test_e2e import ROOT, Client, Daphne
@@ -169,6 +170,38 @@ async def test_a_checkpoint_shows_the_loss_of_a_publishers_last_messages(connect
         frames = await frames_until_quiet(connected)
     assert [f["event"]["payload"]["n"] for f in frames] == [0, 1, 2]
     assert [h["missed"] for h in heard] == [2]
+
+
+async def test_events_before_a_gap_are_never_replayed_behind_newer_ones(connected):
+    hub = get_hub()
+    history = hub.history
+    assert history is not None
+    envelopes = [Event("shop::tick", {"n": n}).to_dict() for n in range(6)]
+    await history.append("shop", envelopes)
+    read = history.after
+
+    async def unanswered(namespace: str, since: str) -> Any:
+        raise ConnectionError("the history does not answer")
+
+    await hub.receiver.handle(message(envelopes[:1], 0))
+    history.after = unanswered  # type: ignore[method-assign]
+    try:
+        await hub.receiver.lost(Loss("shop", "reconnect"))
+    finally:
+        history.after = read  # type: ignore[method-assign]
+    # Events 1-2 are what the gap told of; 3 comes next.
+    await hub.receiver.handle(message(envelopes[3:4], 3))
+    # A catch-up that reads the history from before the gap replays 4 and 5, not 1 and 2.
+    await hub.receiver.lost(Loss("shop", "reconnect"))
+    await hub.receiver.handle(message(envelopes[5:6], 5))
+    frames = await frames_until_quiet(connected)
+    assert [f["event"]["payload"]["n"] if f["type"] == "event" else f["type"] for f in frames] == [
+        0,
+        "gap",
+        3,
+        4,
+        5,
+    ]
 
 
 async def test_a_new_origin_and_unnumbered_messages_are_no_loss(connected):
