@@ -28,6 +28,7 @@ from ._hub import start_hub
 from ._listeners import Listener
 from ._listeners import Namespace
 from ._listeners import listen
+from ._loss import events_lost
 from ._model_events import ModelEvent
 from ._model_events import muted_model_events
 from ._observers import Observer
@@ -86,6 +87,7 @@ __all__ = [
     "dispatch",
     "drain",
     "emit_bulk_event",
+    "events_lost",
     "get_dispatcher",
     "get_hub",
     "latest_event_id",

@@ -72,7 +72,7 @@ class Hub:
             self.runner, self.link, self.subscribers, self.origin, self._start_sending_thread
         )
         self.receiver = Receiver(
-            self.runner, self.link, self.dispatcher, self.subscribers, self.origin
+            self.runner, self.link, self.dispatcher, self.subscribers, self.origin, owner=self
         )
         self.presence = Presence(self)
         self.dispatcher.publishers_changed()
@@ -113,6 +113,19 @@ class Hub:
     def received(self) -> int:
         """Return how many events this process received from others."""
         return self.receiver.received
+
+    @property
+    def losses(self) -> int:
+        """Return how many times this process found that events may not have reached it.
+
+        Each is also sent as the ``events_lost`` signal; see ``_loss.py``.
+        """
+        return self.receiver.losses
+
+    @property
+    def lost_events(self) -> int:
+        """Return how many events from other processes are known not to have reached this one."""
+        return self.receiver.lost_events
 
     @property
     def dropped(self) -> int:

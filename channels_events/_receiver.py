@@ -23,6 +23,7 @@ from ._dispatcher import Calls, Dispatcher
 from ._events import Event
 from ._layer import BATCH_TYPE, EVENT_TYPE, SKIP_KEY, LayerLink, group_name
 from ._loop import LoopRunner
+from ._loss import ConnectionWatch, Loss, Sequences, events_lost
 from ._metrics import metrics
 from ._sender import backoff
 from ._subscribers import SubscriberIndex
@@ -32,6 +33,9 @@ from ._tracing import received as trace_received
 __all__ = ["Receiver"]
 
 logger = logging.getLogger("channels_events.hub")
+
+# Seconds between looks at whether the layer made its connection again.
+_WATCH_PERIOD = 0.5
 
 
 class Receiver:
@@ -44,12 +48,19 @@ class Receiver:
         dispatcher: Dispatcher,
         subscribers: SubscriberIndex,
         origin: str,
+        owner: Any = None,
     ) -> None:
         self._runner = runner
         self._link = link
         self._dispatcher = dispatcher
         self._subscribers = subscribers
         self.origin = origin
+        # What sends ``events_lost`` (the hub).
+        self._owner = owner
+        self._sequences = Sequences()
+        self._watch = ConnectionWatch()
+        # Held while a run is handed over, or a catch-up is made: one at a time.
+        self._handing = asyncio.Lock()
         # The layer the channel was made on and groups were joined on.
         self._layer: Any = None
         self._channel: str | None = None
@@ -63,6 +74,10 @@ class Receiver:
         self.received = 0
         #: Remote events dropped because local listeners fell too far behind.
         self.dropped_remote = 0
+        #: Times this process found that events of a namespace may not have reached it.
+        self.losses = 0
+        #: Events known to be lost (a jump in a publisher's numbering).
+        self.lost_events = 0
 
     @property
     def running(self) -> bool:
@@ -82,10 +97,14 @@ class Receiver:
         loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._remote = asyncio.Queue(maxsize=events_settings.OUTBOX_SIZE)
+        self._handing = asyncio.Lock()
+        self._sequences.clear()
+        self._watch = ConnectionWatch()
         self._tasks = [
             loop.create_task(self._receive_forever()),
             loop.create_task(self._refresh_groups()),
             loop.create_task(self._deliver_forever()),
+            loop.create_task(self._watch_connections()),
         ]
 
     async def stop(self) -> None:
@@ -116,6 +135,7 @@ class Receiver:
     def forget(self) -> None:
         """Drop every task and channel without touching them (a new loop, or a forked child)."""
         self._tasks = []
+        self._handing = asyncio.Lock()
         self._remote = None
         self._dirty = None
         self._channel = None
@@ -221,6 +241,9 @@ class Receiver:
             if failures:
                 logger.warning("The channel layer is reachable again; groups rejoined.")
                 failures = 0
+                # What was published while this process could not read is
+                # not in its channel: its subscribers catch up first.
+                await self._lost_everywhere()
             try:
                 await self.handle(message)
             except asyncio.CancelledError:
@@ -228,20 +251,63 @@ class Receiver:
             except Exception:
                 logger.exception("Delivering remote events failed.")
 
+    async def _watch_connections(self) -> None:
+        # channels_redis's pub/sub layer subscribes again by itself after a
+        # lost connection, without a word to its caller: look for that.
+        while True:
+            await asyncio.sleep(_WATCH_PERIOD)
+            layer = self._layer
+            if layer is not None and self._watch.reconnected(layer):
+                logger.warning("The channel layer's subscriber connection was made again.")
+                await self._lost_everywhere()
+
+    async def _lost_everywhere(self) -> None:
+        for namespace in sorted(self.joined_namespaces()):
+            await self.lost(Loss(namespace, "reconnect"))
+
+    def joined_namespaces(self) -> set[str]:
+        """Return the namespaces whose groups this process is in."""
+        prefix = group_name("")
+        return {group[len(prefix) :] for group in self._joined if group.startswith(prefix)}
+
+    async def lost(self, loss: Loss) -> None:
+        """Report a loss, and have the namespace's websockets catch up (or get ``gap``)."""
+        self.losses += 1
+        if loss.missed:
+            self.lost_events += loss.missed
+        logger.warning("Lost channel-layer messages: %s.", loss.describe())
+        for receiver, result in events_lost.send_robust(
+            self._owner,
+            namespace=loss.namespace,
+            reason=loss.reason,
+            missed=loss.missed,
+            origin=loss.origin,
+        ):
+            if isinstance(result, Exception):
+                logger.error("An events_lost receiver %r raised %r.", receiver, result)
+        if loss.namespace in self._subscribers:
+            async with self._handing:
+                await self._subscribers.catch_up(loss.namespace, self._link.history, loss.after)
+
     async def handle(self, message: Any) -> None:
         """Take one channel-layer message: to the subscribers now, to listeners next."""
         events = self._events_of(message)
         if not events:
+            await self._checkpoint(message)
             return
+        numbered = self._numbered(message, events)
+        if numbered is None:
+            return
+        events, loss = numbered
+        if loss is not None:
+            # Before this message: what was lost comes ahead of it.
+            await self.lost(loss)
         self.received += len(events)
         metrics.received(events)
         trace_received(message, events)
         if self._subscribers:
-            start = 0
-            for index in range(1, len(events) + 1):
-                if index == len(events) or events[index].namespace != events[start].namespace:
-                    await self._subscribers.fan_out(events[start].namespace, events[start:index])
-                    start = index
+            async with self._handing:
+                await self._fan_out(events)
         heard = self._dispatcher.would_receive
         if not any(heard(event.name) for event in events):
             return  # nobody here listens: no hand-off to the delivery task
@@ -257,6 +323,47 @@ class Receiver:
             )
         else:
             self._remote.put_nowait(events)
+
+    async def _fan_out(self, events: list[Event]) -> None:
+        start = 0
+        for index in range(1, len(events) + 1):
+            if index == len(events) or events[index].namespace != events[start].namespace:
+                await self._subscribers.fan_out(events[start].namespace, events[start:index])
+                start = index
+
+    async def _checkpoint(self, message: Any) -> None:
+        """Take a publisher's checkpoint (a batch of no events): how many it sent so far."""
+        if not isinstance(message, dict) or message.get("events") != []:
+            return
+        origin, seq, namespace = message.get("origin"), message.get("seq"), message.get("namespace")
+        if origin == self.origin or not isinstance(origin, str) or not isinstance(namespace, str):
+            return
+        if type(seq) is not int:
+            return
+        missed, _repeated, before = self._sequences.check(origin, namespace, seq, 0)
+        if missed:
+            await self.lost(Loss(namespace, "sequence", missed, origin, before))
+
+    def _numbered(
+        self, message: dict[str, Any], events: list[Event]
+    ) -> tuple[list[Event], Loss | None] | None:
+        """Check the message's ``seq``; return its events not seen before and any loss, or None."""
+        seq = message.get("seq")
+        origin = message.get("origin")
+        if type(seq) is not int or not isinstance(origin, str):
+            return events, None  # a publisher that does not number its messages
+        count = len(message["events"]) if message["type"] == BATCH_TYPE else 1
+        namespace = events[0].namespace
+        missed, repeated, before = self._sequences.check(
+            origin, namespace, seq, count, events[-1].id
+        )
+        if repeated:
+            # Sent again by a publisher that could not tell it went through.
+            events = events[repeated:]
+            if not events:
+                return None
+        loss = Loss(namespace, "sequence", missed, origin, before) if missed else None
+        return events, loss
 
     def _events_of(self, message: Any) -> list[Event]:
         if not isinstance(message, dict):

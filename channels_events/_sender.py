@@ -34,6 +34,10 @@ _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 # Seconds a caller that outruns the hub waits for room in a full outbox.
 _BACKPRESSURE_WAIT = 1.0
+#: Seconds of quiet after which each checkpoint follows the one before
+#: (the first one second after the last message, the last about a minute
+#: after it, within the core layer's default message expiry).
+CHECKPOINTS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
 def backoff(failures: int) -> float:
@@ -100,6 +104,15 @@ class Sender:
         self._pending: tuple[str, collections.deque[list[dict[str, Any]]]] | None = None
         # Event id -> the connections it skips (to_others), for the pending run.
         self._skips: dict[str, list[str]] = {}
+        # The pending run's envelopes while the history has not taken them:
+        # recorded again before each new attempt to send, so that events held
+        # through an outage are in the history when Redis is back.
+        self._unrecorded: list[dict[str, Any]] | None = None
+        # Per namespace, the number of events this process sent to its group:
+        # the next message's ``seq`` (see _loss.py).
+        self._seq: dict[str, int] = {}
+        # Namespaces sent to since their last checkpoint cycle ended.
+        self._unconfirmed: set[str] = set()
         self._wake: asyncio.Event | None = None
         # Set while a wake-up is on its way or the sender is draining: other
         # publishers then skip the cross-thread wake-up.
@@ -114,6 +127,8 @@ class Sender:
         self.dropped = 0
         #: Events sent without being recorded in the history.
         self.unrecorded = 0
+        #: Attempts to record a run in the history that failed.
+        self.record_failures = 0
         #: Events dropped because the channel layer could not encode them.
         self.unencodable = 0
 
@@ -203,8 +218,18 @@ class Sender:
     async def _send_forever(self) -> None:
         assert self._wake is not None
         failures = 0
+        quiet = 0  # checkpoints sent since the last message
         while True:
-            await self._wake.wait()
+            if self._unconfirmed and quiet < len(CHECKPOINTS):
+                try:
+                    await asyncio.wait_for(self._wake.wait(), CHECKPOINTS[quiet])
+                except asyncio.TimeoutError:
+                    quiet += 1
+                    await self._checkpoint(last=quiet == len(CHECKPOINTS))
+                    continue
+            else:
+                await self._wake.wait()
+            quiet = 0
             self._wake.clear()
             while True:
                 while self._outbox or self._pending:
@@ -262,11 +287,17 @@ class Sender:
                 # Recorded before anyone can receive them: a websocket that
                 # subscribes with ``since`` reads the history after it starts
                 # taking live events, so it misses nothing in between.
-                await self._record(namespace, recorded)
+                self._unrecorded = recorded
+                await self._record(namespace)
             # This process's subscribers get the events now; the channel
             # layer's echo of them is ignored.
             if namespace in self._subscribers:
                 await self._subscribers.fan_out(namespace, events)
+        else:
+            namespace = self._pending[0]
+            if self._unrecorded is not None:
+                # A retry after an outage: the history is asked again first.
+                await self._record(namespace)
         namespace, parts = self._pending
         layer = self._link.layer
         while parts:
@@ -274,11 +305,12 @@ class Sender:
             if not run:
                 parts.popleft()
                 continue
+            seq = self._seq.get(namespace, 0)
             message: dict[str, Any]
             if len(run) == 1:
-                message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin}
+                message = {"type": EVENT_TYPE, "event": run[0], "origin": self.origin, "seq": seq}
             else:
-                message = {"type": BATCH_TYPE, "events": run, "origin": self.origin}
+                message = {"type": BATCH_TYPE, "events": run, "origin": self.origin, "seq": seq}
             tag_message(message, run)
             if self._skips:
                 # Beside the envelopes, never in them: no client sees these ids.
@@ -294,11 +326,47 @@ class Sender:
                 parts.popleft()
                 self._split(parts, run, error)
                 continue
+            # Numbered as sent: an event that could not be encoded takes no
+            # number, so receivers see no gap for it.
+            self._seq[namespace] = seq + len(run)
+            self._unconfirmed.add(namespace)
             parts.popleft()
             metrics.published(run, namespace)
         self._pending = None
         metrics.outbox(len(self._outbox))
         self._skips = {}
+        if self._unrecorded is not None:
+            # Sent, but the history never took them: only catching up on them fails.
+            self.unrecorded += len(self._unrecorded)
+            self._unrecorded = None
+
+    async def _checkpoint(self, *, last: bool) -> None:
+        """Tell receivers how many events went to each namespace sent to lately.
+
+        A receiver that lost this process's last messages (its channel was
+        full, its subscription was cut off) has no later message to show
+        it; this one does. It is a batch of no events, which receivers that
+        do not read ``seq`` pass over. Sent a few times, further apart each
+        time: a receiver that is stopped, or whose channel is full, gets a
+        later one.
+        """
+        layer = self._link.layer
+        for namespace in sorted(self._unconfirmed):
+            message = {
+                "type": BATCH_TYPE,
+                "events": [],
+                "origin": self.origin,
+                "seq": self._seq.get(namespace, 0),
+                "namespace": namespace,
+            }
+            try:
+                await layer.group_send(group_name(namespace), message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("Sending a checkpoint to %r failed: %r", namespace, exc)
+        if last:
+            self._unconfirmed.clear()
 
     def _split(
         self,
@@ -322,22 +390,28 @@ class Sender:
             error,
         )
 
-    async def _record(self, namespace: str, envelopes: list[dict[str, Any]]) -> None:
+    async def _record(self, namespace: str) -> None:
+        """Record the pending run in the history; on failure it stays to be recorded again."""
         history = self._link.history
-        if history is None:
+        envelopes = self._unrecorded
+        if history is None or envelopes is None:
+            self._unrecorded = None
             return
         try:
             # A slow history never holds up publication for long.
             await asyncio.wait_for(history.append(namespace, envelopes), HISTORY_TIMEOUT)
         except Exception as exc:
-            # The events still go out; only catching up on them may fail.
-            self.unrecorded += len(envelopes)
-            if self.unrecorded == len(envelopes) or self.unrecorded % 1000 < len(envelopes):
+            # The events still go out; the history is asked again if sending
+            # them fails too (an outage), and given up on once they are sent.
+            self.record_failures += 1
+            if self.record_failures == 1 or self.record_failures % 100 == 0:
                 logger.warning(
-                    "Recording events in the history failed (%r); %d event(s) not recorded so far.",
+                    "Recording events in the history failed (%r); %d attempt(s) failed so far.",
                     exc,
-                    self.unrecorded,
+                    self.record_failures,
                 )
+            return
+        self._unrecorded = None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event was handed to the channel layer; return success.

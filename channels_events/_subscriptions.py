@@ -39,6 +39,10 @@ class Subscriptions:
         """Return the namespaces with at least one subscription."""
         return self._by_namespace.keys()
 
+    def ids_in(self, namespace: str) -> list[str]:
+        """Return the ids of the subscriptions in ``namespace``, in subscription order."""
+        return [entry[0] for entry in self._by_namespace.get(namespace, ())]
+
     def add(self, sid: str, pattern: ClientPattern, where: Filter | None = None) -> None:
         """Add subscription ``sid``, filtered by ``where``; the caller checked the id is free."""
         self._patterns[sid] = pattern

@@ -162,6 +162,10 @@ class _CatchUp:
 _Item: TypeAlias = "tuple[Event, tuple[str, ...]] | _Lagged | _Control | _CatchUp"
 
 
+def _gap(sid: str, since: str | None) -> dict[str, Any]:
+    return {"type": "gap", "subscription": sid, "since": since}
+
+
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -302,6 +306,37 @@ class ConnectionWriter:
             trace_written(events[0])
             return self._write({"type": "websocket.send", "text": text})
         return self._take(events, self._hub_writes)
+
+    def missed(self, namespace: str, since: str | None) -> Awaitable[None] | None:
+        """Tell each subscription in ``namespace`` that events after ``since`` were lost (``gap``).
+
+        Called by the hub on its loop when it could not catch up from the
+        history. The frames take their place after what is queued; they
+        never wait for room.
+        """
+        frames = [
+            {"type": "websocket.send", "text": encode(_gap(sid, since))}
+            for sid in self._subscriptions.ids_in(namespace)
+        ]
+        if not frames or self.state is WriterState.CLOSED:
+            return None
+        if asyncio.get_running_loop() is not self._loop or self.state is WriterState.WRITING:
+            self._loop.call_soon_threadsafe(self._queue_controls, frames)
+            return None
+        # Idle, or catching up (held live events follow the catch-up's answers).
+        return self._write_all(frames)
+
+    def _queue_controls(self, frames: list[dict[str, Any]]) -> None:
+        if self.state is WriterState.CLOSED:
+            return
+        self._queue.extend(_Control(frame, False) for frame in frames)
+        if self.state is WriterState.IDLE:
+            self.state = WriterState.WRITING
+            self._wake.set()
+
+    async def _write_all(self, frames: list[dict[str, Any]]) -> None:
+        for frame in frames:
+            await self._write(frame)
 
     def _take(self, events: list[Event], hub_waits: bool) -> Awaitable[None] | None:
         """Queue the frames of ``events``; start writing them if nothing else is."""

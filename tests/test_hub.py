@@ -108,7 +108,12 @@ async def test_single_event_is_sent_as_one_event_message(make_hub: Any, memory_l
     event = hub.dispatcher.dispatch("shop::order::paid", {"order": 1, "amount": "9.90"})
     message = await asyncio.wait_for(memory_layer.receive(channel), 5)
 
-    assert message == {"type": EVENT_TYPE, "event": event.to_dict(), "origin": hub.origin}
+    assert message == {
+        "type": EVENT_TYPE,
+        "event": event.to_dict(),
+        "origin": hub.origin,
+        "seq": 0,
+    }
     assert message["type"] == "channels_events.event"
     assert set(message["event"]) == {"id", "name", "namespace", "payload", "timestamp"}
     assert message["event"]["namespace"] == "shop"
@@ -185,6 +190,7 @@ async def test_burst_is_coalesced_into_one_batch_message_in_order(
         "type": BATCH_TYPE,
         "events": [event.to_dict() for event in events],
         "origin": hub.origin,
+        "seq": 0,
     }
     assert message["type"] == "channels_events.events"
     await nothing_more(memory_layer, channel)
@@ -206,13 +212,20 @@ async def test_batches_respect_batch_size_and_namespace_runs(
 
     received = [await asyncio.wait_for(memory_layer.receive(shop), 5) for _ in range(4)]
     assert [m["type"] for m in received] == [BATCH_TYPE, BATCH_TYPE, EVENT_TYPE, EVENT_TYPE]
+    # Numbered per namespace: a batch carries the number of its first event.
+    assert [m["seq"] for m in received] == [0, 3, 6, 7]
     assert [e["payload"]["n"] for e in received[0]["events"] + received[1]["events"]] == list(
         range(6)
     )
     assert received[2]["event"] == first[6].to_dict()
     assert received[3]["event"] == last.to_dict()
     audit_message = await asyncio.wait_for(memory_layer.receive(audit), 5)
-    assert audit_message == {"type": EVENT_TYPE, "event": middle.to_dict(), "origin": hub.origin}
+    assert audit_message == {
+        "type": EVENT_TYPE,
+        "event": middle.to_dict(),
+        "origin": hub.origin,
+        "seq": 0,
+    }
     await nothing_more(memory_layer, shop)
 
 
@@ -242,7 +255,12 @@ async def test_a_channels_consumer_in_the_group_gets_both_forms(
         got = await communicator.receive_json_from(timeout=5)
         assert got == {
             "handler": "channels_events_event",
-            "message": {"type": EVENT_TYPE, "event": one.to_dict(), "origin": hub.origin},
+            "message": {
+                "type": EVENT_TYPE,
+                "event": one.to_dict(),
+                "origin": hub.origin,
+                "seq": 0,
+            },
         }
         assert got["message"]["event"]["payload"] == {"order": 5, "carrier": "post"}
 
@@ -254,6 +272,7 @@ async def test_a_channels_consumer_in_the_group_gets_both_forms(
                 "type": BATCH_TYPE,
                 "events": [event.to_dict() for event in many],
                 "origin": hub.origin,
+                "seq": 1,
             },
         }
     finally:

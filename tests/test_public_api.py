@@ -42,6 +42,7 @@ EXPECTED = [
     "dispatch",
     "drain",
     "emit_bulk_event",
+    "events_lost",
     "get_dispatcher",
     "get_hub",
     "latest_event_id",

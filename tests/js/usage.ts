@@ -26,7 +26,7 @@ const stop: () => void = events.subscribe(
   {
     where,
     since: rendered,
-    onGap: (gap: { since: string }) => console.log("reload after", gap.since),
+    onGap: (gap: { since: string | null }) => console.log("reload after", gap.since),
     onError: (error: EventsError) => console.log(error.code),
   },
 );

@@ -17,6 +17,7 @@ from channels_events._dispatcher import Dispatcher, get_dispatcher
 from channels_events._events import Event
 from channels_events._hub import Hub, get_hub
 from channels_events._layer import redis_hosts
+from channels_events._loss import Loss, events_lost
 from channels_events._model_events import _observations
 from channels_events._names import compile_pattern, literal_namespace, validate_namespace
 from channels_events._registry import Registration
@@ -96,7 +97,20 @@ class Command(BaseCommand):
             if count and seen >= count:
                 done.set()
 
+        def report_loss(
+            sender: Any,
+            namespace: str,
+            reason: str,
+            missed: int | None,
+            origin: str | None,
+            **kw: Any,
+        ) -> None:
+            loss = Loss(namespace, reason, missed, origin)
+            self.stderr.write(f"Lost events: {loss.describe()}.")
+            self.stderr.flush()
+
         dispatcher.connect(show, pattern, namespaces=namespaces or None)
+        events_lost.connect(report_loss, sender=hub, weak=False)
         await hub.attach()
         if sys.stderr.isatty():
             self.stderr.write(f"Listening for {pattern!r}; Ctrl-C to stop.")
@@ -105,6 +119,7 @@ class Command(BaseCommand):
         except asyncio.TimeoutError:
             pass
         finally:
+            events_lost.disconnect(report_loss, sender=hub)
             await hub.stop()
 
     # -- emit --------------------------------------------------------------

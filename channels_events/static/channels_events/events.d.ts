@@ -93,8 +93,11 @@ export interface SubscribeOptions {
    * with the server's `latest_event_id` and pass it here).
    */
   since?: string | null;
-  /** Called when the server could not replay what was missed: reload your state. */
-  onGap?: (gap: { since: string }) => void;
+  /**
+   * Called when the server could not replay what was missed: reload your state.
+   * `since` is the last event the server knows it sent, or null when it knows none.
+   */
+  onGap?: (gap: { since: string | null }) => void;
   /** Called if the server refuses the subscription; it is then forgotten. */
   onError?: (error: EventsError) => void;
 }
