@@ -169,6 +169,15 @@ def test_dispatch_counts_per_namespace() -> None:
     assert (after or 0) - (before or 0) == 2
 
 
+def test_every_metric_has_a_row_in_the_docs_catalogue() -> None:
+    from channels_events._metrics import CATALOGUE
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for kind, name, _labels, _meaning in CATALOGUE:
+        exposed = f"{name}_total" if kind == "counter" else name
+        assert f"| `{exposed}` | {kind} |" in text, name
+
+
 def _value(name: str, **labels: str) -> float:
     from prometheus_client import REGISTRY
 
