@@ -16,6 +16,12 @@ in a task listener (``task=True``).
 Pending calls are finished at a normal exit (``atexit``, within
 ``BACKGROUND_EXIT_TIMEOUT``) and when :class:`HubMiddleware` answers
 ``lifespan.shutdown``; :func:`drain` waits for them on demand (tests).
+
+A call runs in the trace context that was current when it was queued (the
+span active at ``dispatch()``, or a remote event's delivery span), inside a
+span of its own (``_tracing.py``). Failures and refusals are counted
+(``_metrics.py``): a failure as a listener failure, a refusal as a drop of
+cause ``background_queue_full``.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import os
 import threading
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 
 from ._conf import events_settings
+from ._metrics import metrics
+from ._tracing import current as current_trace
+from ._tracing import run_in as run_traced
 
 if TYPE_CHECKING:
     from ._events import Event
@@ -41,7 +50,8 @@ __all__ = ["BackgroundPool", "drain", "get_pool"]
 
 logger = logging.getLogger("channels_events")
 
-Call = tuple["Registration", "Event"]
+#: A listener, its event, and the trace context to run it in (None: no span was active).
+Call = tuple["Registration", "Event", Any]
 
 
 class BackgroundPool:
@@ -73,6 +83,7 @@ class BackgroundPool:
 
     def submit(self, registration: Registration, event: Event) -> bool:
         """Queue one call of ``registration``'s listener; return False if the pool is full."""
+        trace_context = current_trace()
         with self._cond:
             if self._pending >= events_settings.BACKGROUND_QUEUE_SIZE:
                 self._refused += 1
@@ -84,13 +95,14 @@ class BackgroundPool:
                 if lane is None:
                     lane = self._lanes[key] = collections.deque()
                     self._ready.append(key)
-                lane.append((registration, event))
+                lane.append((registration, event, trace_context))
                 self._pending += 1
                 if self._idle:
                     self._cond.notify()
                 elif len(self._threads) < events_settings.BACKGROUND_WORKERS:
                     self._start_thread()
         if full:
+            metrics.dropped("background_queue_full")
             logger.error(
                 "Background listener %s not run for event %r (id %s): %d call(s) already "
                 "queued (BACKGROUND_QUEUE_SIZE).",
@@ -128,9 +140,9 @@ class BackgroundPool:
                     self._idle -= 1
                 key = self._ready.popleft()
                 lane = self._lanes[key]
-                registration, event = lane.popleft()
+                registration, event, trace_context = lane.popleft()
             try:
-                self._run(registration, event)
+                self._run(registration, event, trace_context)
             finally:
                 with cond:
                     if lane:
@@ -143,13 +155,17 @@ class BackgroundPool:
                     if not self._pending:
                         cond.notify_all()
 
-    def _run(self, registration: Registration, event: Event) -> None:
+    def _run(self, registration: Registration, event: Event, trace_context: Any) -> None:
         try:
-            if registration.is_async:
-                async_to_sync(registration.callback)(event)
-            else:
-                registration.callback(event)
+            run_traced(
+                trace_context,
+                "background",
+                registration.description,
+                event,
+                lambda: self._call(registration, event),
+            )
         except Exception:
+            metrics.listener_failed(event)
             logger.exception(
                 "Background listener %s failed on event %r (id %s).",
                 registration.description,
@@ -162,6 +178,13 @@ class BackgroundPool:
             from django.db import close_old_connections
 
             close_old_connections()
+
+    @staticmethod
+    def _call(registration: Registration, event: Event) -> None:
+        if registration.is_async:
+            async_to_sync(registration.callback)(event)
+        else:
+            registration.callback(event)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every call queued so far has run; return False on timeout."""

@@ -61,13 +61,19 @@ CATALOGUE: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "Event frames written to websockets."),
     ("counter", "channels_events_dropped", ("cause",),
      "Events dropped, by cause: `outbox_full` (the publication queue), `remote_queue_full` "
-     "(local listeners too far behind), `lagged` (a websocket too slow)."),
+     "(local listeners too far behind), `lagged` (a websocket too slow), "
+     "`background_queue_full` (a background listener call refused)."),
     ("counter", "channels_events_policy_refusals", ("policy",),
      "Requests a policy refused: `subscribe`, `emit`."),
     ("counter", "channels_events_protocol_errors", ("code",),
      "`error` frames sent to clients, by protocol error code."),
     ("counter", "channels_events_listener_failures", ("namespace",),
-     "Listener and filter exceptions (logged, or raised in strict mode)."),
+     "Listener and filter exceptions (logged, or raised in strict mode); background "
+     "listeners' too, and each failed try of a task listener, in the worker."),
+    ("counter", "channels_events_task_retries", ("namespace",),
+     "Task listener calls that failed and were enqueued again (counted in the worker)."),
+    ("counter", "channels_events_task_failures", ("namespace",),
+     "Task listener calls that failed their last try (counted in the worker)."),
     ("gauge", "channels_events_connections", (),
      "Websocket connections open on this process."),
     ("gauge", "channels_events_subscriptions", (),
@@ -189,6 +195,8 @@ class _Prometheus:
         self._refusals = self.counts["channels_events_policy_refusals"].add
         self._errors = self.counts["channels_events_protocol_errors"].add
         self._failures = self.counts["channels_events_listener_failures"].add
+        self._retries = self.counts["channels_events_task_retries"].add
+        self._task_failures = self.counts["channels_events_task_failures"].add
         self._connections = self.counts["channels_events_connections"].add
         self._subscriptions = self.counts["channels_events_subscriptions"].add
         self._publish_delay = self.histograms["channels_events_publish_delay_seconds"]
@@ -256,6 +264,12 @@ class _Prometheus:
 
     def listener_failed(self, event: Event) -> None:
         self._failures(event.namespace)
+
+    def task_retried(self, event: Event) -> None:
+        self._retries(event.namespace)
+
+    def task_failed(self, event: Event) -> None:
+        self._task_failures(event.namespace)
 
     def connections(self, change: int) -> None:
         self._connections("", change)
@@ -434,6 +448,14 @@ class Tally:
     def listener_failed_(self, event: Event) -> None:
         self.failures += 1
 
+    # Task listeners run in workers, which publish no stats: their failures
+    # reach the page through listener_failed_.
+    def task_retried_(self, event: Event) -> None:
+        return None
+
+    def task_failed_(self, event: Event) -> None:
+        return None
+
     def connections_(self, change: int) -> None:
         self.connections += change
 
@@ -456,6 +478,8 @@ _METHODS = (
     "refused",
     "protocol_error",
     "listener_failed",
+    "task_retried",
+    "task_failed",
     "connections",
     "subscriptions",
     "outbox",
@@ -484,8 +508,11 @@ class Metrics:
       event frame written), ``published(envelopes, namespace)`` (a message
       the channel layer accepted);
     - ``dropped(cause, count=1)`` with ``outbox_full``,
-      ``remote_queue_full`` or ``lagged``; ``refused(policy)``;
+      ``remote_queue_full``, ``lagged`` or ``background_queue_full``;
+      ``refused(policy)``;
       ``protocol_error(code)``; ``listener_failed(event)``;
+      ``task_retried(event)``, ``task_failed(event)`` (a task listener's
+      failed try enqueued again, or its last);
     - ``connections(change)``, ``subscriptions(change)``, ``outbox(depth)``;
     - ``presence_members(namespace, count)``: for presence to report the
       members it knows per namespace.
@@ -499,6 +526,8 @@ class Metrics:
     refused: Callable[[str], None]
     protocol_error: Callable[[str], None]
     listener_failed: Callable[[Event], None]
+    task_retried: Callable[[Event], None]
+    task_failed: Callable[[Event], None]
     connections: Callable[[int], None]
     subscriptions: Callable[[int], None]
     outbox: Callable[[int], None]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ._conf import events_settings, on_change
 from ._events import Event
 from ._json import encode, parse
+from ._metrics import metrics
 from ._names import MAX_NAME_LENGTH, namespace_of, validate_name
 from .exceptions import InvalidEventName
 
@@ -538,6 +539,8 @@ class Presence:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self._topics: dict[str, _Topic] = {}
+        #: Members of the mirrors, summed per namespace: the presence gauge.
+        self._counts: dict[str, int] = {}
         self._store: Store | None = None
         self._lock: asyncio.Lock | None = None
         # Changes waiting to be recorded, in order (see _record).
@@ -586,6 +589,9 @@ class Presence:
     def reset(self) -> None:
         """Forget everything: settings changed (tests), or the hub starts afresh."""
         self._topics = {}
+        for namespace in self._counts:
+            metrics.presence_members(namespace, 0)
+        self._counts = {}
         self._store = None
         self._lock = None
         self._changes = []
@@ -638,6 +644,7 @@ class Presence:
             state.local.pop(member_id, None)
         if not state.watchers:
             del self._topics[topic]
+            self._count(topic, -len(state.members))
             self._hub.add_subscriber(self)
         if count <= 0:
             gone = await self._record(topic, member, joined=False, last=not state.local)
@@ -684,7 +691,10 @@ class Presence:
         except Exception:
             logger.exception("Reading the members of %r failed; starting from none.", topic)
             found = []
+        before = len(state.members)
         state.members = {member["id"]: member["info"] for member in found}
+        if self._topics.get(topic) is state:
+            self._count(topic, len(state.members) - before)
         early, state.early = state.early, []
         state.loaded.set_result(None)
         for joins, leaves in early:
@@ -704,8 +714,22 @@ class Presence:
             if member_id in members and member_id not in state.local:
                 left.append({"id": member_id, "info": members.pop(member_id)})
         if joined or left:
+            if self._topics.get(topic) is state:
+                self._count(topic, len(joined) - len(left))
             for watcher in list(state.watchers):
                 watcher.diff(joined, left)
+
+    def _count(self, topic: str, change: int) -> None:
+        """Add ``change`` to the members counted in ``topic``'s namespace; report the sum."""
+        if not change:
+            return
+        namespace = namespace_of(topic)
+        count = self._counts.get(namespace, 0) + change
+        if count:
+            self._counts[namespace] = count
+        else:
+            self._counts.pop(namespace, None)
+        metrics.presence_members(namespace, count)
 
     def _lock_here(self) -> asyncio.Lock:
         if self._lock is None:

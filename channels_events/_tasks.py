@@ -20,7 +20,14 @@ enqueued again, as a new task whose ``attempt`` is one more, ``run_after``
 ``backoff * 2 ** (attempt - 1)`` seconds (when the backend supports
 ``run_after``), up to ``retries`` times; then ``failed(event, exception)``
 runs and the failure is logged with the event's name and id. Every failed
-attempt also raises, so the backend records it as a failed task result.
+attempt also raises, so the backend records it as a failed task result, and
+is counted (``_metrics.py``): as a listener failure, and as a retry or a
+final failure.
+
+Traces: when a span is active at ``dispatch()``, its ``traceparent`` is
+passed to the task as an argument of its own (``traceparent=``), beside
+the envelope and never inside it; the worker runs the listener inside a
+``channels_events task`` span that continues that trace, retries included.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ from django.db import DEFAULT_DB_ALIAS, router, transaction
 from django.utils import timezone
 
 from ._events import Event
+from ._metrics import metrics
+from ._tracing import run_in as run_traced
+from ._tracing import traceparent as current_traceparent
 from .exceptions import TaskListenerError
 
 __all__ = ["TaskListener", "TaskOptions", "find_task_listener", "task_listener", "tasks_framework"]
@@ -152,16 +162,18 @@ class TaskListener:
     def enqueue(self, event: Event) -> None:
         """Enqueue one run for ``event``: now, inside its transaction, or when it commits."""
         envelope = event.envelope  # an event that cannot travel fails here, in dispatch()
+        # Taken now: at commit another span, or none, may be active.
+        traceparent = current_traceparent()
         using = getattr(event, "using", None)
         connection = transaction.get_connection(using)
         if not connection.in_atomic_block or self._commits_with(using):
-            self._enqueue(envelope, 1, None)
+            self._enqueue(envelope, 1, None, traceparent)
             return
 
         def when_committed() -> None:
             # Raising inside on_commit would abort the remaining commit hooks.
             try:
-                self._enqueue(envelope, 1, None)
+                self._enqueue(envelope, 1, None, traceparent)
             except Exception:
                 logger.exception(
                     "Task listener %s could not be enqueued for event %r (id %s).",
@@ -183,24 +195,39 @@ class TaskListener:
             using or DEFAULT_DB_ALIAS
         )
 
-    def _enqueue(self, envelope: dict[str, Any], attempt: int, delay: float | None) -> None:
+    def _enqueue(
+        self,
+        envelope: dict[str, Any],
+        attempt: int,
+        delay: float | None,
+        traceparent: str | None,
+    ) -> None:
         queued = self.task
         if delay and tasks_framework().task_backends[queued.backend].supports_defer:
             queued = queued.using(run_after=timezone.now() + datetime.timedelta(seconds=delay))
-        queued.enqueue(self.path, envelope, attempt)
+        if traceparent is None:
+            # The arguments of an untraced task stay as they were.
+            queued.enqueue(self.path, envelope, attempt)
+        else:
+            queued.enqueue(self.path, envelope, attempt, traceparent=traceparent)
 
     # -- the worker --------------------------------------------------------
 
-    def run(self, event: Event, attempt: int) -> None:
-        """Call the listener; on failure enqueue a retry, or run ``failed`` after the last."""
+    def run(self, event: Event, attempt: int, traceparent: str | None = None) -> None:
+        """Call the listener; on failure enqueue a retry, or run ``failed`` after the last.
+
+        ``traceparent``, the dispatching span's, makes the call a span of
+        that trace; its retries carry it on.
+        """
         try:
-            if self.is_async:
-                async_to_sync(self.callback)(event)
-            else:
-                self.callback(event)
+            run_traced(
+                traceparent, "task", self.path, event, lambda: self._call(event), attempt=attempt
+            )
         except Exception as exc:
             options = self.options
+            metrics.listener_failed(event)
             if attempt <= options.retries:
+                metrics.task_retried(event)
                 delay = options.delay(attempt)
                 logger.warning(
                     "Task listener %s failed on event %r (id %s), attempt %d of %d; "
@@ -212,8 +239,9 @@ class TaskListener:
                     options.retries + 1,
                     delay,
                 )
-                self._enqueue(event.envelope, attempt + 1, delay)
+                self._enqueue(event.envelope, attempt + 1, delay, traceparent)
             else:
+                metrics.task_failed(event)
                 logger.error(
                     "Task listener %s failed on event %r (id %s) after %d attempt(s).",
                     self.path,
@@ -233,6 +261,12 @@ class TaskListener:
                             event.id,
                         )
             raise
+
+    def _call(self, event: Event) -> None:
+        if self.is_async:
+            async_to_sync(self.callback)(event)
+        else:
+            self.callback(event)
 
 
 _lock = threading.Lock()

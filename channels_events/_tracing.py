@@ -10,6 +10,13 @@ receiving process continues the trace: remote listeners run inside a
 is recorded as a ``channels_events write`` span, both children of the
 publish span.
 
+Listeners that run later go on in the trace that was current when their
+call was handed off: a background listener (local or remote event) runs
+inside a ``channels_events background`` span made from the context the
+pool captured (:func:`current`); a task listener's ``traceparent`` travels
+in the task's arguments, beside the envelope (:func:`traceparent`), and
+the worker runs it inside a ``channels_events task`` span.
+
 Without ``opentelemetry-api`` installed every function here returns at once.
 """
 
@@ -22,13 +29,25 @@ from typing import Any
 
 from ._events import Event
 
-__all__ = ["available", "capture", "deliver", "received", "tag_message", "written"]
+__all__ = [
+    "available",
+    "capture",
+    "current",
+    "deliver",
+    "received",
+    "run_in",
+    "tag_message",
+    "traceparent",
+    "written",
+]
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # the "tracing" extra is not installed
     trace = None  # type: ignore[assignment]
+    otel_context = None  # type: ignore[assignment]
 
 _NAME = "channels_events"
 _propagator: Any = TraceContextTextMapPropagator() if trace is not None else None
@@ -149,3 +168,53 @@ def _in_context(run_sync: Any) -> Any:
         return run_sync(lambda c: context.run(func, c), calls)  # type: ignore[no-any-return]
 
     return traced
+
+
+def current() -> Any:
+    """Return the active context, to run a later call in, or None when no span is active."""
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return None
+    return otel_context.get_current()
+
+
+def traceparent() -> str | None:
+    """Return the active span's W3C ``traceparent``, or None when no span is active."""
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def run_in(
+    context: Any, kind: str, listener: str, event: Event, call: Callable[[], None], **extra: Any
+) -> None:
+    """Call ``call()`` inside a ``channels_events <kind>`` span, a child of ``context``.
+
+    ``context`` is what :func:`current` returned, or a ``traceparent``
+    string from another process; with None (or without OpenTelemetry) the
+    call is made as it is. An exception that ``call`` raises is recorded on
+    the span and raised again.
+    """
+    if context is None or trace is None:
+        call()
+        return
+    if isinstance(context, str):
+        context = _context(context)
+    # Attached, not only passed as the parent: what else the context carries
+    # (baggage) reaches the listener as well.
+    token = otel_context.attach(context)
+    try:
+        with _tracer().start_as_current_span(
+            f"{_NAME} {kind}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "channels_events.listener": listener,
+                "channels_events.event": event.name,
+                "channels_events.id": event.id,
+                **{f"channels_events.{key}": value for key, value in extra.items()},
+            },
+        ):
+            call()
+    finally:
+        otel_context.detach(token)

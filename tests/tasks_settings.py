@@ -7,7 +7,9 @@ the processes of one test:
   (127.0.0.1:5432, user ``postgres``);
 - ``CE_TASKS_LOG``: the file task listeners append what they saw to, one
   JSON object a line (``tests/tasks_listeners.py``);
-- ``CE_TASKS_RELEASE``: a file whose appearance lets the slow listener finish.
+- ``CE_TASKS_RELEASE``: a file whose appearance lets the slow listener finish;
+- ``CE_TASKS_TRACE_FILE`` (optional): record the process's OpenTelemetry
+  spans there (``tests/tracefile.py``).
 
 The Tasks backend is the ``django-tasks-db`` database backend, with queues
 ``default`` and ``slow``; the channel layer is off (events stay in the
@@ -67,3 +69,8 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"channels_events": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+if os.environ.get("CE_TASKS_TRACE_FILE"):
+    from tests.tracefile import install as _install_tracing
+
+    _install_tracing(os.environ["CE_TASKS_TRACE_FILE"])

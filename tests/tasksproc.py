@@ -9,6 +9,8 @@ environment). Each action prints one JSON object on stdout:
   transaction that rolls back, then the same in one that commits; the task
   rows counted before, inside and after each;
 - ``flaky``, ``fails_once``, ``slow``: dispatch one event for that listener;
+- ``traced``: inside a span, dispatch one ``OrderPlaced`` and one event for
+  ``fails_once``; their ids and the span's trace and span ids (hex);
 - ``tasks``: the task rows, oldest first.
 """
 
@@ -57,6 +59,19 @@ def rollback() -> dict[str, Any]:
     return counts
 
 
+def traced() -> dict[str, Any]:
+    from opentelemetry import trace
+
+    with trace.get_tracer("tasksproc").start_as_current_span("save order") as span:
+        ids = [OrderPlaced(order=7).dispatch().id, dispatch("tasktest::fails_once").id]
+    context = span.get_span_context()
+    return {
+        "ids": ids,
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+    }
+
+
 def tasks() -> dict[str, Any]:
     rows = []
     for row in DBTaskResult.objects.order_by("enqueued_at"):
@@ -66,6 +81,7 @@ def tasks() -> dict[str, Any]:
                 "task_path": row.task_path,
                 "queue": row.queue_name,
                 "args": row.args_kwargs["args"],
+                "kwargs": row.args_kwargs["kwargs"],
                 "deferred": row.run_after.year < 9999 if row.run_after else False,
                 "exception": row.exception_class_path,
             }
@@ -84,6 +100,8 @@ def main(action: str, *args: str) -> dict[str, Any]:
     if action in ("flaky", "fails_once", "slow"):
         name = {"flaky": "tasktest::flaky::one"}.get(action, f"tasktest::{action}")
         return {"id": dispatch(name, {"n": 1}).id}
+    if action == "traced":
+        return traced()
     if action == "tasks":
         return tasks()
     raise SystemExit(f"unknown action {action!r}")

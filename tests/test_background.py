@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -17,6 +18,7 @@ from django.test import override_settings
 
 from channels_events import Dispatcher, Event, Listener, Observer, drain, listen, testing, unobserve
 from channels_events._background import get_pool
+from tests import tracefile
 from tests.testapp.models import Plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,6 +277,111 @@ def test_events_list_shows_where_listeners_run(capsys):
     assert "tbglist::inline  ->  tests.test_background" in out
     assert "inline_listener  [runs=inline]" in out
     assert "background_listener  [runs=background]" in out
+
+
+# -- traces -------------------------------------------------------------------------
+
+
+def _listener_spans(exporter, name):
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def test_background_listener_runs_in_the_trace_of_its_dispatch(d):
+    """A span active at dispatch() is an ancestor of the background listener's own span."""
+    from opentelemetry import trace
+
+    exporter = tracefile.in_memory()
+    assert drain(10)
+    exporter.clear()
+    tracer = trace.get_tracer("tests")
+
+    @listen("tbg::traced", dispatcher=d, background=True)
+    def traced(event):
+        with tracer.start_as_current_span("tbg listener") as span:
+            span.set_attribute("n", event.payload["n"])
+
+    with tracer.start_as_current_span("save order") as root:
+        traced_event = d.dispatch("tbg::traced", {"n": 1})
+    # No span active at dispatch(): the listener's span starts a trace of its own.
+    d.dispatch("tbg::traced", {"n": 2})
+    assert drain(10)
+    spans = exporter.get_finished_spans()
+    by_n = {span.attributes["n"]: span for span in _listener_spans(exporter, "tbg listener")}
+    assert set(by_n) == {1, 2}
+    assert tracefile.ancestors(spans, by_n[1]) == ["channels_events background", "save order"]
+    assert by_n[1].context.trace_id == root.get_span_context().trace_id
+    (background,) = _listener_spans(exporter, "channels_events background")
+    assert background.attributes["channels_events.id"] == traced_event.id
+    assert background.attributes["channels_events.listener"].endswith("traced")
+    assert by_n[2].parent is None
+    assert by_n[2].context.trace_id != root.get_span_context().trace_id
+
+
+def test_background_listener_failure_is_recorded_on_its_span(d):
+    from opentelemetry import trace
+    from opentelemetry.trace import StatusCode
+
+    exporter = tracefile.in_memory()
+    assert drain(10)
+    exporter.clear()
+
+    @listen("tbg::traced_fails", dispatcher=d, background=True)
+    def fails(event):
+        raise RuntimeError("traced boom")
+
+    with trace.get_tracer("tests").start_as_current_span("save order"):
+        d.dispatch("tbg::traced_fails")
+    assert drain(10)
+    (span,) = _listener_spans(exporter, "channels_events background")
+    assert span.status.status_code is StatusCode.ERROR
+    assert any("traced boom" in str(e.attributes) for e in span.events)
+
+
+async def test_background_listener_of_a_remote_event_continues_its_trace(d):
+    """A remote event's background listener runs under the receiving process's deliver span."""
+    from opentelemetry import trace
+
+    from channels_events._layer import EVENT_TYPE
+    from channels_events._receiver import Receiver
+    from channels_events._subscribers import SubscriberIndex
+    from channels_events._tracing import capture, tag_message
+
+    exporter = tracefile.in_memory()
+    assert drain(10)
+    exporter.clear()
+    tracer = trace.get_tracer("tests")
+    heard = []
+
+    @listen("tbg::remote", dispatcher=d, background=True)
+    def remote_listener(event):
+        heard.append(event.is_remote)
+        with tracer.start_as_current_span("tbg remote listener"):
+            pass
+
+    # The publishing side, as the sender does it: the context beside the envelope.
+    with tracer.start_as_current_span("save elsewhere") as root:
+        sent = Event("tbg::remote", {"n": 1})
+        capture(sent)
+    message = {"type": EVENT_TYPE, "event": sent.envelope, "origin": "elsewhere"}
+    tag_message(message, [message["event"]])
+    assert "trace" in message and "trace" not in message["event"]
+
+    receiver = Receiver(None, None, d, SubscriberIndex(lambda: None), "here")  # type: ignore[arg-type]
+    try:
+        await receiver.handle(message)
+        assert await asyncio.to_thread(drain, 10)
+    finally:
+        await receiver.stop()
+    assert heard == [True]
+    spans = exporter.get_finished_spans()
+    (listener_span,) = _listener_spans(exporter, "tbg remote listener")
+    assert tracefile.ancestors(spans, listener_span) == [
+        "channels_events background",
+        "channels_events deliver",
+        "channels_events publish",
+        "save elsewhere",
+    ]
+    assert listener_span.context.trace_id == root.get_span_context().trace_id
 
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from channels_events import Event
+from channels_events import Dispatcher, Event, TaskOptions, listen
 from channels_events._metrics import _noop, metrics
 from tests import tracefile
 from tests.test_e2e import (
@@ -166,6 +167,74 @@ def test_dispatch_counts_per_namespace() -> None:
             "channels_events_dispatched_total", {"namespace": "metered"}
         )
     assert (after or 0) - (before or 0) == 2
+
+
+def test_every_metric_has_a_row_in_the_docs_catalogue() -> None:
+    from channels_events._metrics import CATALOGUE
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for kind, name, _labels, _meaning in CATALOGUE:
+        exposed = f"{name}_total" if kind == "counter" else name
+        assert f"| `{exposed}` | {kind} |" in text, name
+
+
+def _value(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_background_listener_failures_and_refusals_are_counted() -> None:
+    from channels_events import Dispatcher, drain, listen
+
+    d = Dispatcher()
+    release = threading.Event()
+
+    @listen("metbg::fails", dispatcher=d, background=True)
+    def fails(event: Event) -> None:
+        raise RuntimeError("counted")
+
+    @listen("metbg::blocked", dispatcher=d, background=True)
+    def blocked(event: Event) -> None:
+        release.wait(10)
+
+    with override_settings(CHANNELS_EVENTS={"METRICS": True, "BACKGROUND_QUEUE_SIZE": 2}):
+        assert drain(10)
+        failures = _value("channels_events_listener_failures_total", namespace="metbg")
+        dropped = _value("channels_events_dropped_total", cause="background_queue_full")
+        d.dispatch("metbg::fails")
+        assert drain(10)
+        assert _value("channels_events_listener_failures_total", namespace="metbg") == failures + 1
+        # Two calls fill the pool; the next three are refused.
+        for _ in range(5):
+            d.dispatch("metbg::blocked")
+        release.set()
+        assert drain(10)
+        assert _value("channels_events_dropped_total", cause="background_queue_full") == dropped + 3
+        # Only failures were counted as failures.
+        assert _value("channels_events_listener_failures_total", namespace="metbg") == failures + 1
+
+
+tasks_dispatcher = Dispatcher()
+
+
+@listen("mettask::broken", dispatcher=tasks_dispatcher, task=TaskOptions(retries=1, backoff=0))
+def broken_task_listener(event: Event) -> None:
+    raise ValueError("a task listener that always fails")
+
+
+def test_task_listener_retries_and_failures_are_counted() -> None:
+    """Run by the test process's Tasks backend (ImmediateBackend): two tries, one retry."""
+    with override_settings(CHANNELS_EVENTS={"METRICS": True}):
+        retries = _value("channels_events_task_retries_total", namespace="mettask")
+        final = _value("channels_events_task_failures_total", namespace="mettask")
+        failures = _value("channels_events_listener_failures_total", namespace="mettask")
+        tasks_dispatcher.dispatch("mettask::broken")
+        assert _value("channels_events_task_retries_total", namespace="mettask") == retries + 1
+        assert _value("channels_events_task_failures_total", namespace="mettask") == final + 1
+        assert (
+            _value("channels_events_listener_failures_total", namespace="mettask") == failures + 2
+        )
 
 
 # Counts events in prometheus_client's multiprocess mode and copies them at once.

@@ -372,6 +372,37 @@ async def test_apresence_and_presence_return_the_members(connections):
     assert sorted(await sync_to_async(presence)(TOPIC), key=lambda m: m["id"]) == found
 
 
+async def test_members_are_counted_per_namespace_by_the_metrics(configure, connections):
+    from prometheus_client import REGISTRY
+
+    def members(namespace: str = "shop") -> float | None:
+        return REGISTRY.get_sample_value(
+            "channels_events_presence_members", {"namespace": namespace}
+        )
+
+    configure(METRICS=True)
+    left: list[Event] = []
+    connect(left.append, r"shop::.*::presence::left")
+    try:
+        alice = await connections.open("alice")
+        await join(alice, "p")
+        bob = await connections.open("bob")
+        await join(bob, "q")
+        await join(alice, "p2", "shop::other")
+        # Members of every topic of the namespace: Alice twice, Bob once.
+        assert await wait_until(lambda: members() == 3), members()
+        await bob.send_json_to({"type": "leave", "id": "q"})
+        assert await receive(bob) == {"type": "left", "id": "q"}
+        assert await wait_until(lambda: members() == 2), members()
+        await connections.close(alice)
+        # Every departure recorded (Bob's, Alice's from both topics) before
+        # the test ends: none is in flight when the settings change back.
+        assert await wait_until(lambda: len(left) == 3), left
+        assert members() == 0
+    finally:
+        disconnect(left.append)
+
+
 def test_presence_refuses_a_bad_topic_and_an_event_loop():
     with pytest.raises(ValueError):
         presence("not a topic")

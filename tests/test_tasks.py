@@ -38,6 +38,7 @@ from channels_events import (
     get_dispatcher,
     listen,
 )
+from tests import tracefile
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_TIMEOUT = 120
@@ -277,6 +278,38 @@ def test_worker_killed_in_the_middle_of_a_listener(tasks):
         "slow_started",
         "slow_finished",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_task_listener_continues_the_dispatching_trace(tasks, tmp_path):
+    """The worker's span for each try is a child of the span active at dispatch()."""
+    spans_file = tmp_path / "spans.jsonl"
+    tasks.env["CE_TASKS_TRACE_FILE"] = str(spans_file)
+    traced = tasks.run("traced")
+    # No span active at dispatch(): the task carries no trace context.
+    untraced = tasks.run("typed", "1")["ids"][0]
+    rows = tasks.tasks()
+    assert [sorted(row["kwargs"]) for row in rows] == [["traceparent"], ["traceparent"], []]
+    for row in rows[:2]:
+        version, trace_id, parent_id, _flags = row["kwargs"]["traceparent"].split("-")
+        assert (version, trace_id, parent_id) == ("00", traced["trace_id"], traced["span_id"])
+    # The envelope is the event's own: no trace context in it.
+    assert not any("trace" in json.dumps(row["args"]) for row in rows)
+    tasks.batch()
+    log = tasks.log()
+    assert sorted(line["id"] for line in lines(log, "on_order")) == sorted(
+        [traced["ids"][0], untraced]
+    )
+    assert [line["attempt"] for line in lines(log, "fails_once")] == [1, 2]
+    worker_spans = [
+        span for span in tracefile.read(spans_file) if span["name"] == "channels_events task"
+    ]
+    # One span per try of a traced call (on_order; fails_once and its retry),
+    # none for the untraced one.
+    assert len(worker_spans) == 3, worker_spans
+    for span in worker_spans:
+        assert span["trace_id"] == traced["trace_id"]
+        assert span["parent_id"] == traced["span_id"]
 
 
 # -- declaring task listeners (this process; the ImmediateBackend) ----------------------

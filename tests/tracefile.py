@@ -3,7 +3,10 @@
 ``install(path)`` sets a tracer provider (the SDK) whose spans are appended
 to ``path`` as they end: one JSON object per span with its name, trace id,
 span id and parent span id (hex). Processes started by a test (daphne, a
-writer) call it when their environment names a file.
+writer, a task worker) call it when their environment names a file.
+
+``in_memory()`` does the same for the test process itself, once, with the
+SDK's in-memory exporter.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -50,6 +54,36 @@ def install(path: str) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileExporter(Path(path))))
     trace.set_tracer_provider(provider)
+
+
+_memory: InMemorySpanExporter | None = None
+
+
+def in_memory() -> InMemorySpanExporter:
+    """Return the exporter this process's spans go to, installing it on first use.
+
+    A process has one tracer provider: it is set once and kept.
+    """
+    global _memory
+    if _memory is None:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _memory = exporter
+    return _memory
+
+
+def ancestors(spans: Sequence[ReadableSpan], span: ReadableSpan) -> list[str]:
+    """Return the names of ``span``'s parents among ``spans``, nearest first."""
+    by_id = {s.get_span_context().span_id: s for s in spans}  # type: ignore[union-attr]
+    names = []
+    parent = span.parent
+    while parent is not None and parent.span_id in by_id:
+        found = by_id[parent.span_id]
+        names.append(found.name)
+        parent = found.parent
+    return names
 
 
 def read(path: Path) -> list[dict[str, Any]]:
