@@ -16,9 +16,24 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopRunner", "running_loop"]
+__all__ = ["LoopRunner", "running_loop", "wait_set"]
 
 T = TypeVar("T")
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; return whether it was set.
+
+    Unlike ``asyncio.wait_for`` on Python 3.11, a cancellation that lands as
+    the event is set is never swallowed, so a loop built on this stops when
+    its task is cancelled.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _pending = await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+    return bool(done)
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

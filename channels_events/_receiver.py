@@ -22,7 +22,7 @@ from ._conf import events_settings
 from ._dispatcher import Calls, Dispatcher
 from ._events import Event
 from ._layer import BATCH_TYPE, EVENT_TYPE, SKIP_KEY, LayerLink, group_name
-from ._loop import LoopRunner
+from ._loop import LoopRunner, wait_set
 from ._loss import ConnectionWatch, Loss, Sequences, events_lost
 from ._metrics import metrics
 from ._sender import backoff
@@ -196,11 +196,10 @@ class Receiver:
         deadline = time.monotonic() + period
         while True:
             # Changes in between do not postpone the periodic rejoin.
-            try:
-                await asyncio.wait_for(dirty.wait(), max(0.0, deadline - time.monotonic()))
+            if await wait_set(dirty, max(0.0, deadline - time.monotonic())):
                 dirty.clear()
                 rejoin = False
-            except asyncio.TimeoutError:
+            else:
                 rejoin = True
                 deadline = time.monotonic() + period
             if self._channel is None:

@@ -20,7 +20,7 @@ from ._conf import events_settings
 from ._events import Event
 from ._history import TIMEOUT as HISTORY_TIMEOUT
 from ._layer import BATCH_TYPE, EVENT_TYPE, SKIP_KEY, LayerLink, group_name
-from ._loop import LoopRunner, running_loop
+from ._loop import LoopRunner, running_loop, wait_set
 from ._metrics import metrics
 from ._presence import is_presence_event
 from ._subscribers import SubscriberIndex
@@ -221,9 +221,7 @@ class Sender:
         quiet = 0  # checkpoints sent since the last message
         while True:
             if self._unconfirmed and quiet < len(CHECKPOINTS):
-                try:
-                    await asyncio.wait_for(self._wake.wait(), CHECKPOINTS[quiet])
-                except asyncio.TimeoutError:
+                if not await wait_set(self._wake, CHECKPOINTS[quiet]):
                     quiet += 1
                     await self._checkpoint(last=quiet == len(CHECKPOINTS))
                     continue

@@ -787,3 +787,24 @@ async def test_a_slow_listener_holds_up_neither_reading_nor_websockets(
     release.set()
     await eventually(lambda: len(heard) == 3, "the listener catching up, in order")
     assert heard == ["shop::tick::0", "shop::tick::1", "shop::tick::2"]
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_a_hub_loop_stops_when_cancelled_as_its_event_is_set(turns: int) -> None:
+    # The sender's and receiver's loops wait with wait_set: asyncio.wait_for
+    # on Python 3.11 returns the result of a wait that completed as the task
+    # was cancelled, and such a loop then never stops (a hang at shut-down).
+    from channels_events._loop import wait_set
+
+    event = asyncio.Event()
+    task = asyncio.create_task(wait_set(event, 60))
+    await asyncio.sleep(0)
+    event.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    assert task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # And without a cancellation it says whether the event was set in time.
+    assert await wait_set(event, 1) is True
+    assert await wait_set(asyncio.Event(), 0.01) is False
