@@ -152,7 +152,14 @@ for i = 3, #ARGV, 2 do
 end
 local count = redis.call('XLEN', stream)
 while count > 0 and (count > size or total > limit) do
-  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 100)
+  -- Read about as many old entries as must go, not more: a full stream
+  -- drops one old entry per new one, and reading 100 for it was most of
+  -- what an append cost. Over the bytes, guess from the average size.
+  local over = count - size
+  if total > limit then
+    over = math.max(over, math.ceil((total - limit) * count / total))
+  end
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(100, math.max(1, over)))
   if #oldest == 0 then break end
   for _, entry in ipairs(oldest) do
     if count <= size and total <= limit then break end

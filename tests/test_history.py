@@ -148,6 +148,34 @@ async def test_history_keeps_at_most_max_bytes_of_events(make_history, request):
 
 
 @pytest.mark.redis
+async def test_redis_history_drops_just_enough_old_events_for_a_large_one(redis_url, redis_prefix):
+    """One large event pushes out hundreds of small ones: no more than it must."""
+    history = RedisHistory({"address": redis_url}, redis_prefix, 1000, max_bytes=50_000)
+    small = [envelope(n) for n in range(350)]
+    large = big_envelope(350, 30_000)
+    sizes = [len(msgpack.packb(e)) for e in [*small, large]]
+    assert sum(sizes[:-1]) <= 50_000  # every small one fits before the large one comes
+    await history.append("shop", small)
+    await history.append("shop", [large])
+    # The newest small events that fit beside the large one stay, the rest go.
+    kept = 0
+    while sizes[-1] + sum(sizes[-2 - kept : -1]) <= 50_000:
+        kept += 1
+    first = len(small) - kept  # the oldest small event kept
+    assert kept > 0 and first > 100  # more than one read of old entries to drop
+    assert await history.after("shop", small[first - 1]["id"]) is None
+    assert await history.after("shop", small[first]["id"]) == [*small[first + 1 :], large]
+    await history.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = history.key("shop")
+        assert client.xlen(key) == kept + 1
+        assert int(client.get(key + ":bytes")) == sizes[-1] + sum(sizes[-1 - kept : -1])
+    finally:
+        client.close()
+
+
+@pytest.mark.redis
 async def test_redis_history_reads_runs_of_the_older_layout(redis_url, redis_prefix):
     """Entries written before one entry per event (a run each) are still replayed."""
     history = RedisHistory({"address": redis_url}, redis_prefix, 100)
