@@ -19,7 +19,9 @@ import logging
 from typing import Any
 
 from ._conf import DEFAULTS
+from ._events import Event
 from ._json import encode
+from ._redis import LoopClients
 
 __all__ = [
     "TIMEOUT",
@@ -29,6 +31,7 @@ __all__ = [
     "alatest_event_id",
     "history_for",
     "latest_event_id",
+    "recorded_events",
 ]
 
 logger = logging.getLogger("channels_events.history")
@@ -198,28 +201,14 @@ class RedisHistory(History):
         super().__init__(size, max_bytes)
         self.host = host
         self.prefix = prefix
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._redis = LoopClients(host, {"append": _APPEND})
 
     def key(self, namespace: str) -> str:
         """Return the stream key of ``namespace``."""
         return f"{self.prefix}:history:{namespace}"
 
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            from channels_redis.utils import create_pool
-            from redis import asyncio as aioredis
-
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-            client = self._clients[loop] = aioredis.Redis(connection_pool=create_pool(self.host))
-        return client
-
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        await self._redis.close()
 
     async def append(self, namespace: str, envelopes: list[Envelope]) -> None:
         # msgpack (which channels_redis uses too): several times faster than JSON.
@@ -230,14 +219,14 @@ class RedisHistory(History):
             args.append(envelope["id"])
             args.append(msgpack.packb(envelope))
         key = self.key(namespace)
-        client = self._client()
-        # EVALSHA, and EVAL once when Redis does not know the script yet.
-        await client.register_script(_APPEND)(keys=[key, key + ":bytes"], args=args)
+        await self._redis.script("append")(keys=[key, key + ":bytes"], args=args)
 
     async def latest(self, namespace: str) -> str | None:
         import msgpack
 
-        newest = await self._client().xrevrange(self.key(namespace), max="+", min="-", count=1)
+        newest = await self._redis.client().xrevrange(
+            self.key(namespace), max="+", min="-", count=1
+        )
         if not newest:
             return None
         events = _entry_events(newest[0][1], msgpack)
@@ -246,7 +235,7 @@ class RedisHistory(History):
     async def after(self, namespace: str, since: str) -> list[Envelope] | None:
         import msgpack
 
-        client = self._client()
+        client = self._redis.client()
         key = self.key(namespace)
         newer: list[Any] = []  # newest first: msgpack bytes, or envelopes of old entries
         top = "+"
@@ -279,6 +268,21 @@ def _entry_events(fields: dict[bytes, bytes], msgpack: Any) -> list[tuple[str, A
     ids = msgpack.unpackb(fields[b"ids"])
     events = msgpack.unpackb(fields[b"events"])
     return list(zip(reversed(ids), reversed(events), strict=False))
+
+
+def recorded_events(envelopes: list[Envelope]) -> list[Event]:
+    """Return the events of envelopes read from a history, leaving out malformed ones.
+
+    A history may hold what another version wrote, or what was damaged: one
+    bad entry costs only itself, with a warning.
+    """
+    events = []
+    for envelope in envelopes:
+        try:
+            events.append(Event.from_dict(envelope))
+        except Exception as exc:
+            logger.warning("Skipped a malformed event in the history: %s", exc)
+    return events
 
 
 def history_for(

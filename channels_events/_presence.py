@@ -39,6 +39,7 @@ from ._events import Event
 from ._json import encode, parse
 from ._metrics import metrics
 from ._names import MAX_NAME_LENGTH, namespace_of, validate_name
+from ._redis import LoopClients
 from .exceptions import InvalidEventName
 
 if TYPE_CHECKING:
@@ -410,31 +411,10 @@ class RedisStore(Store):
     def __init__(self, host: dict[str, Any], prefix: str) -> None:
         self.host = host
         self.prefix = prefix
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._scripts: dict[asyncio.AbstractEventLoop, dict[str, Any]] = {}
-
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            from channels_redis.utils import create_pool
-            from redis import asyncio as aioredis
-
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-                self._scripts.pop(old, None)
-            client = aioredis.Redis(connection_pool=create_pool(self.host))
-            self._clients[loop] = client
-            self._scripts[loop] = {
-                "add": client.register_script(_ADD),
-                "remove": client.register_script(_REMOVE),
-                "heartbeat": client.register_script(_HEARTBEAT),
-            }
-        return client
+        self._redis = LoopClients(host, {"add": _ADD, "remove": _REMOVE, "heartbeat": _HEARTBEAT})
 
     async def _run(self, script: str, *args: Any) -> Any:
-        self._client()
-        return await self._scripts[asyncio.get_running_loop()][script](args=[self.prefix, *args])
+        return await self._redis.script(script)(args=[self.prefix, *args])
 
     @staticmethod
     def _ttl() -> int:
@@ -454,19 +434,19 @@ class RedisStore(Store):
 
     async def apply(self, origin: str, changes: list[Change]) -> list[bool]:
         # One round trip for every change queued while the last one was out.
-        client = self._client()
-        scripts = self._scripts[asyncio.get_running_loop()]
+        client = self._redis.client()
+        add, remove = self._redis.script("add"), self._redis.script("remove")
         ttl = self._ttl()
         async with client.pipeline(transaction=False) as pipe:
             for change in changes:
                 member = change.member
                 if change.joined:
                     args = [self.prefix, origin, change.topic, member["id"]]
-                    await scripts["add"](args=[*args, encode(member["info"]), ttl], client=pipe)
+                    await add(args=[*args, encode(member["info"]), ttl], client=pipe)
                 else:
                     last = "1" if change.last else "0"
                     args = [self.prefix, origin, change.topic, member["id"], last]
-                    await scripts["remove"](args=args, client=pipe)
+                    await remove(args=args, client=pipe)
             counts = await pipe.execute()
         return [
             int(count) == (1 if change.joined else 0)
@@ -474,7 +454,7 @@ class RedisStore(Store):
         ]
 
     async def members(self, topic: str) -> list[Member]:
-        found = await self._client().hgetall(f"{self.prefix}:info:{topic}")
+        found = await self._redis.client().hgetall(f"{self.prefix}:info:{topic}")
         return [
             {"id": member_id.decode(), "info": parse(info.decode())}
             for member_id, info in found.items()
@@ -490,10 +470,7 @@ class RedisStore(Store):
         return revived, left
 
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        self._scripts.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        await self._redis.close()
 
 
 def store_for(alias: str | None) -> Store:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._events import Event
 from ._history import TIMEOUT as HISTORY_TIMEOUT
+from ._history import recorded_events
 
 if TYPE_CHECKING:
     from ._history import History
@@ -238,14 +239,8 @@ class SubscriberIndex:
                 except Exception:
                     logger.exception("Subscriber %r failed to take a gap.", subscriber)
             return False
-        events = []
-        for envelope in found:
-            try:
-                event = Event.from_dict(envelope)
-            except Exception as exc:
-                logger.warning("Skipped a malformed event in the history: %s", exc)
-                continue
+        events = recorded_events(found)
+        for event in events:
             event.is_remote = True
-            events.append(event)
         await self.fan_out(namespace, events)
         return True

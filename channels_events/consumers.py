@@ -30,6 +30,7 @@ from ._frames import (
     subscription_matches,
 )
 from ._history import TIMEOUT as HISTORY_TIMEOUT
+from ._history import recorded_events
 from ._hub import Hub, get_hub
 from ._json import parse
 from ._metrics import metrics
@@ -343,16 +344,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return None
         # Reading costs what was read, whatever the pattern keeps of it.
         self._replay_budget.spend(len(found))
-        replay = []
-        for envelope in found:
-            try:
-                event = Event.from_dict(envelope)
-            except Exception as exc:
-                logger.warning("Skipped a malformed event in the history: %s", exc)
-                continue
-            if subscription_matches(entry, event):
-                replay.append(event)
-        return replay
+        return [event for event in recorded_events(found) if subscription_matches(entry, event)]
 
     async def _read_history(self, namespace: str, since: str) -> list[dict[str, Any]] | None:
         history = self._hub.history
