@@ -90,6 +90,8 @@ class Client:
     resubscribed_at: float | None = None
     replay_last: float | None = None
     counted: bool = False
+    ws: Any = None  # the open connection, if any
+    cut: bool = False  # the churn cut the connection
 
     def __post_init__(self) -> None:
         self.seen = bytearray(self.total)
@@ -117,7 +119,6 @@ class Crowd:
         self.sent = array.array("d")
         self.latency = array.array("f")
         self.replays: list[float] = []
-        self.churning = False
         self.ending = False
         self.opening = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
         self.subscribed = 0
@@ -205,14 +206,8 @@ class Crowd:
                 attempt += 1
                 continue
             client.connects += 1
-            cut = False
-
-            def cut_now(ws: Any = ws) -> None:
-                nonlocal cut
-                cut = True
-                ws.transport.abort()
-
-            timer = None
+            client.ws = ws
+            client.cut = False
             try:
                 welcome = await asyncio.wait_for(ws.recv(decode=False), 20)
                 if b'"welcome"' not in welcome:
@@ -225,9 +220,6 @@ class Crowd:
                     subscribe["since"] = since
                     client.resubscribed_at = time.time()
                 await ws.send(json.dumps(subscribe))
-                if self.churning and not self.ending:
-                    delay = random.uniform(*CHURN_EVERY)
-                    timer = asyncio.get_running_loop().call_later(delay, cut_now)
                 async for data in _frames(ws):
                     self.on_frame(client, data)
                     if self.ending and self.done(client):
@@ -235,18 +227,25 @@ class Crowd:
             except (ConnectionClosed, OSError, asyncio.TimeoutError):
                 pass
             finally:
-                if timer is not None:
-                    timer.cancel()
+                client.ws = None
                 self.close_replay(client)
             if self.ending and self.done(client):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
                 break
-            if cut:
+            if client.cut:
                 await asyncio.sleep(random.uniform(*CHURN_AWAY))
             else:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
+
+    async def churn(self, client: Client) -> None:
+        """Cut ``client``'s connection every 5-15 s, without a closing handshake."""
+        while not self.ending:
+            await asyncio.sleep(random.uniform(*CHURN_EVERY))
+            if client.ws is not None and not self.ending:
+                client.cut = True
+                client.ws.transport.abort()
 
     def done(self, client: Client) -> bool:
         return client.total == 0 or bool(client.seen[client.total - 1])
@@ -259,12 +258,11 @@ class Crowd:
         print("ready", flush=True)
         while True:
             line = (await asyncio.to_thread(sys.stdin.readline)).strip()
-            if line == "go":
-                self.churning = self.args.churn
+            if line == "go" and self.args.churn:
+                tasks += [asyncio.create_task(self.churn(client)) for client in self.clients]
             elif line == "end" or not line:
                 break
         self.ending = True
-        self.churning = False
         if self.finished < len(self.clients):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.all_finished.wait(), self.args.straggle)
