@@ -41,6 +41,7 @@ temporary directory removed. Keep the load small on a shared machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import queue
@@ -119,7 +120,8 @@ class Child:
             start_new_session=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -150,6 +152,11 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.pump.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 # -- the faults ----------------------------------------------------------------------
@@ -423,8 +430,8 @@ def notes(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Return the options of ``argv``, each run's defaults filled in."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=("driver", "publisher"), default="driver")
     parser.add_argument("run", nargs="?", choices=RUNS)
@@ -440,14 +447,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.role == "driver":
+        if args.run is None:
+            parser.error(f"name a run: {', '.join(RUNS)}")
+        for key, value in DEFAULTS[args.run].items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    return args
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Do the fault run ``argv`` names (as on the command line); return its figures."""
+    return drive(parse(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     if args.role == "publisher":
         run_publisher(args.rate, args.total)
         return 0
-    if args.run is None:
-        parser.error(f"name a run: {', '.join(RUNS)}")
-    for key, value in DEFAULTS[args.run].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     result = drive(args)
     print(table([result]))
     print()
