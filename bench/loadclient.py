@@ -26,7 +26,8 @@ payload the publisher writes (``{"sent": <time.time()>, "seq": <n>}``).
 
 ``--out`` gets a JSON summary (per client: delivered, duplicates, out of
 order, gaps, lagged, reconnects; replay latencies; per event: how many
-clients got it) and, beside it, ``<out>.sent`` and ``<out>.lat``: for every
+clients got it; how late a 50 ms timer of the process fired, the client's
+own share of the latency) and, beside it, ``<out>.sent`` and ``<out>.lat``: for every
 live event frame received (not replayed after a resumed ``subscribe``), the
 event's publish time (float64) and its latency (float32, receive minus
 publish).
@@ -119,6 +120,7 @@ class Crowd:
         self.sent = array.array("d")
         self.latency = array.array("f")
         self.replays: list[float] = []
+        self.lag = array.array("f")  # how late a 50 ms timer fired, seconds
         self.ending = False
         self.opening = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
         self.subscribed = 0
@@ -239,6 +241,14 @@ class Crowd:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
 
+    async def watch_loop(self) -> None:
+        """Record how late a 50 ms timer fires: this process's own share of the latency."""
+        clock = time.monotonic
+        while not self.ending:
+            before = clock()
+            await asyncio.sleep(0.05)
+            self.lag.append(clock() - before - 0.05)
+
     async def churn(self, client: Client) -> None:
         """Cut ``client``'s connection every 5-15 s, without a closing handshake."""
         while not self.ending:
@@ -258,6 +268,8 @@ class Crowd:
         print("ready", flush=True)
         while True:
             line = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            if line == "go":
+                tasks.append(asyncio.create_task(self.watch_loop()))
             if line == "go" and self.args.churn:
                 tasks += [asyncio.create_task(self.churn(client)) for client in self.clients]
             elif line == "end" or not line:
@@ -278,6 +290,7 @@ class Crowd:
             "clients": [client.wire_summary() for client in self.clients],
             "per_event": self.per_event.tolist(),
             "replays": self.replays,
+            "lag": sorted(self.lag),
         }
         out.write_text(json.dumps(summary))
         out.with_suffix(".sent").write_bytes(self.sent.tobytes())

@@ -15,6 +15,7 @@ Run from the repository root:
   does the history;
 - ``--layer sharded``: two Redis servers, given to both layers as two hosts
   (channels_redis spreads groups over them; the first keeps the history);
+- ``--layer single``: one Redis server (what ``bench/capacity.py`` uses);
 - ``--daphnes`` daphne processes of the demo (``asgi:application``, settings
   ``bench.topology_settings``: the demo's, with the layers above);
 - HAProxy, balancing websockets over the daphnes (``leastconn``, a TCP check
@@ -58,6 +59,8 @@ START_TIMEOUT = 40.0
 STOP_TIMEOUT = 15.0
 # HAProxy wants two descriptors a connection; this fits under a 20,000 limit.
 BALANCER_MAXCONN = 9000
+#: Redis behind the layers: with Sentinel, two shards, or one server (no failover).
+LAYERS = ("sentinel", "sharded", "single")
 
 #: The Debian package that brings each program.
 PACKAGES = {
@@ -214,6 +217,7 @@ class Topology:
     history: int = 1000
     prefix: str = field(default_factory=lambda: f"topology{os.getpid()}")
     server: str = "daphne"
+    balanced: bool = True
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="topology-")))
     redis: list[Process] = field(default_factory=list)
     sentinels: list[Process] = field(default_factory=list)
@@ -221,8 +225,8 @@ class Topology:
     balancer: Process | None = None
 
     def __post_init__(self) -> None:
-        if self.layer not in ("sentinel", "sharded"):
-            raise TopologyError(f"layer must be 'sentinel' or 'sharded', got {self.layer!r}")
+        if self.layer not in LAYERS:
+            raise TopologyError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if self.daphnes < 1:
             raise TopologyError(f"daphnes must be 1 or more, got {self.daphnes!r}")
 
@@ -285,13 +289,16 @@ class Topology:
         if self.layer == "sentinel":
             self._start_sentinel(programs["redis-server"], programs["redis-sentinel"])
         else:
-            for index in range(2):
+            for index in range(2 if self.layer == "sharded" else 1):
                 self._start_redis(programs["redis-server"], f"shard{index}")
         for index in range(self.daphnes):
             self.servers.append(self._server_process(index))
             self.spawn(self.servers[-1])
         for server in self.servers:
             self.wait(server, lambda s: websocket_welcome(s.port))
+        if not self.balanced:
+            say(f"up: {self.daphnes} {self.server} on {self.layer} ({self.directory})")
+            return
         self._start_balancer(programs["haproxy"])
         say(f"up: {self.url} over {self.daphnes} {self.server} on {self.layer} ({self.directory})")
 
@@ -515,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a topology and leave it running")
     up.add_argument("--daphnes", type=int, default=2)
-    up.add_argument("--layer", choices=("sentinel", "sharded"), default="sentinel")
+    up.add_argument("--layer", choices=LAYERS, default="sentinel")
     up.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     sub.add_parser("down", help="stop the topology 'up' started")
     args = parser.parse_args(argv)
