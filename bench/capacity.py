@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.faults import Child, percentile
+from bench.faults import Child, percentile, shown_argv
 from bench.loadclient import load
 from bench.topology import Process, Topology, websocket_welcome
 
@@ -227,6 +227,7 @@ def step(args: argparse.Namespace, server: str, clients: int) -> dict[str, Any]:
         "kb_per_connection": (held - idle) / clients,
         "passed": delivered == expected and p99 <= P99_TARGET,
         "step_seconds": time.monotonic() - started,
+        "loadavg": os.getloadavg()[0],
     }
 
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        command = "bench/capacity.py " + " ".join(a for a in argv if a)
+        command = "bench/capacity.py " + " ".join(shown_argv(argv))
         args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     return 0
 

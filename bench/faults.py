@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import queue
 import signal
 import subprocess
@@ -351,7 +352,7 @@ def summarize(
         )
     result: dict[str, Any] = {
         "run": args.run,
-        "command": "bench/faults.py " + " ".join(args.argv),
+        "command": "bench/faults.py " + " ".join(shown_argv(args.argv)),
         "clients": len(clients),
         "daphnes": args.daphnes,
         "layer": args.layer,
@@ -377,6 +378,7 @@ def summarize(
         "replay_p99": percentile(replays, 99),
         "replays": len(replays),
         "marks": [(when - start, what) for when, what in faults.marks],
+        "loadavg": os.getloadavg()[0],
         "per_second": per_second,
     }
     if killed is not None:
@@ -384,6 +386,20 @@ def summarize(
         result["promoted_after"] = promoted - killed if promoted else None
         result["flowing_after"] = flowing_again - killed if flowing_again else None
     return result
+
+
+def shown_argv(argv: list[str]) -> list[str]:
+    """Return ``argv`` without ``--json FILE``: the command as a reader would type it."""
+    shown: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--json":
+            skip = True
+        elif not word.startswith("--json="):
+            shown.append(word)
+    return shown
 
 
 def table(results: list[dict[str, Any]]) -> str:

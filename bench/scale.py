@@ -1,0 +1,302 @@
+"""Run the fault runs and the capacity steps, and write docs/performance/scale.md with its plots.
+
+Run from the repository root:
+
+    .venv/bin/python bench/scale.py [--runs churn,rolling,sigkill,failover,sigstop] [--capacity]
+    .venv/bin/python bench/scale.py --page-only
+
+Each fault run is ``bench/faults.py <run>`` at its full size (1,000 clients
+through HAProxy over two daphnes on Redis with Sentinel; ``--clients``,
+``--seconds`` scale them down), and ``--capacity`` adds ``bench/capacity.py``.
+Their figures go to ``docs/performance/scale/<run>.json``; then, from every
+such file there, the page ``docs/performance/scale.md`` is written: the
+tables, each target met or not (with what limits it where missed), and one
+plot per run (``scale-<run>.png``: delivered share and latency per second of
+publishing, with the moments of the faults), and one of the capacity steps.
+``--page-only`` measures nothing and writes the page from the files there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import capacity, faults
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "performance" / "scale.md"
+DATA = PAGE.with_suffix("")
+ORDER = ("churn", "rolling", "sigkill", "failover", "sigstop", "steady")
+
+#: What limits each target where it was missed, and what would move it.
+LIMITS = {
+    "capacity": (
+        "One daphne process runs every connection's writer, the hub and Twisted's "
+        "protocol on one core; at 1 event/s per connection the per-frame cost of "
+        "daphne's websocket framing and the ASGI send path sets the ceiling, and "
+        "the load generator shares the same two cores. More processes behind the "
+        "balancer (one per core) scale it out; under uvicorn the same code holds "
+        "more per process."
+    ),
+    "failover": (
+        "Events flow again once the sentinels have agreed the master is down "
+        "(`down-after-milliseconds` 1000 here) and promoted the replica, and the "
+        "layers' connections have asked the sentinels again; a shorter "
+        "`down-after-milliseconds` moves it, at the price of false alarms."
+    ),
+}
+
+
+def run_faults(args: argparse.Namespace) -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    for run in args.runs.split(","):
+        argv = [run, "--json", str(DATA / f"{run}.json")]
+        if args.clients:
+            argv += ["--clients", str(args.clients)]
+        if args.seconds:
+            argv += ["--seconds", str(args.seconds)]
+        print(f"[scale] bench/faults.py {' '.join(argv)}", file=sys.stderr, flush=True)
+        faults.main(argv)
+
+
+def load_results() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    runs = []
+    for name in ORDER:
+        path = DATA / f"{name}.json"
+        if path.exists():
+            runs.append(json.loads(path.read_text()))
+    path = DATA / "capacity.json"
+    return runs, json.loads(path.read_text()) if path.exists() else None
+
+
+# -- plots ------------------------------------------------------------------------------
+
+
+def plot_run(result: dict[str, Any], path: Path) -> None:
+    """Write the delivered share and latency per second of ``result``, faults marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["per_second"]
+    seconds = [row["second"] for row in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    share = [100 * row["delivered"] if row["delivered"] is not None else math.nan for row in rows]
+    top.plot(seconds, share, color="tab:green", label="delivered")
+    top.set_ylabel("delivered (%)")
+    top.set_ylim(min(90.0, min((s for s in share if not math.isnan(s)), default=90.0)) - 1, 101)
+    for key, color in (("p50", "tab:blue"), ("p99", "tab:red")):
+        values = [1000 * row[key] if row[key] is not None else math.nan for row in rows]
+        bottom.plot(seconds, values, color=color, label=f"live {key}")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("latency (ms)")
+    bottom.set_xlabel("seconds of publishing (events grouped by the second they were published)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        for when, _what in result["marks"]:
+            ax.axvline(when, color="grey", linestyle="--", linewidth=1)
+    for when, what in result["marks"]:
+        top.annotate(
+            what,
+            (when, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+            color="dimgrey",
+        )
+    top.legend(loc="lower left")
+    bottom.legend(loc="upper right", ncols=2)
+    fig.suptitle(f"{result['command']}", x=0.02, ha="left", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_capacity(data: dict[str, Any], path: Path) -> None:
+    """Write p99 latency and KB per connection against clients, one line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    servers = list(dict.fromkeys(row["server"] for row in data["rows"]))
+    for server in servers:
+        rows = [row for row in data["rows"] if row["server"] == server]
+        clients = [row["clients"] for row in rows]
+        left.plot(clients, [1000 * row["p99"] for row in rows], marker="o", label=server)
+        right.plot(clients, [row["kb_per_connection"] for row in rows], marker="o", label=server)
+    left.axhline(1000 * capacity.P99_TARGET, color="grey", linestyle="--", linewidth=1)
+    left.set_ylabel("p99 latency (ms)")
+    right.set_ylabel("KB per connection above idle")
+    for ax in (left, right):
+        ax.set_xlabel("websockets, 1 event/s each")
+        ax.grid(alpha=0.3)
+    fig.legend(*left.get_legend_handles_labels(), loc="upper right", ncols=len(servers))
+    fig.suptitle(data["command"], x=0.02, ha="left", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- the page ----------------------------------------------------------------------------
+
+
+def verdicts(runs: list[dict[str, Any]], cap: dict[str, Any] | None) -> list[str]:
+    """Return one line per target: met or missed, with the figure that says so."""
+    lines = []
+    by_run = {r["run"]: r for r in runs}
+    for run in ("churn", "rolling", "sigkill"):
+        r = by_run.get(run)
+        if r is None:
+            continue
+        met = r["delivered"] == r["expected"] and not r["duplicates"] and not r["out_of_order"]
+        lines.append(
+            f"- **{run}**: 100% delivered, none twice, in order: "
+            f"{'met' if met else 'missed'} ({r['delivered'] / r['expected']:.3%}, "
+            f"{r['duplicates']} duplicates, {r['out_of_order']} out of order)."
+        )
+    r = by_run.get("failover")
+    if r is not None:
+        flowing = r.get("flowing_after")
+        in_time = flowing is not None and flowing <= 10
+        lines.append(
+            f"- **failover**: events flow again within 10 s: {'met' if in_time else 'missed'} "
+            f"({'never' if flowing is None else f'{flowing:.1f} s'}); no silent loss: "
+            f"{'met' if not r['lost_silently'] else 'missed'} "
+            f"({r['lost_silently']} events lost without a `gap`)."
+        )
+        if not in_time:
+            lines.append(f"  {LIMITS['failover']}")
+    r = by_run.get("sigstop")
+    if r is not None:
+        met = r["lost_silently"] == 0
+        lines.append(
+            f"- **sigstop**: every event or `lagged`/`gap` after SIGCONT: "
+            f"{'met' if met else 'missed'} ({r['delivered'] / r['expected']:.3%} delivered, "
+            f"{r['lagged']} lagged, {r['gaps']} gap, {r['lost_silently']} lost silently)."
+        )
+    if cap is not None:
+        daphne = [row for row in cap["rows"] if row["server"] == "daphne" and row["passed"]]
+        best = max((row["clients"] for row in daphne), default=0)
+        lines.append(
+            f"- **capacity**: 10,000 websockets per daphne at 1 event/s: "
+            f"{'met' if best >= 10000 else 'missed'} (largest step passed: {best:,})."
+        )
+        if best < 10000:
+            lines.append(f"  {LIMITS['capacity']}")
+    return lines
+
+
+def write_page(runs: list[dict[str, Any]], cap: dict[str, Any] | None, load: str) -> None:
+    parts = [
+        "# Scale: many daphnes, faults and capacity",
+        "",
+        "Written by `bench/scale.py` from the figures of `bench/faults.py` and "
+        "`bench/capacity.py` in `docs/performance/scale/`. The topology "
+        "(`bench/topology.py`): HAProxy (leastconn, a TCP check every 500 ms) over "
+        "two daphne processes of the demo, on Redis with Sentinel (a master, a "
+        "replica, three sentinels) through channels_redis' Sentinel hosts, all on "
+        "loopback. Clients (`bench/loadclient.py`, in four processes) resume with "
+        "`since` after every reconnect, as the JS client does; a publisher process "
+        "calls `dispatch()`.",
+        "",
+        '!!! note "Indicative figures"',
+        "    Measured on a two-core machine shared with other work while the runs "
+        f"went on (1-minute load average {load} at the ends of the runs); the servers, "
+        "Redis, HAProxy, the publisher and the clients all ran on those two "
+        "cores. Read ratios and shapes, not absolute figures.",
+        "",
+        "To measure again and rewrite this page:",
+        "",
+        "```sh",
+        ".venv/bin/python bench/scale.py --runs churn,rolling,sigkill,failover,sigstop --capacity",
+        "```",
+        "",
+        "## Targets",
+        "",
+        *verdicts(runs, cap),
+        "",
+    ]
+    if runs:
+        parts += [
+            "## Fault runs",
+            "",
+            "Every client expects every event: delivered / expected counts each event "
+            "once per client; *lost silently* is what clients without a `gap` never got. "
+            "Live latency is publish to receipt of events not replayed; replay latency "
+            "runs from a resumed `subscribe` to the last event it replayed.",
+            "",
+            faults.table(runs),
+            "",
+        ]
+        for r in runs:
+            png = f"scale-{r['run']}.png"
+            plot_run(r, PAGE.parent / png)
+            parts += [
+                f"### {r['run']}",
+                "",
+                f"`{r['command']}`",
+                "",
+                faults.notes(r) or "- nothing was done to the servers",
+                "",
+                f"![{r['run']}: delivered share and latency per second]({png})",
+                "",
+            ]
+    if cap is not None:
+        plot_capacity(cap, PAGE.parent / "scale-capacity.png")
+        parts += [
+            "## Capacity",
+            "",
+            f"`{cap['command']}`",
+            "",
+            "One server process, clients connected straight to it, one event a second to "
+            "every connection. A step passes with every event delivered and p99 at most "
+            "1 s. *Client lag p99* is how late a 50 ms timer fired in the client "
+            "processes: that much of the latency is the load generator's own. KB per "
+            "connection is the server's RSS with every client connected, less its RSS "
+            "before the first, divided by the clients.",
+            "",
+            capacity.table(cap["rows"]),
+            "",
+            "![capacity: p99 latency and memory per connection](scale-capacity.png)",
+            "",
+        ]
+    PAGE.write_text("\n".join(parts))
+    print(f"[scale] wrote {PAGE.relative_to(ROOT)}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="", help="fault runs, comma-separated")
+    parser.add_argument("--capacity", action="store_true")
+    parser.add_argument("--steps", default=",".join(map(str, capacity.STEPS)))
+    parser.add_argument("--clients", type=int, help="scale the fault runs down")
+    parser.add_argument("--seconds", type=float, help="scale the fault runs down")
+    parser.add_argument("--page-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.page_only:
+        if args.runs:
+            run_faults(args)
+        if args.capacity:
+            DATA.mkdir(parents=True, exist_ok=True)
+            capacity.main(["--steps", args.steps, "--json", str(DATA / "capacity.json")])
+    runs, cap = load_results()
+    loads = [r["loadavg"] for r in runs if "loadavg" in r]
+    loads += [row["loadavg"] for row in (cap or {}).get("rows", []) if "loadavg" in row]
+    load = f"{min(loads):.1f} to {max(loads):.1f}" if loads else "unknown"
+    write_page(runs, cap, load)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
