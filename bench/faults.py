@@ -24,6 +24,8 @@ moments of the publishing window:
 - ``sigstop``: one daphne gets SIGSTOP, and SIGCONT 15 s later;
 - ``steady``: nothing happens (the control run).
 
+``--churn`` churns the clients in any run, as in ``churn``.
+
 After the last event the clients have ``--straggle`` seconds to get it. The
 run prints one markdown table: delivered / expected (every client expects
 every event), duplicates, out of order, ``gap`` frames, ``lagged`` frames,
@@ -248,7 +250,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 argv = [sys.executable, str(ROOT / "bench" / "loadclient.py"), "--url"]
                 argv += [topology.url, "--clients", str(count), "--total", str(total)]
                 argv += ["--out", str(out), "--straggle", str(args.straggle)]
-                if args.run == "churn":
+                if args.run == "churn" or args.churn:
                     argv.append("--churn")
                 children.append(Child(f"clients{index}", argv))
             for child in children:
@@ -297,6 +299,11 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             out.with_suffix(suffix or out.suffix).unlink(missing_ok=True)
     workdir.rmdir()
     return result
+
+
+def label(args: argparse.Namespace) -> str:
+    """Return the run's name, ``+ churn`` added where ``--churn`` churns a fault run."""
+    return f"{args.run} + churn" if args.churn and args.run != "churn" else args.run
 
 
 def summarize(
@@ -351,7 +358,7 @@ def summarize(
             }
         )
     result: dict[str, Any] = {
-        "run": args.run,
+        "run": label(args),
         "command": "bench/faults.py " + " ".join(shown_argv(args.argv)),
         "clients": len(clients),
         "daphnes": args.daphnes,
@@ -369,6 +376,12 @@ def summarize(
         "lagged": sum(c["lagged"] for c in clients),
         "lost_silently": silent,
         "clients_short": sum(1 for c in clients if c["delivered"] < total),
+        # Clients that waited more than half of a SIGSTOP for some event: those
+        # on the stopped server.
+        "clients_stalled": sum(1 for c in clients if c["worst"] > STOP_SECONDS / 2),
+        "others_worst": max(
+            (c["worst"] for c in clients if c["worst"] <= STOP_SECONDS / 2), default=0.0
+        ),
         "reconnects": sum(c["reconnects"] for c in clients),
         "failed_connects": sum(c["failed_connects"] for c in clients),
         "live_p50": percentile(live, 50),
@@ -441,6 +454,12 @@ def notes(result: dict[str, Any]) -> str:
             if flowing is not None
             else "- no event published after the kill reached a client"
         )
+    if result["run"] == "sigstop":
+        lines.append(
+            f"- {result['clients_stalled']} clients waited more than {STOP_SECONDS / 2:g} s for "
+            f"an event (those on the stopped server); the others' slowest live event "
+            f"took {result['others_worst'] * 1000:,.0f} ms"
+        )
     for name in result.get("logs", {}):
         lines.append(f"- {name} logged a traceback")
     return "\n".join(lines)
@@ -460,6 +479,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--history", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--straggle", type=float, default=20.0)
+    parser.add_argument("--churn", action="store_true", help="churn the clients in any run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -91,6 +91,7 @@ class Client:
     resubscribed_at: float | None = None
     replay_last: float | None = None
     counted: bool = False
+    worst: float = 0.0  # the longest live latency, seconds
     ws: Any = None  # the open connection, if any
     cut: bool = False  # the churn cut the connection
 
@@ -107,6 +108,7 @@ class Client:
             "reconnects": max(self.connects - 1, 0),
             "failed_connects": self.failed_connects,
             "has_last": bool(self.total and self.seen[self.total - 1]),
+            "worst": self.worst,
         }
 
 
@@ -145,6 +147,7 @@ class Crowd:
             else:
                 self.sent.append(sent)
                 self.latency.append(now - sent)
+                client.worst = max(client.worst, now - sent)
             if seq >= client.total:
                 return
             if client.seen[seq]:
