@@ -75,6 +75,7 @@ def run_faults(args: argparse.Namespace) -> None:
             argv += ["--clients", str(args.clients)]
         if args.seconds:
             argv += ["--seconds", str(args.seconds)]
+        argv += ["--straggle", str(args.straggle)]
         print(f"[scale] bench/faults.py {' '.join(argv)}", file=sys.stderr, flush=True)
         faults.main(argv)
 
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default=",".join(map(str, capacity.STEPS)))
     parser.add_argument("--clients", type=int, help="scale the fault runs down")
     parser.add_argument("--seconds", type=float, help="scale the fault runs down")
+    parser.add_argument("--straggle", type=float, default=60.0, help="see bench/faults.py")
+    parser.add_argument("--capacity-seconds", type=int, default=20)
     parser.add_argument("--page-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.page_only:
@@ -309,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             run_faults(args)
         if args.capacity:
             DATA.mkdir(parents=True, exist_ok=True)
-            capacity.main(["--steps", args.steps, "--json", str(DATA / "capacity.json")])
+            steps = ["--steps", args.steps, "--seconds", str(args.capacity_seconds)]
+            capacity.main([*steps, "--json", str(DATA / "capacity.json")])
     runs, cap = load_results()
     loads = [r["loadavg"] for r in runs if "loadavg" in r]
     loads += [row["loadavg"] for row in (cap or {}).get("rows", []) if "loadavg" in row]
