@@ -48,6 +48,7 @@ import json
 import math
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,7 @@ DEFAULTS = {
     "steady": {"clients": 1000, "seconds": 60, "rate": 20},
 }
 RESTART_PAUSE = 3.0
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 STOP_SECONDS = 15.0
 
 
@@ -353,6 +355,12 @@ def summarize(
             {
                 "second": second,
                 "delivered": got / (events * len(clients)) if events and clients else None,
+                # Live within a second of publication, not later nor by a replay.
+                "on_time": (
+                    sum(1 for value in late if value <= 1.0) / (events * len(clients))
+                    if events and clients
+                    else None
+                ),
                 "p50": percentile(late, 50) if late else None,
                 "p99": percentile(late, 99) if late else None,
             }
@@ -460,8 +468,11 @@ def notes(result: dict[str, Any]) -> str:
             f"an event (those on the stopped server); the others' slowest live event "
             f"took {result['others_worst'] * 1000:,.0f} ms"
         )
-    for name in result.get("logs", {}):
-        lines.append(f"- {name} logged a traceback")
+    for name, text in result.get("logs", {}).items():
+        errors = [line for line in text.splitlines() if _ERROR_LINE.match(line)]
+        where = "channels_redis' pub/sub receive task" if "channels_redis/pubsub.py" in text else ""
+        what = f": {errors[-1][:120]}" if errors else ""
+        lines.append(f"- {name} logged a traceback{' in ' + where if where else ''}{what}")
     return "\n".join(lines)
 
 

@@ -104,9 +104,12 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
     seconds = [row["second"] for row in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
     share = [100 * row["delivered"] if row["delivered"] is not None else math.nan for row in rows]
-    top.plot(seconds, share, color="tab:green", label="delivered")
+    top.plot(seconds, share, color="tab:green", label="delivered in the end")
+    on_time = [100 * row["on_time"] if row.get("on_time") is not None else math.nan for row in rows]
+    top.plot(seconds, on_time, color="tab:orange", label="live within 1 s")
     top.set_ylabel("delivered (%)")
-    top.set_ylim(min(90.0, min((s for s in share if not math.isnan(s)), default=90.0)) - 1, 101)
+    lowest = min((v for v in share + on_time if not math.isnan(v)), default=90.0)
+    top.set_ylim(min(90.0, lowest) - 1, 101)
     for key, color in (("p50", "tab:blue"), ("p99", "tab:red")):
         values = [1000 * row[key] if row[key] is not None else math.nan for row in rows]
         bottom.plot(seconds, values, color=color, label=f"live {key}")
@@ -128,7 +131,7 @@ def plot_run(result: dict[str, Any], path: Path) -> None:
             ha="right",
             color="dimgrey",
         )
-    top.legend(loc="lower left")
+    top.legend(loc="lower left", ncols=2)
     bottom.legend(loc="upper right", ncols=2)
     fig.suptitle(f"{result['command']}", x=0.02, ha="left", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
