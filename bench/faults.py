@@ -320,6 +320,8 @@ def summarize(
     clients: list[dict[str, Any]] = []
     per_event = [0] * total
     replays: list[float] = []
+    comebacks: list[float] = []
+    lag: list[float] = []
     live: list[float] = []
     seconds = math.ceil(args.seconds)
     by_second: list[list[float]] = [[] for _ in range(seconds + 1)]
@@ -331,6 +333,8 @@ def summarize(
         for seq, count in enumerate(summary["per_event"]):
             per_event[seq] += count
         replays.extend(summary["replays"])
+        comebacks.extend(summary["comebacks"])
+        lag.extend(summary["lag"])
         for when, late in zip(sent, latency, strict=True):
             second = int(when - start)
             if 0 <= second <= seconds:
@@ -345,6 +349,8 @@ def summarize(
     silent = sum(total - c["delivered"] for c in clients if c["gaps"] == 0)
     live.sort()
     replays.sort()
+    comebacks.sort()
+    lag.sort()
     per_second = []
     for second in range(seconds):
         first, last = round(second * args.rate), min(total, round((second + 1) * args.rate))
@@ -398,6 +404,10 @@ def summarize(
         "replay_p50": percentile(replays, 50),
         "replay_p99": percentile(replays, 99),
         "replays": len(replays),
+        "comebacks": len(comebacks),
+        "comeback_p50": percentile(comebacks, 50),
+        "comeback_p99": percentile(comebacks, 99),
+        "client_lag_p99": percentile(lag, 99),
         "marks": [(when - start, what) for when, what in faults.marks],
         "loadavg": os.getloadavg()[0],
         "per_second": per_second,
@@ -461,6 +471,17 @@ def notes(result: dict[str, Any]) -> str:
             f"- events flowed again {flowing:.1f} s after the kill"
             if flowing is not None
             else "- no event published after the kill reached a client"
+        )
+    if result.get("comebacks"):
+        lines.append(
+            f"- {result['comebacks']:,} connections closed by a server came back (closed to "
+            f"`welcome` through HAProxy, with the JS client's backoff) in "
+            f"{result['comeback_p50']:.2f} s at p50, {result['comeback_p99']:.2f} s at p99"
+        )
+    if "client_lag_p99" in result:
+        lines.append(
+            f"- the client processes' own timer lateness (their part of the latency): "
+            f"{result['client_lag_p99'] * 1000:,.0f} ms at p99"
         )
     if result["run"] == "sigstop":
         lines.append(

@@ -92,6 +92,7 @@ class Client:
     replay_last: float | None = None
     counted: bool = False
     worst: float = 0.0  # the longest live latency, seconds
+    lost_at: float | None = None  # when the server closed the connection, if it did
     ws: Any = None  # the open connection, if any
     cut: bool = False  # the churn cut the connection
 
@@ -122,6 +123,7 @@ class Crowd:
         self.sent = array.array("d")
         self.latency = array.array("f")
         self.replays: list[float] = []
+        self.comebacks: list[float] = []  # from a server's close to the next welcome
         self.lag = array.array("f")  # how late a 50 ms timer fired, seconds
         self.ending = False
         self.opening = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
@@ -218,6 +220,9 @@ class Crowd:
                 if b'"welcome"' not in welcome:
                     raise RuntimeError(f"no welcome: {welcome!r}")
                 attempt = 0
+                if client.lost_at is not None:
+                    self.comebacks.append(time.time() - client.lost_at)
+                    client.lost_at = None
                 subscribe: dict[str, Any] = {"type": "subscribe", "id": "s1"}
                 subscribe["pattern"] = self.args.pattern
                 since = client.last_id or client.last_hint
@@ -240,9 +245,11 @@ class Crowd:
                 break
             if client.cut:
                 await asyncio.sleep(random.uniform(*CHURN_AWAY))
-            else:
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+                continue
+            if client.lost_at is None:
+                client.lost_at = time.time()
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
 
     async def watch_loop(self) -> None:
         """Record how late a 50 ms timer fires: this process's own share of the latency."""
@@ -294,6 +301,7 @@ class Crowd:
             "per_event": self.per_event.tolist(),
             "replays": self.replays,
             "lag": sorted(self.lag),
+            "comebacks": self.comebacks,
         }
         out.write_text(json.dumps(summary))
         out.with_suffix(".sent").write_bytes(self.sent.tobytes())
