@@ -289,13 +289,17 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             for child in children[:-1]:
                 if child.expect(args.straggle + 60) != "done":
                     raise RuntimeError(f"{child.name} did not finish")
-            logs = {p.name: topology.log(p)[-4000:] for p in topology.processes()}
+            logs = {p.name: topology.log(p)[-20000:] for p in topology.processes()}
         finally:
             stop.set()
             for child in children:
                 child.stop()
     result = summarize(args, total, start, outs, faults, published)
     result["logs"] = {name: text for name, text in logs.items() if "Traceback" in text}
+    # What the servers said about answering gap (the history, the group).
+    result["gap_reasons"] = sorted(
+        {line for text in logs.values() for line in text.splitlines() if "gap" in line}
+    )
     for out in outs:
         for suffix in ("", ".sent", ".lat"):
             out.with_suffix(suffix or out.suffix).unlink(missing_ok=True)
@@ -390,6 +394,8 @@ def summarize(
         "lagged": sum(c["lagged"] for c in clients),
         "lost_silently": silent,
         "clients_short": sum(1 for c in clients if c["delivered"] < total),
+        # Short of the last event: still catching up when the wait for stragglers ended.
+        "clients_without_last": sum(1 for c in clients if not c["has_last"]),
         # Clients that waited more than half of a SIGSTOP for some event: those
         # on the stopped server.
         "clients_stalled": sum(1 for c in clients if c["worst"] > STOP_SECONDS / 2),

@@ -41,9 +41,10 @@ def fault_run(run: str, rate: int) -> dict[str, Any]:
 
 def assert_every_event_once_in_order(result: dict[str, Any]) -> None:
     figures = {key: result[key] for key in ("delivered", "expected", "duplicates")}
-    figures.update(
-        out_of_order=result["out_of_order"], gaps=result["gaps"], lagged=result["lagged"]
-    )
+    # Why a server answered gap, if one did: a history read that timed out...
+    figures["gap_reasons"] = result["gap_reasons"]
+    for key in ("out_of_order", "gaps", "lagged", "clients_short", "clients_without_last"):
+        figures[key] = result[key]
     assert result["clients"] == CLIENTS, figures
     assert result["published"]["flushed"], result["published"]
     assert result["delivered"] == result["expected"], figures
@@ -62,7 +63,7 @@ def test_churn_loses_nothing() -> None:
 
 
 def test_rolling_restart_loses_nothing() -> None:
-    result = fault_run("rolling", rate=50)
+    result = fault_run("rolling", rate=20)
     done = [what for _, what in result["marks"]]
     assert done == [
         "SIGTERM daphne0",
