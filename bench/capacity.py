@@ -36,6 +36,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.faults import Child, percentile, shown_argv
 from bench.loadclient import load
-from bench.topology import Process, Topology, websocket_welcome
+from bench.topology import Process, Topology, exit_on_sigterm, websocket_welcome
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_PROCESS = 2500
@@ -137,8 +138,15 @@ def raise_fd_limit() -> None:
 
 def step(args: argparse.Namespace, server: str, clients: int) -> dict[str, Any]:
     """Measure one server at one number of clients; return the figures."""
-    topology = Topology(daphnes=1, layer="single", balanced=False, server=server)
     workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
+    try:
+        return _step(args, server, clients, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _step(args: argparse.Namespace, server: str, clients: int, workdir: Path) -> dict[str, Any]:
+    topology = Topology(daphnes=1, layer="single", balanced=False, server=server)
     children: list[Child] = []
     total = args.seconds
     started = time.monotonic()
@@ -206,9 +214,6 @@ def step(args: argparse.Namespace, server: str, clients: int) -> dict[str, Any]:
         delivered += sum(c["delivered"] for c in summary["clients"])
         latencies.extend(latency)
         lag.extend(summary["lag"])
-        for suffix in (".json", ".sent", ".lat"):
-            out.with_suffix(suffix).unlink(missing_ok=True)
-    workdir.rmdir()
     latencies.sort()
     lag.sort()
     expected = clients * total
@@ -269,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "floor-publisher":
         floor_publisher(args.redis_url, args.total)
         return 0
+    exit_on_sigterm()
     rows = []
     for server in args.servers.split(","):
         for clients in map(int, args.steps.split(",")):

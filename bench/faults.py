@@ -49,6 +49,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +62,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadclient import load
-from bench.topology import Topology, master_port
+from bench.topology import Topology, exit_on_sigterm, master_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_NAME = "shop::bench::tick"
@@ -238,6 +239,13 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     """Run one fault run; return its figures."""
     total = round(args.rate * args.seconds)
     workdir = Path(tempfile.mkdtemp(prefix="faults-"))
+    try:
+        return _drive(args, total, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drive(args: argparse.Namespace, total: int, workdir: Path) -> dict[str, Any]:
     children: list[Child] = []
     stop = threading.Event()
     with Topology(daphnes=args.daphnes, layer=args.layer, history=args.history) as topology:
@@ -300,10 +308,6 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     result["gap_reasons"] = sorted(
         {line for text in logs.values() for line in text.splitlines() if "gap" in line}
     )
-    for out in outs:
-        for suffix in ("", ".sent", ".lat"):
-            out.with_suffix(suffix or out.suffix).unlink(missing_ok=True)
-    workdir.rmdir()
     return result
 
 
@@ -540,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "publisher":
         run_publisher(args.rate, args.total)
         return 0
+    exit_on_sigterm()
     result = drive(args)
     print(table([result]))
     print()

@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import capacity, faults
+from bench.topology import exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "performance" / "scale.md"
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-seconds", type=int, default=20)
     parser.add_argument("--page-only", action="store_true")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if not args.page_only:
         if args.runs:
             run_faults(args)

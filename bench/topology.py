@@ -459,6 +459,15 @@ class Topology:
         }
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that a Topology being used stops what it started."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
 def stop_pids(pids: list[int]) -> None:
     """SIGTERM each pid, wait a while for all, then SIGKILL those left."""
     for pid in pids:
@@ -526,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     sub.add_parser("down", help="stop the topology 'up' started")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     try:
         return command_up(args) if args.command == "up" else command_down(args)
     except TopologyError as exc:
