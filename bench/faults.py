@@ -31,7 +31,9 @@ run prints one markdown table: delivered / expected (every client expects
 every event), duplicates, out of order, ``gap`` frames, ``lagged`` frames,
 events lost without a ``gap`` to say so, the latency of live events
 (publish to receipt) and the replay latency (from a resumed ``subscribe``
-to the last event it replayed) at p50 and p99, and reconnects. ``--json``
+to the last event it replayed) at p50 and p99, and reconnects. Events a
+client without a ``gap`` lacks count as lost silently only if it has the
+last event; otherwise it was still catching up when the wait ended. ``--json``
 also writes the figures, the timeline of delivered share and latency per
 second and the moments of each fault, for ``bench/scale.py``.
 
@@ -354,7 +356,10 @@ def summarize(
         live.extend(latency)
     expected = total * len(clients)
     delivered = sum(c["delivered"] for c in clients)
-    silent = sum(total - c["delivered"] for c in clients if c["gaps"] == 0)
+    # A client without the last event was still catching up when the wait for
+    # stragglers ended: what it lacks is counted apart, not as lost.
+    silent = sum(total - c["delivered"] for c in clients if not c["gaps"] and c["has_last"])
+    behind = sum(total - c["delivered"] for c in clients if not c["gaps"] and not c["has_last"])
     live.sort()
     replays.sort()
     comebacks.sort()
@@ -397,6 +402,7 @@ def summarize(
         "clients_with_gap": sum(1 for c in clients if c["gaps"]),
         "lagged": sum(c["lagged"] for c in clients),
         "lost_silently": silent,
+        "behind": behind,
         "clients_short": sum(1 for c in clients if c["delivered"] < total),
         # Short of the last event: still catching up when the wait for stragglers ended.
         "clients_without_last": sum(1 for c in clients if not c["has_last"]),
@@ -481,6 +487,16 @@ def notes(result: dict[str, Any]) -> str:
             f"- events flowed again {flowing:.1f} s after the kill"
             if flowing is not None
             else "- no event published after the kill reached a client"
+        )
+    if result.get("clients_without_last"):
+        lines.append(
+            f"- {result['clients_without_last']:,} clients were still catching up when the "
+            "wait for stragglers ended"
+            + (
+                f" ({result['behind']:,} events not yet received by those without a `gap`)"
+                if "behind" in result
+                else " (what those without a `gap` lacked is counted as lost silently)"
+            )
         )
     if result.get("comebacks"):
         lines.append(
