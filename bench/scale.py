@@ -193,6 +193,7 @@ def verdicts(runs: list[dict[str, Any]], cap: dict[str, Any] | None) -> list[str
     by_run: dict[str, dict[str, Any]] = {}
     for r in runs:
         by_run.setdefault(r["run"], r)  # the full-size run comes first
+    told = False  # the note on delivery once, under the first run that missed
     for run in ("churn", "rolling", "sigkill"):
         r = by_run.get(run)
         if r is None:
@@ -204,7 +205,8 @@ def verdicts(runs: list[dict[str, Any]], cap: dict[str, Any] | None) -> list[str
             f"{r['duplicates']} duplicates, {r['out_of_order']} out of order, "
             f"{r['gaps']:,} `gap`, {r['lost_silently']:,} lost silently)."
         )
-        if not met:
+        if not met and not told:
+            told = True
             lines.append(f"  {LIMITS['delivery']}")
     for r in (by_run.get("failover"), by_run.get("failover + churn")):
         if r is None:
