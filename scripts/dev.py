@@ -320,6 +320,42 @@ def chromium_for_tests(warnings: list[str]) -> str | None:
     return None
 
 
+# The programs the topology tests (tests/test_topology.py) start, and the
+# Debian package that brings each.
+TOPOLOGY_PROGRAMS = {
+    "haproxy": "haproxy",
+    "redis-server": "redis-server",
+    "redis-sentinel": "redis-sentinel",
+}
+
+
+def find_program(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+
+
+def topology_tools_for_tests(warnings: list[str]) -> None:
+    """Make sure HAProxy and Redis Sentinel are there, installing them under CI if need be."""
+    missing = [name for name in TOPOLOGY_PROGRAMS if find_program(name) is None]
+    if missing and in_ci() and shutil.which("apt-get") and os.geteuid() == 0:
+        packages = sorted({TOPOLOGY_PROGRAMS[name] for name in missing})
+        say(f"{', '.join(missing)} missing: installing Debian's {' '.join(packages)} (CI=true)")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=apt_env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, env=apt_env)
+        missing = [name for name in TOPOLOGY_PROGRAMS if find_program(name) is None]
+    if not missing:
+        say("HAProxy and Redis Sentinel for the topology tests: found")
+        return
+    if in_ci():
+        banner(f"ERROR: {', '.join(missing)} not available, and CI=true.", stream="stderr")
+        raise StepFailed("the topology tests' programs are unavailable under CI")
+    banner(
+        f"WARNING: {', '.join(missing)} not found (Debian's haproxy, redis-sentinel packages).",
+        "The topology tests will be SKIPPED.",
+    )
+    warnings.append(f"{', '.join(missing)} missing: the topology tests were SKIPPED")
+
+
 def js_tests(warnings: list[str]) -> None:
     """Run the browser client's tests with Node's test runner."""
     node = shutil.which("node")
@@ -386,6 +422,7 @@ def cmd_test(pytest_args: list[str]) -> int:
     chromium = chromium_for_tests(warnings)
     if chromium:
         os.environ[CHROMIUM_ENV] = chromium
+    topology_tools_for_tests(warnings)
 
     pg_ok, pg_problem = postgres_reachable()
     if pg_ok:
