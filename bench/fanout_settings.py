@@ -46,6 +46,9 @@ CHANNELS_EVENTS: dict[str, Any] = {
     "SUBSCRIBE_POLICY": "bench.fanout_app.may_subscribe",
     # FANOUT_METRICS=off: the channels_events_nometrics server of --metrics both.
     "METRICS": os.environ.get("FANOUT_METRICS", "on") != "off",
+    # With metrics on, the operations page's stats namespace is set up too,
+    # with nobody watching: what a closed page costs is in the same figure.
+    "OPS_NAMESPACE": "ops" if os.environ.get("FANOUT_METRICS", "on") != "off" else None,
 }
 
 LOGGING = {
