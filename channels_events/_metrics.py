@@ -12,6 +12,8 @@ name or id.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import os
 import threading
 import time
@@ -201,13 +203,25 @@ class _Prometheus:
         self._subscriptions = self.counts["channels_events_subscriptions"].add
         self._publish_delay = self.histograms["channels_events_publish_delay_seconds"]
         self._age = self.histograms["channels_events_delivery_age_seconds"]
-        self._ages: dict[str, Any] = {}
+        self._children: dict[tuple[int, str], Any] = {}
         self.multiprocess: _MultiprocessSync | None = None
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self.multiprocess = _MultiprocessSync(self)
             self.multiprocess.start()
         else:
             registry.register(_Collector(self))
+
+    def _observe(self, histogram: Any, namespace: str, value: float) -> None:
+        if self.multiprocess is not None:
+            # prometheus_client writes a file per process in this mode: only
+            # the sync copies into it (see _MultiprocessSync).
+            self.multiprocess.observations.append((histogram, namespace, value))
+            return
+        key = (id(histogram), namespace)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = histogram.labels(namespace)
+        child.observe(value)
 
     def samples(self) -> list[tuple[str, str, tuple[str, ...], str, dict[str, float]]]:
         """Return (kind, name, labels, meaning, values by label value) of counters and gauges."""
@@ -237,7 +251,7 @@ class _Prometheus:
         oldest = envelopes[0].get("timestamp") if envelopes else None
         if isinstance(oldest, str):
             delay = time.time() - datetime.fromisoformat(oldest).timestamp()
-            self._publish_delay.labels(namespace).observe(max(0.0, delay))
+            self._observe(self._publish_delay, namespace, max(0.0, delay))
 
     def received(self, events: list[Event]) -> None:
         add = self._received
@@ -248,10 +262,7 @@ class _Prometheus:
         self._delivered(event.namespace)
         if "_aged" not in event.__dict__:
             event.__dict__["_aged"] = True
-            age = self._ages.get(event.namespace)
-            if age is None:
-                age = self._ages[event.namespace] = self._age.labels(event.namespace)
-            age.observe(max(0.0, time.time() - _event_time(event)))
+            self._observe(self._age, event.namespace, max(0.0, time.time() - _event_time(event)))
 
     def dropped(self, cause: str, count: int = 1) -> None:
         self._dropped(cause, count)
@@ -323,6 +334,13 @@ class _MultiprocessSync:
         self._source = source
         self._metrics: dict[str, Any] = {}
         self._copied: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+        #: Histogram observations waiting for the next copy (the oldest go first
+        #: if a copy is late).
+        self.observations: collections.deque[tuple[Any, str, float]] = collections.deque(
+            maxlen=100_000
+        )
         for kind, name, labels, meaning in CATALOGUE:
             if kind == "counter":
                 self._metrics[name] = prometheus_client.Counter(name, meaning, labels)
@@ -335,14 +353,32 @@ class _MultiprocessSync:
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name="channels-events-metrics", daemon=True)
         thread.start()
+        # The last copy is made at exit, on the main thread: a file that
+        # prometheus_client was creating when the process ended would be left
+        # empty, and every later scrape of the directory would fail on it.
+        atexit.register(self.stop)
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped:
             time.sleep(MULTIPROCESS_SYNC)
             self.sync()
 
+    def stop(self) -> None:
+        """Make the last copy; no copy is made after it."""
+        self.sync()
+        self._stopped = True
+
     def sync(self) -> None:
         """Copy what changed since the last copy."""
+        with self._lock:
+            if not self._stopped:
+                self._copy()
+
+    def _copy(self) -> None:
+        observations = self.observations
+        while observations:
+            histogram, namespace, value = observations.popleft()
+            histogram.labels(namespace).observe(value)
         for kind, name, labels, _meaning, values in self._source.samples():
             metric = self._metrics[name]
             for key, value in values.items():
