@@ -4,54 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { connect } from "../../channels_events/static/channels_events/events.js";
-
-function harness() {
-  const sockets = [];
-  const timers = [];
-  class FakeWebSocket {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      this.sent = [];
-      sockets.push(this);
-    }
-    send(text) {
-      this.sent.push(JSON.parse(text));
-    }
-    close(code = 1000) {
-      this.readyState = 3;
-      this.onclose?.({ code });
-    }
-    accept() {
-      this.readyState = 1;
-      this.receive({ type: "welcome", protocol: 1, connection: `c${sockets.length}` });
-    }
-    receive(message) {
-      this.onmessage?.({ data: JSON.stringify(message) });
-    }
-    drop() {
-      this.readyState = 3;
-      this.onclose?.({ code: 1006 });
-    }
-  }
-  const client = connect("ws://127.0.0.1:8000/ws/events/", {
-    WebSocket: FakeWebSocket,
-    random: () => 0.5,
-    pingInterval: 0,
-    setTimeout: (fn, ms) => {
-      timers.push({ fn, ms });
-      return timers.length;
-    },
-    clearTimeout: () => {},
-  });
-  const reconnect = () => {
-    sockets.at(-1).drop();
-    timers.shift().fn();
-    sockets.at(-1).accept();
-  };
-  return { client, reconnect, last: () => sockets.at(-1) };
-}
+import { harness } from "./harness.mjs";
 
 const event = (id) => ({ id, name: "shop::Order::updated", namespace: "shop", payload: { pk: 42 } });
 
